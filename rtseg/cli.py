@@ -1,0 +1,57 @@
+"""Command line: ``rtseg <command>`` or ``python -m rtseg <command>``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import create_model, list_models
+
+
+def _info(args: argparse.Namespace) -> int:
+    from .complexity import count_macs, count_params
+
+    sizes = [tuple(s) for s in (args.size or [[1024, 2048], [360, 480]])]
+    names = args.models or list_models()
+    head = ["model", "params (M)"] + [f"GMAC @{h}×{w}" for h, w in sizes]
+    rows = []
+    for name in names:
+        model = create_model(name, args.num_classes, aux=False)
+        rows.append([name, f"{count_params(model) / 1e6:.2f}"]
+                    + [f"{count_macs(model, s) / 1e9:.1f}" for s in sizes])
+    print(f"{args.num_classes} classes, inference graph (no auxiliary heads), batch 1; MACs count "
+          "conv/matmul/attention products (torch.utils.flop_counter), not resize/softmax/BN.")
+    if args.markdown:
+        print("| " + " | ".join(head) + " |")
+        print("|" + "|".join("---" for _ in head) + "|")
+        for r in rows:
+            print("| " + " | ".join(r) + " |")
+    else:
+        widths = [max(len(str(x)) for x in col) for col in zip(head, *rows, strict=True)]
+        for r in [head, *rows]:
+            print("  ".join(str(x).ljust(w) if i == 0 else str(x).rjust(w)
+                            for i, (x, w) in enumerate(zip(r, widths, strict=True))))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rtseg", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("info", help="parameters and GMAC of every model")
+    p.add_argument("--size", nargs=2, type=int, action="append", metavar=("H", "W"),
+                   help="input size (repeatable; default 1024 2048 and 360 480)")
+    p.add_argument("--num-classes", type=int, default=19)
+    p.add_argument("--models", nargs="+", choices=list_models(), metavar="MODEL")
+    p.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    p.set_defaults(func=_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""Parameter and multiply-accumulate counts.
+
+MACs are counted with ``torch.utils.flop_counter`` on a batch of one in eval mode: convolutions,
+matrix products (``einsum``/``bmm``/``scaled_dot_product_attention``) only; interpolation,
+``grid_sample``, softmax, normalisation and BN are not counted — the same rule as the figures
+of the seed papers' code in the spec. 1 GMAC = 1e9 multiply-adds (papers often say "GFLOPs").
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters (trainable or not)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+@torch.no_grad()
+def count_macs(model: nn.Module, size: tuple[int, int], batch: int = 1) -> int:
+    """Multiply-accumulates of one eval forward pass on a ``batch``×3×H×W input.
+
+    The pass runs on a copy of the model on the ``meta`` device: only shapes are computed, so
+    counting a non-local attention at 1024×2048 needs no memory and little time.
+    """
+    meta = copy.deepcopy(model).to("meta").eval()
+    x = torch.zeros(batch, 3, *size, device="meta")
+    counter = FlopCounterMode(display=False)
+    with counter:
+        meta(x)
+    return counter.get_total_flops() // 2

@@ -1,0 +1,28 @@
+"""What every rtseg network shares: the train/eval output contract."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..layers import resize
+
+
+class SegmentationModel(nn.Module):
+    """Base class: subclasses compute logits and auxiliary logits, :meth:`output` finishes.
+
+    Eval: ``forward(x)`` returns B×K×H×W logits at the input size. Training: it returns
+    ``(logits, [aux_1, ...])``, every tensor B×K×H×W; the loss lives outside the model and
+    weighs the auxiliary outputs by ``aux_weights`` (the paper's weights).
+    """
+
+    aux_weights: tuple[float, ...] = ()
+
+    def output(
+        self, x: torch.Tensor, logits: torch.Tensor, aux: list[torch.Tensor] | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        size = x.shape[-2:]
+        logits = resize(logits, size)
+        if not self.training:
+            return logits
+        return logits, [resize(a, size) for a in (aux or [])]

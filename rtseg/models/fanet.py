@@ -1,0 +1,101 @@
+"""FANet: Real-time Semantic Segmentation with Fast Attention (official network).
+
+ResNet-18/34 with the extra spatial reduction (levels c1..c4 at strides 8/16/32/64) and one
+fast-attention module per level, fused top-down::
+
+    level 32: Z = FA(c4);                P = Z             → up (C/2), smooth (128)
+    level 16: Z = FA(c3);  P = Z + up↑    → up (C/2), smooth (128)
+    level  8: Z = FA(c2);  P = Z + up↑    → up (C/2)
+    level  4: Z = FA(c1);  P = Z + up↑    → smooth (128)
+    out = CBR3x3(cat[smooth16↑, smooth4]) → 1×1 → K, at stride 8, bilinear to the input.
+
+Two auxiliary heads on smooth32 and smooth16 (weight 0.5 each). Deviations from the official
+code, on purpose: the 1×1 ``up`` convs have no ``padding=1`` (the official bug made each up
+feature two pixels too large, about one pixel of misalignment); resizing uses
+``align_corners=False`` (official: True); the 1/n factor of fast attention is on by default
+(see :mod:`rtseg.upsample.fast_attention`); the two modules the official speed model builds but
+never runs (level-8 smooth, level-4 up: 0.15 M parameters) are not built.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..backbones import ResNet, resnet18_fanet, resnet34_fanet
+from ..layers import ConvBNAct, SegHead, resize
+from ..registry import register_model
+from ..upsample import FastAttention
+from .base import SegmentationModel
+
+
+class FANetLevel(nn.Module):
+    """One level of FANet's decoder: ``P = FA(feat) + up_in↑``, then the ``up``/``smooth`` convs.
+
+    Forward: ``feat`` B×C×h×w, ``up_in`` B×C×h'×w' or None → (``up`` B×C/2×h×w or None,
+    ``smooth`` B×128×h×w or None).
+    """
+
+    def __init__(self, channels: int, up: bool, smooth: bool, mean: bool = True) -> None:
+        super().__init__()
+        self.attention = FastAttention(channels, mean=mean)
+        self.up = ConvBNAct(channels, channels // 2, 1, act="leaky") if up else None
+        self.smooth = ConvBNAct(channels, 128, 3, act="leaky") if smooth else None
+
+    def forward(self, feat: torch.Tensor, up_in: torch.Tensor | None):
+        p = self.attention(feat)
+        if up_in is not None:
+            p = p + resize(up_in, p.shape[-2:])
+        up = self.up(p) if self.up is not None else None
+        smooth = self.smooth(p) if self.smooth is not None else None
+        return up, smooth
+
+
+class FANet(SegmentationModel):
+    """FANet on a 4-level backbone whose levels have C, 2C, 4C, 8C channels (C = 64)."""
+
+    aux_weights = (0.5, 0.5)
+
+    def __init__(
+        self, num_classes: int, backbone: ResNet, mean: bool = True, aux: bool = True
+    ) -> None:
+        super().__init__()
+        c1, c2, c3, c4 = backbone.out_channels
+        self.backbone = backbone
+        self.level32 = FANetLevel(c4, up=True, smooth=True, mean=mean)
+        self.level16 = FANetLevel(c3, up=True, smooth=True, mean=mean)
+        self.level8 = FANetLevel(c2, up=True, smooth=False, mean=mean)
+        self.level4 = FANetLevel(c1, up=False, smooth=True, mean=mean)
+        self.head = nn.Sequential(ConvBNAct(256, 256, 3, act="leaky"),
+                                  nn.Conv2d(256, num_classes, 1, bias=False))
+        self.aux_heads = (
+            nn.ModuleList(SegHead(128, 64, num_classes, act="leaky", dropout=0.0, cls_bias=False)
+                          for _ in range(2))
+            if aux else None
+        )
+        if not aux:
+            self.aux_weights = ()
+
+    def forward(self, x: torch.Tensor):
+        f4, f8, f16, f32 = self.backbone(x)
+        up32, sm32 = self.level32(f32, None)
+        up16, sm16 = self.level16(f16, up32)
+        up8, _ = self.level8(f8, up16)
+        _, sm4 = self.level4(f4, up8)
+        logits = self.head(torch.cat([resize(sm16, sm4.shape[-2:]), sm4], dim=1))
+        aux = None
+        if self.training and self.aux_heads is not None:
+            aux = [head(s) for head, s in zip(self.aux_heads, (sm32, sm16), strict=True)]
+        return self.output(x, logits, aux)
+
+
+@register_model("fanet18")
+def fanet18(num_classes: int, pretrained_backbone: str | None = None, aux: bool = True) -> FANet:
+    """FANet-18: the paper's 74.4 mIoU @ 72 FPS model (Cityscapes, Titan X)."""
+    return FANet(num_classes, resnet18_fanet(pretrained_backbone), aux=aux)
+
+
+@register_model("fanet34")
+def fanet34(num_classes: int, pretrained_backbone: str | None = None, aux: bool = True) -> FANet:
+    """FANet-34: the paper's 75.5 mIoU @ 58 FPS model (Cityscapes, Titan X)."""
+    return FANet(num_classes, resnet34_fanet(pretrained_backbone), aux=aux)

@@ -1,0 +1,46 @@
+"""Feature upsamplers behind one interface.
+
+Pairwise upsamplers fuse a coarse feature onto a finer guide grid::
+
+    up = create_upsampler(name, coarse_channels, fine_channels, channels)
+    out = up(coarse, fine)          # B×C_c×h×w, B×C_f×H×W → B×channels×H×W
+
+IFA instead maps a list of levels to any requested size: ``IFA(in_channels, out)(features,
+size)``. Convention everywhere: pixel values sit at cell centres (``align_corners=False``).
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .bilinear import BilinearUpsample
+from .fast_attention import FastAttention, FastAttentionUpsample, fast_attention
+from .gai import GAI, GAINonLocal, criss_cross_attention, nonlocal_attention
+from .gum import GuidedUpsample, guided_sample
+from .ifa import IFA
+
+PAIRWISE = {
+    "bilinear": BilinearUpsample,
+    "gai": GAI,
+    "gai_nonlocal": GAINonLocal,
+    "fast_attention": FastAttentionUpsample,
+    "gum": GuidedUpsample,
+}
+UPSAMPLERS = (*PAIRWISE, "ifa")
+
+
+def create_upsampler(
+    name: str, coarse_channels: int, fine_channels: int, channels: int, **kwargs
+) -> nn.Module:
+    """Build the pairwise upsampler ``name`` (one of ``PAIRWISE``)."""
+    if name not in PAIRWISE:
+        raise KeyError(f"unknown pairwise upsampler {name!r}; available: {', '.join(PAIRWISE)}"
+                       + (" (ifa is multi-level: use rtseg.upsample.IFA)" if name == "ifa" else ""))
+    return PAIRWISE[name](coarse_channels, fine_channels, channels, **kwargs)
+
+
+__all__ = [
+    "GAI", "IFA", "PAIRWISE", "UPSAMPLERS", "BilinearUpsample", "FastAttention",
+    "FastAttentionUpsample", "GAINonLocal", "GuidedUpsample", "create_upsampler",
+    "criss_cross_attention", "fast_attention", "guided_sample", "nonlocal_attention",
+]

@@ -1,0 +1,96 @@
+"""FANet's fast attention: cosine-similarity attention without softmax, computed as Q̂(K̂ᵀV).
+
+Exactly FANet's ``FastAttModule`` on one level X (B×C×H×W, n = HW)::
+
+    Q = BN(Conv1x1(X)) → 32,  K = BN(Conv1x1(X)) → 32,  V = LReLU(BN(Conv1x1(X))) → C
+    Q̂, K̂ = L2-normalised over the 32 channels of each pixel
+    Y = Q̂ (K̂ᵀ V) [/ n]        (32×C intermediate; the n×n affinity is never formed)
+    Z = X + LReLU(BN(Conv1x1(Y)))
+
+The 1/n factor (``mean=True``, the default) is in the paper's formula but not in the official
+code. We keep it on by default: each q̂·k̂ lies in [-1, 1], so with 1/n the output is a bounded
+weighted mean of V whatever the resolution, whereas without it the output grows with n and a
+network trained on crops sees larger activations when run on whole frames. ``mean=False`` gives
+the official behaviour. The official ``up`` conv's ``padding=1`` on a 1×1 kernel (an output two
+pixels too large) is not reproduced.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..layers import ConvBNAct, resize
+
+
+def fast_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mean: bool = True
+) -> torch.Tensor:
+    """Cosine attention without softmax, in linear time.
+
+    Args:
+        q, k: B×d×H×W (normalised here over d).
+        v: B×c×H×W.
+        mean: divide by n = H·W.
+
+    Returns:
+        B×c×H×W, ``Y[:, :, p] = Σ_p' cos(q_p, k_p') v_p'`` (/ n).
+    """
+    b, c, h, w = v.shape
+    qn = F.normalize(q.flatten(2), dim=1, eps=1e-12)  # B×d×n
+    kn = F.normalize(k.flatten(2), dim=1, eps=1e-12)  # B×d×n
+    kv = torch.bmm(kn, v.flatten(2).transpose(1, 2))  # B×d×c
+    if mean:
+        kv = kv / (h * w)
+    y = torch.bmm(qn.transpose(1, 2), kv)  # B×n×c
+    return y.transpose(1, 2).reshape(b, c, h, w)
+
+
+class FastAttention(nn.Module):
+    """FANet's attention block on one level: ``forward(x) = x + residual(x)``, B×C×H×W in/out."""
+
+    def __init__(self, channels: int, key_channels: int = 32, mean: bool = True) -> None:
+        super().__init__()
+        self.mean = mean
+        self.query = ConvBNAct(channels, key_channels, 1, act=None)
+        self.key = ConvBNAct(channels, key_channels, 1, act=None)
+        self.value = ConvBNAct(channels, channels, 1, act="leaky")
+        self.project = ConvBNAct(channels, channels, 1, act="leaky")
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        """LReLU(BN(Conv1x1(Q̂(K̂ᵀV)))): the attention term without the identity."""
+        y = fast_attention(self.query(x), self.key(x), self.value(x), self.mean)
+        return self.project(y)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.residual(x)
+
+
+class FastAttentionUpsample(nn.Module):
+    """FANet's fusion step as an upsampler: attend on the fine level, add the upsampled coarse.
+
+    Returns ``residual(fine) + bilinear(P(coarse))`` where P is a 1×1 CBR when C_c ≠ C. A
+    caller that adds the fine feature (as :class:`~rtseg.models.fpn.FPN` does) gets FANet's
+    ``Z + up(coarse)`` exactly.
+
+    Forward: ``coarse`` B×C_c×h×w, ``fine`` B×C×H×W → B×C×H×W (C_f must equal C).
+    """
+
+    def __init__(
+        self, coarse_channels: int, fine_channels: int, channels: int, mean: bool = True
+    ) -> None:
+        super().__init__()
+        if fine_channels != channels:
+            raise ValueError(
+                f"fast_attention keeps the fine width: fine_channels ({fine_channels}) must "
+                f"equal channels ({channels})"
+            )
+        self.attention = FastAttention(channels, mean=mean)
+        self.project = (
+            nn.Identity() if coarse_channels == channels
+            else ConvBNAct(coarse_channels, channels, 1, act="leaky")
+        )
+
+    def forward(self, coarse: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
+        return self.attention.residual(fine) + resize(self.project(coarse), fine.shape[-2:])

@@ -1,0 +1,150 @@
+"""IFA, Implicit Feature Alignment: an MLP reads every level at a query coordinate.
+
+For each output pixel q (a cell centre of the requested H×W grid) and each level l:
+    * z_l: the feature of the level-l cell that contains q (nearest cell);
+    * δ_l = (q − centre of that cell) in units where ±1 is the cell border, as (δy, δx);
+    * γ_l(δ_l) = [δ, sin(Mδ), cos(Mδ)]: a sinusoidal encoding with learnable frequencies M
+      (12×2, initialised to 6 frequencies 2^linspace(0, 6, 6) per axis, no π), 26 values.
+The MLP maps ``cat_l [γ_l(δ_l), z_l]`` to the output (official: 1128 → 512 → 256 → 256 → K,
+1×1 layers with BN and ReLU).
+
+The first linear layer is split per level and per part: ``W·cat = Σ_l (W_l^pos γ_l + W_l^feat
+z_l)``. Since z_l is a *selection* of level-l pixels, ``W_l^feat z_l`` equals selecting from
+``W_l^feat F_l`` computed on the low-resolution level: the same function at a fraction of the
+cost (``precompute=True``, the default). ``precompute=False`` runs the direct formula.
+
+When the output grid is a level's own grid (level 1 in the networks) that level's δ is 0
+everywhere, so its frequencies get no gradient: the official network has the same property.
+
+Differences from the official code: no hard-coded ``.cuda()``; any output size can be asked
+for; the nearest cell is ``floor((j + 0.5)·w/W)`` (the official ``grid_sample(nearest)`` rounds
+half to even, which differs only for a query exactly on a cell border); the buggy local
+ensemble is not reproduced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SpatialEncoding(nn.Module):
+    """γ(δ) = [δ, sin(Mδ), cos(Mδ)] for δ ∈ R², M learnable (2F)×2; in ...×2 → ...×(2+4F)."""
+
+    def __init__(self, num_freqs: int = 6, max_log2: float = 6.0, learnable: bool = True):
+        super().__init__()
+        freqs = torch.logspace(0, max_log2, num_freqs, base=2.0)
+        m = torch.zeros(2 * num_freqs, 2)
+        m[:num_freqs, 0] = freqs
+        m[num_freqs:, 1] = freqs
+        self.freqs = nn.Parameter(m, requires_grad=learnable)
+        self.out_dim = 2 + 4 * num_freqs
+
+    def forward(self, delta: torch.Tensor) -> torch.Tensor:
+        y = delta @ self.freqs.t()
+        return torch.cat([delta, torch.sin(y), torch.cos(y)], dim=-1)
+
+
+def nearest_cells(
+    out_len: int, in_len: int, like: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For an output axis of ``out_len`` cells over an input axis of ``in_len`` cells.
+
+    Returns ``(index, delta)``, both of length ``out_len``: the input cell containing each
+    output cell centre, and the centre's offset from that cell's centre (±1 = cell border).
+    """
+    pos = (torch.arange(out_len, device=like.device, dtype=like.dtype) + 0.5) * (in_len / out_len)
+    index = pos.floor().clamp(0, in_len - 1)
+    delta = 2 * (pos - index - 0.5)
+    return index.long(), delta
+
+
+def relative_encoding(
+    enc: SpatialEncoding, dy: torch.Tensor, dx: torch.Tensor
+) -> torch.Tensor:
+    """γ of the (δy, δx) grid: H and W vectors → 1×D×H×W."""
+    grid = torch.stack(torch.meshgrid(dy, dx, indexing="ij"), dim=-1)  # H×W×2
+    return enc(grid).permute(2, 0, 1).unsqueeze(0)
+
+
+def gather_cells(x: torch.Tensor, iy: torch.Tensor, ix: torch.Tensor) -> torch.Tensor:
+    """``x[:, :, iy][:, :, :, ix]``: B×C×h×w → B×C×len(iy)×len(ix)."""
+    return x.index_select(2, iy).index_select(3, ix)
+
+
+class IFA(nn.Module):
+    """Implicit Feature Alignment decoder.
+
+    Args:
+        in_channels: channels of each level, finest first (official: 4 × 256).
+        out_channels: MLP output (K logits in the official network; features in rtseg's FPN).
+        hidden: MLP widths (official: 512, 256, 256).
+        num_freqs: frequencies per axis of the encoding (official: 6, i.e. 24 + 2 values).
+        precompute: apply the first layer on the low-resolution levels before sampling.
+
+    Forward: ``features`` list of B×C_l×h_l×w_l, ``size`` (H, W) → B×out×H×W.
+    """
+
+    def __init__(
+        self,
+        in_channels: Sequence[int],
+        out_channels: int,
+        hidden: Sequence[int] = (512, 256, 256),
+        num_freqs: int = 6,
+        precompute: bool = True,
+    ) -> None:
+        super().__init__()
+        self.in_channels = tuple(in_channels)
+        self.precompute = precompute
+        self.encodings = nn.ModuleList(SpatialEncoding(num_freqs) for _ in in_channels)
+        self.pos_dim = self.encodings[0].out_dim
+        in_dim = sum(self.pos_dim + c for c in in_channels)
+        self.first = nn.Conv2d(in_dim, hidden[0], 1)
+        layers: list[nn.Module] = [nn.BatchNorm2d(hidden[0]), nn.ReLU(inplace=True)]
+        for cin, cout in zip(hidden[:-1], hidden[1:], strict=True):
+            layers += [nn.Conv2d(cin, cout, 1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+        layers.append(nn.Conv2d(hidden[-1], out_channels, 1))
+        self.rest = nn.Sequential(*layers)
+
+    def _split_first(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per level, the (position, feature) column blocks of the first layer's weight."""
+        w = self.first.weight.flatten(1)
+        blocks, start = [], 0
+        for c in self.in_channels:
+            blocks.append((w[:, start:start + self.pos_dim],
+                           w[:, start + self.pos_dim:start + self.pos_dim + c]))
+            start += self.pos_dim + c
+        return blocks
+
+    def first_layer(self, features: Sequence[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+        """The first linear layer's output on the H×W grid, B×hidden[0]×H×W."""
+        if len(features) != len(self.in_channels):
+            raise ValueError(f"IFA expects {len(self.in_channels)} levels, got {len(features)}")
+        h, w = size
+        like = features[0]
+        if not self.precompute:
+            parts = []
+            for enc, x in zip(self.encodings, features, strict=True):
+                iy, dy = nearest_cells(h, x.shape[-2], like)
+                ix, dx = nearest_cells(w, x.shape[-1], like)
+                pe = relative_encoding(enc, dy, dx).expand(x.shape[0], -1, -1, -1)
+                parts += [pe, gather_cells(x, iy, ix)]
+            return self.first(torch.cat(parts, dim=1))
+        out = self.first.bias.view(1, -1, 1, 1)
+        for enc, x, (w_pos, w_feat) in zip(self.encodings, features, self._split_first(),
+                                           strict=True):
+            iy, dy = nearest_cells(h, x.shape[-2], like)
+            ix, dx = nearest_cells(w, x.shape[-1], like)
+            low = F.conv2d(x, w_feat[:, :, None, None])  # on the level's own grid
+            pe = F.conv2d(relative_encoding(enc, dy, dx), w_pos[:, :, None, None])  # 1×D×H×W
+            out = out + gather_cells(low, iy, ix) + pe
+        return out
+
+    def forward(self, features: Sequence[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+        return self.rest(self.first_layer(features, size))
+
+
+__all__ = ["IFA", "SpatialEncoding", "nearest_cells"]

@@ -1,0 +1,41 @@
+"""Parameter and MAC counts against the official implementations (spec, anchors.md)."""
+
+import pytest
+
+import rtseg
+from rtseg.complexity import count_macs, count_params
+
+# The official FANet speed model builds two modules it never runs (level-8 smooth: 3×3 conv
+# 128→128 + BN; level-4 up: 1×1 conv 64→32 + BN). rtseg does not build them, so its counts
+# are the official ones minus these parameters.
+FANET_DEAD = (128 * 128 * 9 + 2 * 128) + (64 * 32 + 2 * 32)
+
+OFFICIAL = [  # name, params, GMAC at 1024×2048, 19 classes, no aux heads
+    ("gain_r18", 11.96e6, 156.5),
+    ("fanet18", 13.82e6 - FANET_DEAD, 47.4),
+    ("fanet34", 23.93e6 - FANET_DEAD, 66.7),
+    ("ifa_r50", 25.40e6, 350.0),
+]
+
+
+@pytest.mark.parametrize("name,params,gmac", OFFICIAL)
+def test_counts_match_official_within_one_percent(name, params, gmac):
+    model = rtseg.create_model(name, 19, aux=False)
+    if name == "ifa_r50":
+        model.decoder.precompute = False  # the official computation, for the MAC count
+    assert count_params(model) == pytest.approx(params, rel=0.01)
+    assert count_macs(model, (1024, 2048)) / 1e9 == pytest.approx(gmac, rel=0.01)
+
+
+def test_gai_module_size():
+    # spec §1.2: 0.055 M parameters per GAI.
+    model = rtseg.create_model("gain_r18", 19, aux=False)
+    assert count_params(model.gai4) == pytest.approx(0.055e6, rel=0.01)
+
+
+def test_ifa_precompute_is_cheaper_for_the_same_function():
+    model = rtseg.create_model("ifa_r50", 19, aux=False)
+    fast = count_macs(model, (1024, 2048))
+    model.decoder.precompute = False
+    direct = count_macs(model, (1024, 2048))
+    assert fast < 0.9 * direct

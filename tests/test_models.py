@@ -1,0 +1,80 @@
+"""Every registered network: shapes, outputs, gradients, determinism, export."""
+
+import pytest
+import torch
+
+import rtseg
+from rtseg.models import SegmentationModel
+
+MODELS = rtseg.list_models()
+K = 5
+
+
+def test_registry_lists_every_method():
+    expected = {"gain_r18", "fanet18", "fanet34", "ifa_r50", "ifa_r18", "gun"}
+    expected |= {f"fpn_r18_{u}" for u in
+                 ("bilinear", "gai", "gai_nonlocal", "fast_attention", "ifa", "gum")}
+    assert expected <= set(MODELS)
+
+
+def test_create_model_errors():
+    with pytest.raises(KeyError, match="unknown model 'nope'"):
+        rtseg.create_model("nope", 3)
+    with pytest.raises(ValueError, match="num_classes"):
+        rtseg.create_model("fpn_r18_bilinear", 0)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_eval_output_size_odd_input_and_determinism(name):
+    model = rtseg.create_model(name, K).eval()
+    x = torch.randn(1, 3, 97, 131)
+    with torch.no_grad():
+        a, b = model(x), model(x)
+    assert a.shape == (1, K, 97, 131)
+    assert torch.isfinite(a).all()
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_training_outputs_and_gradients_reach_every_parameter(name):
+    model = rtseg.create_model(name, K)
+    assert isinstance(model, SegmentationModel)
+    with torch.no_grad():  # zero-initialised parts (γ, offset heads) would hide gradients
+        for p in model.parameters():
+            if p.abs().sum() == 0:
+                p.normal_(0, 0.05)
+    model.train()
+    x = torch.randn(2, 3, 65, 79)
+    logits, aux = model(x)
+    assert logits.shape == (2, K, 65, 79)
+    assert len(aux) == len(model.aux_weights)
+    assert all(a.shape == (2, K, 65, 79) for a in aux)
+    target = torch.randint(0, K, (2, 65, 79))
+    loss = torch.nn.functional.cross_entropy(logits, target)
+    for w, a in zip(model.aux_weights, aux):
+        loss = loss + w * torch.nn.functional.cross_entropy(a, target)
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters())
+    zero = {n for n, p in model.named_parameters() if p.grad.abs().sum() == 0}
+    # IFA decodes on the grid of its finest level, where every δ is 0: that level's encoding
+    # frequencies get a zero gradient by construction (as in the official code), nothing else.
+    expected = {n for n, _ in model.named_parameters() if n.endswith("encodings.0.freqs")}
+    assert zero == expected, f"no gradient reaches: {sorted(zero - expected)[:10]}"
+
+
+def test_aux_false_builds_no_aux_heads():
+    with_aux = rtseg.create_model("gain_r18", K)
+    without = rtseg.create_model("gain_r18", K, aux=False)
+    n = sum(p.numel() for p in with_aux.parameters()) - sum(p.numel() for p in without.parameters())
+    assert n == 2 * (128 * 128 * 9 + 128 + 2 * 128 + 128 * K + K)
+    logits, aux = without.train()(torch.randn(2, 3, 64, 64))
+    assert aux == []
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_export_matches_eager(name):
+    model = rtseg.create_model(name, K).eval()
+    x = torch.randn(1, 3, 97, 131)
+    exported = torch.export.export(model, (x,), strict=False)
+    with torch.no_grad():
+        torch.testing.assert_close(exported.module()(x), model(x), atol=1e-4, rtol=1e-4)
