@@ -45,6 +45,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", nargs="+", choices=list_models(), metavar="MODEL")
     p.add_argument("--markdown", action="store_true", help="print a Markdown table")
     p.set_defaults(func=_info)
+
+    from .engine import commands
+
+    p = sub.add_parser("train", help="train a model (config file + key=value overrides)")
+    p.add_argument("--config", help="YAML file of training fields (see configs/)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="override config fields")
+    p.set_defaults(func=commands.cmd_train)
+
+    def add_inference_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--device", default="auto")
+        p.add_argument("--mode", choices=["whole", "slide"], default="whole")
+        p.add_argument("--crop", nargs=2, type=int, metavar=("H", "W"))
+        p.add_argument("--stride", nargs=2, type=int, metavar=("H", "W"))
+        p.add_argument("--scales", nargs="+", type=float, default=[1.0])
+        p.add_argument("--flip", action="store_true")
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint: mIoU, per-class IoU, boundary F")
+    p.add_argument("checkpoint")
+    p.add_argument("--split", default="val")
+    p.add_argument("--dataset", help="default: the one the model was trained on")
+    p.add_argument("--data-root", help="default: the training data root")
+    p.add_argument("--tolerance", type=int, default=2, help="boundary F tolerance in pixels")
+    p.add_argument("--json", help="output JSON (default: next to the checkpoint)")
+    add_inference_options(p)
+    p.set_defaults(func=commands.cmd_eval)
+
+    p = sub.add_parser("predict", help="label PNGs and overlays for an image, folder or video")
+    p.add_argument("checkpoint")
+    p.add_argument("input", help="an image, a folder of images, or a video file")
+    p.add_argument("--out", help="output folder (default: predictions/ next to the checkpoint)")
+    add_inference_options(p)
+    p.set_defaults(func=commands.cmd_predict)
+
+    p = sub.add_parser("demo", help="the main job: train, evaluate, predict, plot")
+    p.add_argument("--data", help="a CamVid/Cityscapes/folder data set (default: synthetic)")
+    p.add_argument("--model", default="fpn_r18_gai", choices=list_models())
+    p.add_argument("--iters", type=int, default=300)
+    p.add_argument("--out", default="runs")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="override config fields")
+    p.set_defaults(func=commands.cmd_demo)
     return parser
 
 

@@ -1,0 +1,72 @@
+"""Data sets, checked file readers and joint image/label transforms.
+
+Every data set follows the contract of :class:`~rtseg.data.io.SegmentationDataset`:
+``classes``, ``palette``, ``num_classes``, ``ignore_index``, ``name(i)``, ``load(i)`` (raw,
+checked: image uint8 3×H×W, label int64 H×W) and ``ds[i]`` / ``ds[(i, seed)]`` (transformed).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .camvid import CamVid
+from .cityscapes import Cityscapes
+from .folder import FolderDataset, read_classes
+from .io import (
+    DataError,
+    SegmentationDataset,
+    Transform,
+    check_label_values,
+    check_pair,
+    read_image,
+    read_label,
+)
+from .synthetic import Synthetic
+
+DATASETS: dict[str, type[SegmentationDataset]] = {
+    "cityscapes": Cityscapes,
+    "camvid": CamVid,
+    "folder": FolderDataset,
+    "synthetic": Synthetic,
+}
+
+
+def build_dataset(
+    name: str,
+    root: str | Path | None = None,
+    split: str | None = "train",
+    transform: Transform | None = None,
+    **kwargs: Any,
+) -> SegmentationDataset:
+    """Build data set ``name`` (a key of ``DATASETS``).
+
+    Args:
+        name: "cityscapes", "camvid", "folder" or "synthetic".
+        root: the data set folder; not used by "synthetic" (made in memory).
+        split: e.g. "train", "val", "test" ("trainval" for Cityscapes/CamVid; None for a
+            folder data set without split sub-folders).
+        transform: ``transform(image, label, generator)`` applied by ``ds[i]``.
+        **kwargs: passed on to the class (e.g. ``label_type`` for Cityscapes, ``size`` and
+            ``num_images`` for synthetic, ``images``/``masks``/``classes_file`` for folder).
+
+    Raises:
+        KeyError: unknown name.
+        DataError: ``root`` is missing (None or not a folder) for a file-based data set.
+    """
+    if name not in DATASETS:
+        raise KeyError(f"unknown dataset {name!r}; available: {', '.join(sorted(DATASETS))}")
+    if name == "synthetic":
+        return Synthetic(split="train" if split is None else split, transform=transform, **kwargs)
+    if root is None:
+        raise DataError(f"dataset {name!r} needs a root folder (root=None given)")
+    if not Path(root).is_dir():
+        raise DataError(f"{root}: {name} root folder does not exist or is not a folder")
+    return DATASETS[name](root, split, transform=transform, **kwargs)
+
+
+__all__ = [
+    "DATASETS", "CamVid", "Cityscapes", "DataError", "FolderDataset", "SegmentationDataset",
+    "Synthetic", "Transform", "build_dataset", "check_label_values", "check_pair", "read_classes",
+    "read_image", "read_label",
+]

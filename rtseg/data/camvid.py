@@ -1,0 +1,105 @@
+"""CamVid in the SegNet 11-class layout (480×360 frames).
+
+Layout::
+
+    root/{split}/{name}.png         RGB frames           (split: train, val, test)
+    root/{split}annot/{name}.png    single-channel labels, values 0..10 and 11 = void
+
+Void (11) is mapped to 255 so that every rtseg data set ignores the same value.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .io import (
+    DataError,
+    PathLike,
+    SegmentationDataset,
+    Transform,
+    check_label_values,
+    check_pair,
+    read_image,
+    read_label,
+    require_dir,
+    sorted_glob,
+)
+
+CAMVID_CLASSES = [
+    "Sky", "Building", "Pole", "Road", "Sidewalk", "Tree", "SignSymbol", "Fence", "Car",
+    "Pedestrian", "Bicyclist",
+]  # fmt: skip
+# The palette of the SegNet tutorial's CamVid release, in class order.
+CAMVID_PALETTE = [
+    (128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222),
+    (128, 128, 0), (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192),
+]  # fmt: skip
+VOID = 11
+IGNORE_INDEX = 255
+SPLITS = ("train", "val", "test", "trainval")
+
+
+class CamVid(SegmentationDataset):
+    """CamVid, 11 classes, void → 255.
+
+    Args:
+        root: the folder holding ``train/``, ``trainannot/``, ``val/``, ... .
+        split: "train" (367), "val" (101), "test" (233) or "trainval" (train + val, 468).
+        transform: ``transform(image, label, generator)``, see :class:`SegmentationDataset`.
+
+    ``load(i)`` gives (image uint8 3×H×W, label int64 H×W with values in [0, 11) ∪ {255}).
+    ``name(i)`` is the file stem, e.g. ``0001TP_006690``.
+    """
+
+    classes = CAMVID_CLASSES
+    palette = CAMVID_PALETTE
+    ignore_index = IGNORE_INDEX
+
+    def __init__(
+        self, root: PathLike, split: str = "train", transform: Transform | None = None
+    ) -> None:
+        if split not in SPLITS:
+            raise ValueError(f"unknown CamVid split {split!r}; use one of {SPLITS}")
+        self.root = require_dir(root, "CamVid root")
+        self.split = split
+        self.transform = transform
+        self.samples: list[tuple[Path, Path]] = []
+        for part in ("train", "val") if split == "trainval" else (split,):
+            self.samples += self._scan(part)
+
+    def _scan(self, split: str) -> list[tuple[Path, Path]]:
+        image_dir = require_dir(self.root / split, "CamVid image")
+        label_dir = require_dir(self.root / f"{split}annot", "CamVid label")
+        images = sorted_glob(image_dir, "*.png")
+        if not images:
+            raise DataError(f"{image_dir}: no .png images found")
+        image_names = {p.name for p in images}
+        for label_path in sorted_glob(label_dir, "*.png"):
+            if label_path.name not in image_names:
+                raise DataError(
+                    f"{label_path}: label without image; missing {image_dir / label_path.name}"
+                )
+        samples = []
+        for image_path in images:
+            label_path = label_dir / image_path.name
+            if not label_path.is_file():
+                raise DataError(f"{image_path}: image without label; missing {label_path}")
+            samples.append((image_path, label_path))
+        return samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def name(self, index: int) -> str:
+        return self.samples[self._check_index(index)][0].stem
+
+    def load(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image_path, label_path = self.samples[self._check_index(index)]
+        image = read_image(image_path)
+        label = read_label(label_path)
+        check_pair(image, label, image_path, label_path)
+        label = label.masked_fill(label == VOID, IGNORE_INDEX)
+        check_label_values(label, self.num_classes, self.ignore_index, label_path)
+        return image, label.long()

@@ -1,0 +1,212 @@
+"""Checked image/label readers and the dataset base class shared by every loader.
+
+Every reader and check raises :class:`DataError` with a message that names the file and the
+problem, so a broken data set fails at the first bad sample with an actionable message instead
+of a shape error deep inside the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+PathLike = str | Path
+Transform = Callable[
+    [torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]
+]
+
+# Label modes that hold one value per pixel. "1" is a bilevel image, "I;16*"/"I" 16/32-bit.
+_SINGLE_CHANNEL_LABEL_MODES = {"L", "P", "1", "I", "I;16", "I;16L", "I;16B", "I;16N"}
+_MAX_BAD_VALUES_SHOWN = 10
+
+
+class DataError(ValueError):
+    """A data file or folder is missing, unreadable or inconsistent; the message names it."""
+
+
+def _open_checked(path: PathLike, what: str) -> Image.Image:
+    """Open ``path`` with PIL, verify its structure and decode it fully."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: missing {what} file")
+    if not path.is_file():
+        raise DataError(f"{path}: {what} path is not a file")
+    try:
+        # verify() walks the file structure (PNG chunk CRCs, truncation) without decoding;
+        # it leaves the image unusable, so the file is opened again and decoded by load(),
+        # which catches corrupt pixel data that verify() can not see.
+        with Image.open(path) as probe:
+            probe.verify()
+        image = Image.open(path)
+        image.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise DataError(f"{path}: unreadable or truncated {what} image ({err})") from err
+    return image
+
+
+def read_image(path: PathLike) -> torch.Tensor:
+    """Read an image file as RGB.
+
+    Palette, grey, RGBA (alpha dropped) and other PIL modes are converted to RGB.
+
+    Returns:
+        uint8 tensor 3×H×W.
+
+    Raises:
+        DataError: missing file, or a file PIL can not read completely (corrupt or truncated).
+    """
+    with _open_checked(path, "image") as image:
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        array = np.array(rgb, dtype=np.uint8)
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def read_label(path: PathLike) -> torch.Tensor:
+    """Read a single-channel label map; a palette PNG gives its palette indices.
+
+    Returns:
+        H×W tensor: uint8 for 8-bit files (modes L, P, 1), int64 for 16/32-bit files.
+
+    Raises:
+        DataError: missing or unreadable file, or an image with more than one channel
+            (e.g. a colour-coded RGB mask) or floating-point values.
+    """
+    path = Path(path)
+    with _open_checked(path, "label") as image:
+        if image.mode not in _SINGLE_CHANNEL_LABEL_MODES:
+            bands = len(image.getbands())
+            problem = (
+                f"label has {bands} channels (mode {image.mode})"
+                if bands > 1
+                else f"label has unsupported mode {image.mode} (floating-point values?)"
+            )
+            raise DataError(
+                f"{path}: {problem}; expected a single-channel image of class indices "
+                "(PIL mode L or P)"
+            )
+        array = np.array(image)
+    if array.dtype in (np.uint8, np.bool_):
+        return torch.from_numpy(array.astype(np.uint8, copy=False))
+    return torch.from_numpy(array.astype(np.int64))
+
+
+def check_pair(
+    image: torch.Tensor, label: torch.Tensor, image_path: PathLike, label_path: PathLike
+) -> None:
+    """Raise :class:`DataError` unless image (C×H×W) and label (H×W) have the same H×W."""
+    image_hw = tuple(image.shape[-2:])
+    label_hw = tuple(label.shape[-2:])
+    if image_hw != label_hw:
+        raise DataError(
+            f"size mismatch: image {image_path} is {image_hw[1]}×{image_hw[0]} (W×H) but "
+            f"label {label_path} is {label_hw[1]}×{label_hw[0]}"
+        )
+
+
+def label_values(label: torch.Tensor) -> torch.Tensor:
+    """The distinct values of an integer label tensor, sorted (bincount for uint8: cheap)."""
+    if label.dtype == torch.uint8:
+        return torch.bincount(label.reshape(-1), minlength=256).nonzero().reshape(-1)
+    return torch.unique(label)
+
+
+def check_label_values(
+    label: torch.Tensor, num_classes: int, ignore_index: int, path: PathLike
+) -> None:
+    """Raise :class:`DataError` if ``label`` holds a value outside [0, K) ∪ {ignore_index}.
+
+    Args:
+        label: integer tensor of any shape (typically H×W).
+        num_classes: K.
+        ignore_index: the one value allowed outside [0, K).
+        path: the label file, named in the message.
+    """
+    values = label_values(label)
+    bad = values[((values < 0) | (values >= num_classes)) & (values != ignore_index)]
+    if bad.numel():
+        shown = ", ".join(str(v) for v in bad[:_MAX_BAD_VALUES_SHOWN].tolist())
+        more = f" (+{bad.numel() - _MAX_BAD_VALUES_SHOWN} more)" if bad.numel() > _MAX_BAD_VALUES_SHOWN else ""
+        raise DataError(
+            f"{path}: label values {shown}{more} are outside the {num_classes} classes "
+            f"[0, {num_classes - 1}] and the ignore value {ignore_index}"
+        )
+
+
+def require_dir(path: PathLike, what: str) -> Path:
+    """Return ``path`` as a Path, or raise :class:`DataError` naming it if it is not a folder."""
+    path = Path(path)
+    if not path.is_dir():
+        problem = "is not a folder" if path.exists() else "does not exist"
+        raise DataError(f"{path}: {what} folder {problem}")
+    return path
+
+
+def sorted_glob(folder: Path, pattern: str) -> list[Path]:
+    """Files (not folders) in ``folder`` matching ``pattern``, sorted by path."""
+    return sorted(p for p in folder.glob(pattern) if p.is_file())
+
+
+class SegmentationDataset(Dataset):
+    """Base class of every rtseg data set; subclasses set the class table and the samples.
+
+    Contract (relied on by training, evaluation and prediction code):
+
+    * ``classes`` (K names), ``palette`` (K RGB tuples), ``num_classes`` (K), ``ignore_index``.
+    * ``len(ds)``; ``ds.name(i)``: a file stem / id used to name prediction files.
+    * ``ds.load(i)``: the raw, checked sample ``(image uint8 3×H×W, label int64 H×W)`` with
+      label values in [0, K) ∪ {ignore_index}.
+    * ``ds[i]`` or ``ds[(i, seed)]``: ``transform(image, label, generator)`` when a transform
+      is set, else ``(image float32 3×H×W in [0, 1], label int64 H×W)``. With a seed the
+      generator is ``torch.Generator().manual_seed(seed)``, so a sample is reproducible in
+      any worker process; a bare index seeds the generator from the global torch RNG.
+
+    Subclasses implement ``__len__``, ``name`` and ``load``.
+    """
+
+    classes: list[str]
+    palette: list[tuple[int, int, int]]
+    ignore_index: int = 255
+    transform: Transform | None = None
+
+    @property
+    def num_classes(self) -> int:
+        """K, the number of classes."""
+        return len(self.classes)
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def name(self, index: int) -> str:
+        """Identifier of sample ``index`` (file stem), used for prediction file names."""
+        raise NotImplementedError
+
+    def load(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw sample ``index``: (image uint8 3×H×W, label int64 H×W), checked."""
+        raise NotImplementedError
+
+    def _check_index(self, index: int) -> int:
+        """Accept Python-style negative indices; raise IndexError outside the data set."""
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"index {index} out of range for {type(self).__name__} of {n}")
+        return index % n
+
+    def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(index, tuple):
+            index, seed = index
+            generator = torch.Generator().manual_seed(int(seed))
+        else:
+            seed = int(torch.randint(0, 2**62, ()).item())
+            generator = torch.Generator().manual_seed(seed)
+        image, label = self.load(self._check_index(int(index)))
+        if self.transform is None:
+            return image.float().div_(255.0), label
+        return self.transform(image, label, generator)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(samples={len(self)}, classes={self.num_classes})"

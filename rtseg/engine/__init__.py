@@ -1,0 +1,2 @@
+"""Evaluation and inference machinery: metrics (:mod:`.metrics`), test-time prediction
+(:mod:`.inference`)."""

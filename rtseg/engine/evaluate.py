@@ -1,0 +1,62 @@
+"""Evaluate a model on a data set: confusion matrix and boundary F-score on the device."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..data import SegmentationDataset
+from .distributed import DistInfo
+from .inference import predict_logits
+from .metrics import BoundaryFScore, ConfusionMatrix
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    dataset: SegmentationDataset,
+    device: torch.device | str = "cpu",
+    mode: str = "whole",
+    crop: tuple[int, int] | None = None,
+    stride: tuple[int, int] | None = None,
+    scales: Sequence[float] = (1.0,),
+    flip: bool = False,
+    boundary_tolerance: int = 2,
+    distributed_info: DistInfo | None = None,
+    progress: bool = True,
+    limit: int | None = None,
+) -> dict[str, Any]:
+    """mIoU, per-class IoU, pixel accuracy and boundary F-score of ``model`` on ``dataset``.
+
+    Images are predicted one at a time at their own size (``mode="whole"``) or by sliding
+    ``crop`` windows (``"slide"``), optionally averaged over ``scales`` and a horizontal flip.
+    Under DDP each rank takes every world_size-th image and the counts are summed over ranks.
+
+    Returns the merged :meth:`ConfusionMatrix.compute` and :meth:`BoundaryFScore.compute`
+    dicts plus ``images`` and ``pixels`` (the number evaluated and counted, over all ranks).
+    """
+    from tqdm import tqdm
+
+    info = distributed_info or DistInfo()
+    device = torch.device(device)
+    model.eval()
+    k, ignore = dataset.num_classes, dataset.ignore_index
+    cm = ConfusionMatrix(k, ignore, device)
+    bf = BoundaryFScore(k, boundary_tolerance, ignore, device)
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    indices = range(info.rank, n, info.world_size)
+    for i in tqdm(indices, desc="eval", disable=not (progress and info.is_main), leave=False):
+        image, label = dataset[(i, 0)]
+        probs = predict_logits(model, image[None].to(device), mode=mode, crop=crop,
+                               stride=stride, scales=scales, flip=flip, num_classes=k)
+        pred = probs.argmax(1)
+        target = label[None].to(device)
+        cm.update(pred, target)
+        bf.update(pred, target)
+    if info.enabled:
+        cm.reduce()
+        bf.reduce()
+    return {**cm.compute(), **bf.compute(), "images": n, "pixels": int(cm.mat.sum())}

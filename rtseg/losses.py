@@ -1,0 +1,203 @@
+"""Segmentation losses: pixel-wise cross-entropy, OHEM cross-entropy, and deep supervision.
+
+Shapes: logits are B×K×H×W, targets B×H×W int64 class indices, ``ignore_index`` marks pixels
+that never contribute to a loss. Every loss here is a mean over the pixels it counts; when no
+pixel counts (an all-ignore batch) it is a zero that still carries the graph, not NaN.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _masked_mean(pixel_loss: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``pixel_loss`` over ``mask``; 0 (with grad) when the mask is empty."""
+    count = mask.sum().clamp(min=1)
+    return (pixel_loss * mask).sum() / count
+
+
+def _check_shapes(logits: torch.Tensor, target: torch.Tensor) -> None:
+    if logits.dim() != 4 or target.dim() != 3:
+        raise ValueError(
+            f"expected logits B×K×H×W and target B×H×W, got {tuple(logits.shape)} and "
+            f"{tuple(target.shape)}"
+        )
+    if logits.shape[0] != target.shape[0] or logits.shape[2:] != target.shape[1:]:
+        raise ValueError(
+            f"logits {tuple(logits.shape)} do not match target {tuple(target.shape)}: "
+            "resize the logits to the label size first"
+        )
+
+
+def cross_entropy(
+    logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 255
+) -> torch.Tensor:
+    """Mean pixel-wise cross-entropy over the non-ignored pixels.
+
+    Args:
+        logits: B×K×H×W raw scores.
+        target: B×H×W int64 class indices in ``[0, K)`` or ``ignore_index``.
+        ignore_index: label that is excluded from the mean.
+
+    Returns:
+        A scalar; 0 when every pixel is ignored.
+    """
+    _check_shapes(logits, target)
+    pixel_loss = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="none")
+    return _masked_mean(pixel_loss, target != ignore_index)
+
+
+class OhemCrossEntropy(nn.Module):
+    """Cross-entropy over the hard pixels only (online hard example mining).
+
+    A non-ignored pixel is *hard* when the softmax probability of its true class is below
+    ``thresh``, i.e. its cross-entropy exceeds ``-ln(thresh)``. The loss is the mean
+    cross-entropy over the kept pixels, which are:
+
+    * all hard pixels, if there are at least ``min_kept`` of them;
+    * otherwise the ``min_kept`` non-ignored pixels with the largest cross-entropy (all hard
+      pixels are among them, since every hard pixel has a larger loss than every easy one),
+      or every non-ignored pixel when fewer than ``min_kept`` exist. Ties at the cut are
+      broken arbitrarily.
+
+    ``min_kept`` counts pixels of the **whole batch** passed to one call (under DDP: of one
+    process's batch), not per image. Ignored pixels are never kept.
+
+    Args:
+        thresh: probability threshold in (0, 1].
+        min_kept: minimum number of kept pixels per batch (>= 0).
+        ignore_index: label that is never kept.
+
+    Forward: ``logits`` B×K×H×W, ``target`` B×H×W → scalar.
+    """
+
+    def __init__(self, thresh: float = 0.7, min_kept: int = 100000, ignore_index: int = 255):
+        super().__init__()
+        if not 0.0 < thresh <= 1.0:
+            raise ValueError(f"thresh must be in (0, 1], got {thresh}")
+        if min_kept < 0:
+            raise ValueError(f"min_kept must be >= 0, got {min_kept}")
+        self.thresh = thresh
+        self.min_kept = min_kept
+        self.ignore_index = ignore_index
+
+    def extra_repr(self) -> str:
+        return f"thresh={self.thresh}, min_kept={self.min_kept}, ignore_index={self.ignore_index}"
+
+    def _select(self, pixel_loss: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Kept-pixel mask (same shape as ``pixel_loss``) from detached per-pixel losses."""
+        kept = valid & (pixel_loss > -math.log(self.thresh))
+        num_valid = int(valid.sum())
+        k = min(self.min_kept, num_valid)
+        if int(kept.sum()) >= k:
+            return kept
+        # Too few hard pixels: take the k hardest valid ones instead.
+        scores = pixel_loss.masked_fill(~valid, -1.0).flatten()  # CE >= 0 > -1
+        top = torch.topk(scores, k).indices
+        kept = torch.zeros_like(scores, dtype=torch.bool)
+        kept[top] = True
+        return kept.view_as(valid)
+
+    @torch.no_grad()
+    def kept_mask(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """B×H×W bool: the pixels :meth:`forward` averages over for these inputs."""
+        _check_shapes(logits, target)
+        pixel_loss = F.cross_entropy(
+            logits, target, ignore_index=self.ignore_index, reduction="none"
+        )
+        return self._select(pixel_loss, target != self.ignore_index)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        _check_shapes(logits, target)
+        pixel_loss = F.cross_entropy(
+            logits, target, ignore_index=self.ignore_index, reduction="none"
+        )
+        kept = self._select(pixel_loss.detach(), target != self.ignore_index)
+        return _masked_mean(pixel_loss, kept)
+
+
+class SegLoss(nn.Module):
+    """Main loss plus weighted auxiliary (deep-supervision) losses.
+
+    ``total = criterion(logits, target) + Σ_i aux_weights[i] · criterion(aux_i, target)``.
+
+    Args:
+        criterion: ``(logits B×K×H×W, target B×H×W) -> scalar``, e.g. :func:`cross_entropy`
+            or :class:`OhemCrossEntropy`.
+        aux_weights: one weight per auxiliary output of the model, in the model's order.
+
+    Forward:
+        ``outputs``: a B×K×H×W tensor (eval-style; only the main loss), or a tuple
+        ``(logits, [aux_1, ..., aux_n])`` with every tensor B×K×H×W at the label size.
+        ``target``: B×H×W int64.
+
+        Returns ``(total, parts)``: ``total`` is the scalar to back-propagate; ``parts`` maps
+        ``"main"``, ``"aux1"``, ... ``"auxN"`` to the detached, *unweighted* loss of each output.
+
+    Raises:
+        ValueError: if the number of auxiliary outputs differs from ``len(aux_weights)``.
+    """
+
+    def __init__(self, criterion: Criterion, aux_weights: Sequence[float] = ()) -> None:
+        super().__init__()
+        self.criterion = criterion
+        self.aux_weights = tuple(float(w) for w in aux_weights)
+
+    def forward(
+        self,
+        outputs: torch.Tensor | tuple[torch.Tensor, Sequence[torch.Tensor]],
+        target: torch.Tensor,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if isinstance(outputs, torch.Tensor):
+            logits, aux, weights = outputs, [], ()
+        else:
+            logits, aux = outputs
+            aux = list(aux)
+            if len(aux) != len(self.aux_weights):
+                raise ValueError(
+                    f"the model returned {len(aux)} auxiliary outputs but {len(self.aux_weights)}"
+                    f" aux_weights were given ({self.aux_weights}); they must match one to one"
+                )
+            weights = self.aux_weights
+        total = self.criterion(logits, target)
+        parts = {"main": total.detach()}
+        for i, (aux_logits, weight) in enumerate(zip(aux, weights, strict=True), 1):
+            aux_loss = self.criterion(aux_logits, target)
+            parts[f"aux{i}"] = aux_loss.detach()
+            total = total + weight * aux_loss
+        return total, parts
+
+
+def build_loss(
+    name: str, aux_weights: Sequence[float] = (), ignore_index: int = 255, **kw: float
+) -> SegLoss:
+    """Build a :class:`SegLoss` from a name.
+
+    Args:
+        name: ``"ce"`` (:func:`cross_entropy`, no extra options) or ``"ohem"``
+            (:class:`OhemCrossEntropy`; ``kw`` may set ``thresh`` and ``min_kept``).
+        aux_weights: weights of the model's auxiliary outputs (``model.aux_weights``).
+        ignore_index: label excluded from the loss.
+    """
+    if name == "ce":
+        if kw:
+            raise TypeError(f"loss 'ce' takes no options, got {sorted(kw)}")
+        criterion: Criterion = partial(cross_entropy, ignore_index=ignore_index)
+    elif name == "ohem":
+        unknown = set(kw) - {"thresh", "min_kept"}
+        if unknown:
+            raise TypeError(f"loss 'ohem' got unknown options {sorted(unknown)}")
+        if "min_kept" in kw:
+            kw["min_kept"] = int(kw["min_kept"])
+        criterion = OhemCrossEntropy(ignore_index=ignore_index, **kw)
+    else:
+        raise ValueError(f"unknown loss {name!r}; use 'ce' or 'ohem'")
+    return SegLoss(criterion, aux_weights)

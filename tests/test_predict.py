@@ -1,0 +1,94 @@
+"""Prediction on images, folders and videos; the eval and predict commands."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from rtseg.cli import main
+from rtseg.engine.config import make_config
+from rtseg.engine.predict import colorize, iter_frames, predict_path
+from rtseg.engine.trainer import train
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    cfg = make_config(dict(model="fpn_r18_bilinear", dataset="synthetic", synthetic_size=[32, 48],
+                           crop_size=[32, 48], synthetic_train_images=8, synthetic_val_images=2,
+                           batch_size=4, iters=2, eval_interval=2, ckpt_interval=2, workers=0,
+                           out_dir=str(out), run_name="tiny"))
+    return train(cfg)
+
+
+def _write_video(path, frames):
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=5)
+        stream.width, stream.height, stream.pix_fmt = 48, 32, "yuv420p"
+        for f in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def test_predict_image_folder_and_video(run, tmp_path):
+    from rtseg.engine.commands import load_model
+
+    model, ckpt = load_model(run / "best.pt", torch.device("cpu"))
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (32, 48, 3), dtype=np.uint8) for _ in range(3)]
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, f in enumerate(frames[:2]):
+        Image.fromarray(f).save(folder / f"f{i}.png")
+    video = tmp_path / "clip.mp4"
+    _write_video(video, frames)
+
+    out = predict_path(model, folder / "f0.png", tmp_path / "one", ckpt["palette"])
+    assert [p.name for p in out] == ["f0_overlay.png"]
+    label = Image.open(tmp_path / "one" / "f0_label.png")
+    assert label.mode == "P" and label.size == (48, 32)
+    assert np.asarray(label).max() < ckpt["num_classes"]
+
+    assert len(predict_path(model, folder, tmp_path / "dir", ckpt["palette"])) == 2
+    written = predict_path(model, video, tmp_path / "vid", ckpt["palette"])
+    assert [p.name for p in written] == [f"clip_{i:06d}_overlay.png" for i in range(3)]
+
+
+def test_predict_bad_inputs(tmp_path):
+    with pytest.raises(ValueError, match="notes.txt: not a folder, an image"):
+        (tmp_path / "notes.txt").write_text("x")
+        list(iter_frames(tmp_path / "notes.txt"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="empty: no images"):
+        list(iter_frames(tmp_path / "empty"))
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00" * 100)
+    with pytest.raises(ValueError, match="broken.mp4: cannot open video"):
+        list(iter_frames(broken))
+
+
+def test_colorize_uses_palette():
+    label = np.array([[0, 1], [1, 0]], dtype=np.uint8)
+    rgb = colorize(label, [(10, 20, 30), (40, 50, 60)])
+    assert rgb[0, 1].tolist() == [40, 50, 60] and rgb[1, 1].tolist() == [10, 20, 30]
+
+
+def test_eval_and_predict_commands(run, tmp_path, capsys):
+    out_json = tmp_path / "m.json"
+    assert main(["eval", str(run / "best.pt"), "--split", "test", "--json", str(out_json),
+                 "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "mIoU" in printed and "road" in printed
+    res = json.loads(out_json.read_text())
+    assert res["split"] == "test" and 0 <= res["miou"] <= 1 and len(res["iou"]) == 8
+    img = tmp_path / "x.png"
+    Image.fromarray(np.zeros((32, 48, 3), np.uint8)).save(img)
+    assert main(["predict", str(run / "best.pt"), str(img), "--out", str(tmp_path / "p"),
+                 "--device", "cpu"]) == 0
+    assert (tmp_path / "p" / "x_overlay.png").is_file()
