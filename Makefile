@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m rtseg demo
+	$(PY) -m rtseg demo $(if $(DATA),--data $(DATA))
 
 test: $(STAMP)
 	$(PY) -m pytest

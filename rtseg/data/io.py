@@ -130,7 +130,8 @@ def check_label_values(
     bad = values[((values < 0) | (values >= num_classes)) & (values != ignore_index)]
     if bad.numel():
         shown = ", ".join(str(v) for v in bad[:_MAX_BAD_VALUES_SHOWN].tolist())
-        more = f" (+{bad.numel() - _MAX_BAD_VALUES_SHOWN} more)" if bad.numel() > _MAX_BAD_VALUES_SHOWN else ""
+        extra = bad.numel() - _MAX_BAD_VALUES_SHOWN
+        more = f" (+{extra} more)" if extra > 0 else ""
         raise DataError(
             f"{path}: label values {shown}{more} are outside the {num_classes} classes "
             f"[0, {num_classes - 1}] and the ignore value {ignore_index}"

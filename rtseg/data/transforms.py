@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from .io import Transform
 
@@ -58,7 +59,7 @@ class Compose:
     def __init__(self, transforms: Sequence[Transform]) -> None:
         self.transforms = list(transforms)
 
-    def __call__(self, image: torch.Tensor, label: torch.Tensor, generator: torch.Generator) -> Pair:
+    def __call__(self, image: Tensor, label: Tensor, generator: torch.Generator) -> Pair:
         for transform in self.transforms:
             image, label = transform(image, label, generator)
         return image, label
@@ -70,7 +71,7 @@ class Compose:
 class ToFloat:
     """uint8 image 0..255 → float32 0..1 (float images are passed through); label unchanged."""
 
-    def __call__(self, image: torch.Tensor, label: torch.Tensor, generator: torch.Generator) -> Pair:
+    def __call__(self, image: Tensor, label: Tensor, generator: torch.Generator) -> Pair:
         return _to_float(image), label
 
     def __repr__(self) -> str:
@@ -92,7 +93,7 @@ class Normalize:
         self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
 
-    def __call__(self, image: torch.Tensor, label: torch.Tensor, generator: torch.Generator) -> Pair:
+    def __call__(self, image: Tensor, label: Tensor, generator: torch.Generator) -> Pair:
         return (_to_float(image) - self.mean) / self.std, label
 
     def __repr__(self) -> str:
@@ -112,7 +113,7 @@ class RandomScale:
         self.min_scale = min_scale
         self.max_scale = max_scale
 
-    def __call__(self, image: torch.Tensor, label: torch.Tensor, generator: torch.Generator) -> Pair:
+    def __call__(self, image: Tensor, label: Tensor, generator: torch.Generator) -> Pair:
         scale = _uniform(generator, self.min_scale, self.max_scale)
         h, w = image.shape[-2:]
         size = (max(1, round(h * scale)), max(1, round(w * scale)))
@@ -143,7 +144,7 @@ class RandomCrop:
         self.image_pad = image_pad
         self.label_pad = label_pad
 
-    def __call__(self, image: torch.Tensor, label: torch.Tensor, generator: torch.Generator) -> Pair:
+    def __call__(self, image: Tensor, label: Tensor, generator: torch.Generator) -> Pair:
         crop_h, crop_w = self.size
         h, w = image.shape[-2:]
         pad_h, pad_w = max(crop_h - h, 0), max(crop_w - w, 0)
@@ -168,7 +169,7 @@ class HorizontalFlip:
     def __init__(self, p: float = 0.5) -> None:
         self.p = p
 
-    def __call__(self, image: torch.Tensor, label: torch.Tensor, generator: torch.Generator) -> Pair:
+    def __call__(self, image: Tensor, label: Tensor, generator: torch.Generator) -> Pair:
         # The draw happens even for p = 0 or 1, so later transforms see the same random stream.
         if float(torch.rand((), generator=generator)) < self.p:
             return image.flip(-1), label.flip(-1)
@@ -204,7 +205,7 @@ class ColorJitter:
     def _factor(self, strength: float, generator: torch.Generator) -> float:
         return _uniform(generator, max(0.0, 1.0 - strength), 1.0 + strength)
 
-    def __call__(self, image: torch.Tensor, label: torch.Tensor, generator: torch.Generator) -> Pair:
+    def __call__(self, image: Tensor, label: Tensor, generator: torch.Generator) -> Pair:
         x = _to_float(image)
         luma = torch.tensor(_LUMA, dtype=x.dtype).view(3, 1, 1)
         x = x * self._factor(self.brightness, generator)

@@ -43,7 +43,9 @@ class TrainConfig:
     warmup_ratio: float = 0.1  # lr factor at iteration 0 of the linear warm-up
     loss: str = "ohem"  # ce | ohem
     ohem_thresh: float = 0.7
-    ohem_min_kept: int = 10000  # pixels per batch on each process
+    # Pixels kept at least, per image: the loss on a process's batch of b images keeps
+    # b·ohem_min_kept (GAIN: 100000 per image; FANet: crop_h·crop_w/16).
+    ohem_min_kept: int = 2048
     aux_weights: list[float] | None = None  # None: the model's (paper) weights
     amp: bool = False  # mixed precision: bf16 on CPU, fp16 on CUDA
     sync_bn: bool = False

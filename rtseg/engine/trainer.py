@@ -170,7 +170,7 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, resume: bool,
     ddp = (DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
                                    else None) if info.enabled else model)
     criterion = build_loss(cfg.loss, aux_weights, ignore_index=train_set.ignore_index,
-                           **({"thresh": cfg.ohem_thresh, "min_kept": cfg.ohem_min_kept}
+                           **({"thresh": cfg.ohem_thresh, "min_kept": cfg.ohem_min_kept * per_rank}
                               if cfg.loss == "ohem" else {}))
     optimizer = torch.optim.SGD(param_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum,
                                 weight_decay=cfg.weight_decay)

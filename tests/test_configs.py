@@ -1,0 +1,60 @@
+"""configs/: one recipe per model × data set, each valid, in step with its generator."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from rtseg import list_models
+from rtseg.engine.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS = ["cityscapes", "camvid", "synthetic"]
+
+
+def load_generator():
+    spec = importlib.util.spec_from_file_location("make_configs", ROOT / "scripts/make_configs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_every_model_has_a_valid_config(dataset: str) -> None:
+    for model in list_models():
+        path = ROOT / "configs" / dataset / f"{model}.yaml"
+        assert path.is_file(), f"missing {path}"
+        cfg = load_config(path, ["iters=7"])
+        assert cfg.model == model and cfg.dataset == dataset and cfg.iters == 7
+        assert cfg.val_split == "val"  # model selection never on test
+        assert cfg.crop_size[0] > 0 and cfg.batch_size > 0 and cfg.lr > 0
+
+
+def test_committed_configs_equal_the_generator_output(tmp_path: Path) -> None:
+    written = load_generator().main(tmp_path)
+    assert len(written) == len(DATASETS) * len(list_models())
+    for path in written:
+        committed = ROOT / "configs" / path.relative_to(tmp_path)
+        assert committed.read_text() == path.read_text(), (
+            f"{committed} is out of date: run python scripts/make_configs.py")
+
+
+def test_paper_recipes_hold_the_published_values() -> None:
+    gain = load_config(ROOT / "configs/cityscapes/gain_r18.yaml")
+    assert (gain.crop_size, gain.batch_size, gain.iters, gain.weight_decay) == (
+        (1024, 1024), 16, 80000, 1e-4)
+    assert gain.ohem_min_kept == 100000 and gain.head_lr_mult == 1.0
+    ifa = load_config(ROOT / "configs/cityscapes/ifa_r50.yaml")
+    assert (ifa.crop_size, ifa.batch_size, ifa.head_lr_mult) == ((769, 769), 8, 10.0)
+    fanet = load_config(ROOT / "configs/cityscapes/fanet18.yaml")
+    assert fanet.scale_range == (0.75, 2.0)
+    assert fanet.ohem_min_kept == 1024 * 1024 // 16
+
+
+def test_bad_config_names_the_file_and_field(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("model: fpn_r18_gai\nitters: 10\n")
+    with pytest.raises(ValueError, match=r"bad\.yaml: unknown field\(s\) itters"):
+        load_config(path)
