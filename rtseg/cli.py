@@ -86,6 +86,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="override config fields")
     p.set_defaults(func=commands.cmd_demo)
+
+    from . import bench, export
+
+    p = sub.add_parser("bench", help="inference speed: latency, FPS, GFLOP/s, memory",
+                       description=bench.__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    bench.configure_parser(p)
+    p.set_defaults(func=bench.main)
+
+    p = sub.add_parser("export", help="export a model to ONNX / TorchScript / torch.export",
+                       description=export.__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    export.configure_parser(p)
+    p.set_defaults(func=export.main)
     return parser
 
 

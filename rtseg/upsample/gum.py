@@ -22,6 +22,9 @@ The unofficial reference (Kaggle-TGS) used the ``align_corners=True`` grid and n
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -30,6 +33,41 @@ from ..layers import ConvBNAct, resize
 
 GUIDANCE = ("large_rf", "high_res", "fusion")
 
+# (out_h, out_w, in_h, in_w, device, dtype) → (1×H×W×2 base grid, [2/w, 2/h] scale): building
+# the grid costs a few passes over H×W×2 values (16 MB at 1024×2048) and the scale a small
+# host-to-device copy per call on CUDA. A few entries suffice: a model uses one or two sizes.
+_GRID_CACHE: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+_GRID_CACHE_SIZE = 4
+_GRID_LOCK = threading.Lock()
+
+
+def _tracing_or_compiling() -> bool:
+    """True under ``torch.jit.trace``, ONNX export, ``torch.compile`` or ``torch.export``."""
+    compiler = getattr(torch, "compiler", None)
+    return bool(
+        torch.jit.is_tracing()
+        or torch.onnx.is_in_onnx_export()
+        or (compiler is not None and getattr(compiler, "is_compiling", lambda: False)())
+        or (compiler is not None and getattr(compiler, "is_exporting", lambda: False)())
+    )
+
+
+def grid_cache_enabled(like: torch.Tensor) -> bool:
+    """Whether :func:`guided_sample` may reuse a cached grid for tensors like ``like``.
+
+    Never while tracing, exporting or compiling (a cached tensor would be baked into the graph
+    as a constant of the traced size), nor for meta or wrapper tensors (fake tensors of
+    ``torch.export``, the meta copies of :func:`rtseg.complexity.count_macs`).
+    """
+    return (type(like) is torch.Tensor and like.device.type != "meta"
+            and not _tracing_or_compiling())
+
+
+def clear_grid_cache() -> None:
+    """Drop every cached sampling grid (frees their memory)."""
+    with _GRID_LOCK:
+        _GRID_CACHE.clear()
+
 
 def base_grid(
     out_size: tuple[int, int], in_size: tuple[int, int], like: torch.Tensor
@@ -37,7 +75,7 @@ def base_grid(
     """Cell-centre sampling grid, 1×H×W×2 in ``grid_sample``'s normalised (x, y) order.
 
     Normalised coordinates do not depend on ``in_size`` under ``align_corners=False``; it is
-    taken only to document the mapping.
+    taken only to document the mapping. Sizes may be traced values: the grid follows them.
     """
     del in_size
     h, w = out_size
@@ -47,18 +85,52 @@ def base_grid(
     return torch.stack([gx, gy], dim=-1).unsqueeze(0)
 
 
+def _cached_grid(
+    out_size: tuple[int, int], in_size: tuple[int, int], like: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The base grid (1×H×W×2) and the offset scale ``[2/w, 2/h]`` (2,), from the cache."""
+    key = (*out_size, *in_size, like.device, like.dtype)
+    with _GRID_LOCK:
+        hit = _GRID_CACHE.get(key)
+        if hit is not None:
+            _GRID_CACHE.move_to_end(key)
+            return hit
+    # plain tensors even when the first call runs under inference_mode: later autograd use is
+    # then allowed
+    with torch.inference_mode(False), torch.no_grad():
+        h, w = in_size
+        entry = (base_grid(out_size, in_size, like),
+                 torch.tensor([2.0 / w, 2.0 / h], dtype=like.dtype).to(like.device))
+    with _GRID_LOCK:
+        _GRID_CACHE[key] = entry
+        while len(_GRID_CACHE) > _GRID_CACHE_SIZE:
+            _GRID_CACHE.popitem(last=False)
+    return entry
+
+
 def guided_sample(coarse: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     """Sample ``coarse`` (B×C×h×w) on the output grid of ``offsets`` (B×2×H×W, coarse pixels).
 
     Returns B×C×H×W. Zero offsets give ``F.interpolate(coarse, (H, W), mode="bilinear",
-    align_corners=False)``.
+    align_corners=False)``. Sampling positions are computed in at least float32 (in half
+    precision neighbouring cell centres of a 2048-wide grid are not distinguishable), so half
+    inputs are sampled in float32 and the result cast back. The base grid is cached per size,
+    device and dtype (see :func:`grid_cache_enabled`); traced graphs build it from the traced
+    sizes, so exported graphs stay valid at any size.
     """
     h, w = coarse.shape[-2:]
-    scale = torch.tensor([2.0 / w, 2.0 / h], device=offsets.device, dtype=offsets.dtype)
-    grid = base_grid(tuple(offsets.shape[-2:]), (h, w), offsets)
-    grid = grid + offsets.permute(0, 2, 3, 1) * scale
-    return F.grid_sample(coarse, grid.to(coarse.dtype), mode="bilinear",
-                         padding_mode="border", align_corners=False)
+    dtype = torch.promote_types(torch.promote_types(offsets.dtype, coarse.dtype), torch.float32)
+    off = offsets.permute(0, 2, 3, 1).to(dtype)  # B×H×W×2, (dx, dy) in coarse pixels
+    out_size = (offsets.shape[-2], offsets.shape[-1])
+    if grid_cache_enabled(offsets):
+        grid0, scale = _cached_grid(out_size, (h, w), off)
+        grid = torch.addcmul(grid0, off, scale)  # one fused pass
+    else:
+        grid0 = base_grid(out_size, (h, w), off)
+        grid = grid0 + torch.cat([off[..., :1] * (2.0 / w), off[..., 1:] * (2.0 / h)], dim=-1)
+    out = F.grid_sample(coarse.to(dtype), grid, mode="bilinear", padding_mode="border",
+                        align_corners=False)
+    return out.to(coarse.dtype)
 
 
 class GuidedUpsample(nn.Module):
@@ -120,7 +192,7 @@ class GuidedUpsample(nn.Module):
         if self.guidance == "high_res":
             g = self.from_fine(fine)
         else:
-            g = F.relu(self.from_fine(fine) + resize(self.from_coarse(coarse), size))
+            g = F.relu(self.from_fine(fine) + resize(self.from_coarse(coarse), size), inplace=True)
         return self.offset(self.refine(g))
 
     def forward(

@@ -71,8 +71,12 @@ def relative_encoding(
 
 
 def gather_cells(x: torch.Tensor, iy: torch.Tensor, ix: torch.Tensor) -> torch.Tensor:
-    """``x[:, :, iy][:, :, :, ix]``: B×C×h×w → B×C×len(iy)×len(ix)."""
-    return x.index_select(2, iy).index_select(3, ix)
+    """``x[:, :, iy][:, :, :, ix]``: B×C×h×w → B×C×len(iy)×len(ix).
+
+    Columns are selected first, on the small map: ``index_select`` along the last dimension is
+    the slow one on CPU, so it runs on h×len(ix) values instead of len(iy)×len(ix).
+    """
+    return x.index_select(3, ix).index_select(2, iy)
 
 
 class IFA(nn.Module):
@@ -133,15 +137,22 @@ class IFA(nn.Module):
                 pe = relative_encoding(enc, dy, dx).expand(x.shape[0], -1, -1, -1)
                 parts += [pe, gather_cells(x, iy, ix)]
             return self.first(torch.cat(parts, dim=1))
-        out = self.first.bias.view(1, -1, 1, 1)
+        out: torch.Tensor | None = None
+        encodings, pos_weights = [], []
         for enc, x, (w_pos, w_feat) in zip(self.encodings, features, self._split_first(),
                                            strict=True):
             iy, dy = nearest_cells(h, x.shape[-2], like)
             ix, dx = nearest_cells(w, x.shape[-1], like)
+            encodings.append(relative_encoding(enc, dy, dx))  # 1×D×H×W
+            pos_weights.append(w_pos)
             low = F.conv2d(x, w_feat[:, :, None, None])  # on the level's own grid
-            pe = F.conv2d(relative_encoding(enc, dy, dx), w_pos[:, :, None, None])  # 1×D×H×W
-            out = out + gather_cells(low, iy, ix) + pe
-        return out
+            # a level already on the output grid (the finest, in the networks) keeps every cell
+            z = low if tuple(x.shape[-2:]) == (h, w) else gather_cells(low, iy, ix)
+            out = z if out is None else out.add_(z)
+        # the position terms of all levels and the bias in one 1×1 conv: 1×hidden×H×W
+        pe = F.conv2d(torch.cat(encodings, dim=1), torch.cat(pos_weights, dim=1)[:, :, None, None],
+                      self.first.bias)
+        return out.add_(pe)
 
     def forward(self, features: Sequence[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
         return self.rest(self.first_layer(features, size))

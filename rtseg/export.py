@@ -1,0 +1,322 @@
+"""Model export: ``rtseg export``: ONNX (checked with ONNX Runtime), TorchScript, torch.export.
+
+Every file holds the eval-mode network: a B×3×H×W float image in, B×K×H×W logits out (the
+final upsampling included), exactly what ``model(x)`` returns.
+
+**ONNX exporter.** With torch 2.13 ``torch.onnx.export`` defaults to the dynamo-based exporter,
+which needs the ``onnxscript`` package (not a dependency of rtseg, and not installed here); the
+TorchScript-based exporter (``dynamo=False``, deprecated but maintained) exports every rtseg
+model at opset 17 and matches PyTorch within a few 1e-6 in ONNX Runtime, so it is the one used.
+GUM's ``grid_sample`` needs opset ≥ 16 (``GridSample``); criss-cross attention exports as
+``MatMul``/``Where``/``ReduceMax``/``Exp`` and non-local attention as its plain softmax form.
+
+**Dynamic sizes.** The batch, H and W axes are dynamic by default: every size-dependent
+quantity (resize targets, IFA's cell indices, GUM's sampling grid and offset scale,
+attention's 1/n) is computed from the traced input shape, so the graph is valid at any size,
+and :func:`check_onnx` verifies that at a second size. Every registered model exports
+dynamically (:data:`STATIC_ONLY` is empty).
+
+The tracer does keep two Python decisions made at the export size: ``rtseg.layers.resize``
+returns its input unchanged when the target grid has the same size, and IFA skips the cell
+selection of a level already on the output grid. The second holds at every size (the networks
+decode on their finest level's grid). For the first, a trace at a size where the grids differ
+records the resize, which is exact at every size (a bilinear resize onto the same grid is the
+identity); only a trace at a size where two levels coincide (the finer one a single pixel,
+inputs of 32 pixels or fewer) would record a skip. So export at a deployment size (the default
+is 512×1024); the ONNX file then runs correctly at any size, small ones included.
+
+``torch.export`` instead guards its own assumptions and reports the valid range of H and W
+(for FANet H, W ≥ 65 when exported at 512×1024: its stride-64 level must not be a single
+pixel); :func:`export_program` returns it and the command prints it.
+
+Modules that cache tensors (GUM's sampling grid) never use the cache while tracing, exporting
+or compiling (see :func:`rtseg.upsample.gum.grid_cache_enabled`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .registry import create_model, list_models
+from .upsample import GuidedUpsample
+
+# model name → why it cannot be exported with dynamic H and W (none at present)
+STATIC_ONLY: dict[str, str] = {}
+
+
+@contextlib.contextmanager
+def _quiet_export() -> Iterator[None]:
+    """Silence the warnings every export of these models emits, and only those.
+
+    * TracerWarning "Converting a tensor to a Python boolean": ``rtseg.layers.resize`` skipping
+      a same-size resize (see the module docstring), and IFA skipping the selection of a
+      level already on the output grid; checked by the second-size comparison.
+    * the deprecation notices of the TorchScript-based exporter and ``torch.jit``.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        yield
+
+
+def _example(size: tuple[int, int], batch: int, seed: int, like: nn.Module) -> torch.Tensor:
+    p = next(like.parameters(), None)
+    x = torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(seed))
+    return x.to(p.device if p is not None else "cpu")
+
+
+def second_size(size: tuple[int, int]) -> tuple[int, int]:
+    """A check size unlike ``size``: 7/8 of it plus an odd offset (odd H and W)."""
+    h, w = size
+    return h * 7 // 8 + 3 - (h * 7 // 8) % 2, w * 7 // 8 + 5 - (w * 7 // 8) % 2
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | Path,
+    size: tuple[int, int] = (512, 1024),
+    opset: int = 17,
+    dynamic: bool = True,
+    batch: int = 1,
+) -> Path:
+    """Export ``model`` (put in eval mode) to ONNX at ``path``.
+
+    Input ``image`` B×3×H×W float32, output ``logits`` B×K×H×W. With ``dynamic`` the batch, H
+    and W axes are symbolic; the graph is traced on a ``batch``×3×``size`` random input.
+    Raises ValueError for an opset the model cannot use (``grid_sample`` needs ≥ 16).
+    """
+    if opset < 16 and any(isinstance(m, GuidedUpsample) for m in model.modules()):
+        raise ValueError(f"this model uses grid_sample (GUM), which needs opset >= 16; "
+                         f"got --opset {opset}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.eval()
+    x = _example(size, batch, 0, model)
+    axes = {0: "batch", 2: "height", 3: "width"}
+    with _quiet_export(), torch.no_grad():
+        torch.onnx.export(
+            model, (x,), str(path), dynamo=False, opset_version=opset,
+            input_names=["image"], output_names=["logits"],
+            dynamic_axes={"image": axes, "logits": axes} if dynamic else None,
+            do_constant_folding=True,
+        )
+    return path
+
+
+def check_onnx(
+    model: nn.Module,
+    path: str | Path,
+    size: tuple[int, int],
+    atol: float = 1e-4,
+    batch: int = 1,
+    seed: int = 1,
+) -> float:
+    """Largest |ONNX Runtime − PyTorch| of the logits on a random ``batch``×3×``size`` input.
+
+    Runs the file with ONNX Runtime's CPU provider. Raises ValueError when the output shape
+    differs or the difference exceeds ``atol``.
+    """
+    import numpy as np
+    import onnxruntime as ort
+
+    model.eval()
+    x = _example(size, batch, seed, model)
+    with torch.inference_mode():
+        ref = model(x).float().cpu().numpy()
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    try:
+        out = sess.run(None, {sess.get_inputs()[0].name: x.cpu().numpy()})[0]
+    except Exception as e:  # noqa: BLE001 - ONNX Runtime raises its own types
+        raise ValueError(f"{path}: ONNX Runtime cannot run it at {size[0]}×{size[1]}, batch "
+                         f"{batch} ({type(e).__name__}: {e})") from None
+    if out.shape != ref.shape:
+        raise ValueError(f"{path}: ONNX output shape {out.shape} != PyTorch {ref.shape} at "
+                         f"{size[0]}×{size[1]}")
+    diff = float(np.abs(out - ref).max())
+    if not diff <= atol:
+        raise ValueError(f"{path}: ONNX Runtime output differs from PyTorch by {diff:.3g} at "
+                         f"{size[0]}×{size[1]} (tolerance {atol:g})")
+    return diff
+
+
+def _max_diff(a: torch.Tensor, b: torch.Tensor, what: str, size: tuple[int, int],
+              atol: float) -> float:
+    if a.shape != b.shape:
+        raise ValueError(f"{what}: output shape {tuple(a.shape)} != PyTorch {tuple(b.shape)} "
+                         f"at {size[0]}×{size[1]}")
+    diff = (a.float() - b.float()).abs().max().item()
+    if not diff <= atol:
+        raise ValueError(f"{what}: output differs from PyTorch by {diff:.3g} at "
+                         f"{size[0]}×{size[1]} (tolerance {atol:g})")
+    return diff
+
+
+def export_torchscript(
+    model: nn.Module, path: str | Path, size: tuple[int, int] = (512, 1024), batch: int = 1
+) -> Path:
+    """``torch.jit.trace`` of ``model`` (eval) on a ``batch``×3×``size`` input, saved to ``path``.
+
+    The trace is size-generic for the same reason the ONNX graph is (see the module doc).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.eval()
+    with _quiet_export(), torch.no_grad():
+        traced = torch.jit.trace(model, (_example(size, batch, 0, model),), check_trace=False)
+        traced.save(str(path))
+    return path
+
+
+def check_torchscript(model: nn.Module, path: str | Path, size: tuple[int, int],
+                      atol: float = 1e-4, batch: int = 1) -> float:
+    """Load the TorchScript file and return its largest difference from ``model`` (≤ atol)."""
+    x = _example(size, batch, 1, model)
+    with _quiet_export():
+        loaded = torch.jit.load(str(path), map_location=x.device)
+    with torch.inference_mode():
+        return _max_diff(loaded(x), model.eval()(x), str(path), size, atol)
+
+
+def export_program(
+    model: nn.Module,
+    path: str | Path,
+    size: tuple[int, int] = (512, 1024),
+    dynamic: bool = True,
+    batch: int = 1,
+) -> tuple[Path, dict[str, str]]:
+    """``torch.export`` of ``model`` (eval, non-strict), saved with ``torch.export.save``.
+
+    With ``dynamic`` H and W are ``Dim.AUTO``: symbolic wherever the model allows, with the
+    valid range the exporter derived (the batch stays ``batch``: torch.export would make a
+    dynamic batch ≥ 2). Returns the path and, per input axis, "static" or "lo..hi".
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.eval()
+    x = _example(size, batch, 0, model)
+    shapes = ({2: torch.export.Dim.AUTO, 3: torch.export.Dim.AUTO},) if dynamic else None
+    with _quiet_export():
+        ep = torch.export.export(model, (x,), dynamic_shapes=shapes, strict=False)
+    torch.export.save(ep, str(path))
+    return path, program_ranges(ep)
+
+
+def program_ranges(ep: Any) -> dict[str, str]:
+    """Axis ranges of the image input of an ExportedProgram: {"H": "17..int_oo", ...}."""
+    user = list(ep.graph_signature.user_inputs)
+    node = next(n for n in ep.graph.nodes if n.op == "placeholder" and n.name in user)
+    ranges = {}
+    for axis, dim in zip("BCHW", node.meta["val"].shape, strict=True):
+        if isinstance(dim, torch.SymInt):
+            vr = ep.range_constraints.get(dim.node.expr)
+            ranges[axis] = f"{vr.lower}..{vr.upper}" if vr is not None else "dynamic"
+        else:
+            ranges[axis] = "static"
+    return ranges
+
+
+def check_program(model: nn.Module, path: str | Path, size: tuple[int, int],
+                  atol: float = 1e-4, batch: int = 1) -> float:
+    """Load the ``.pt2`` file and return its largest difference from ``model`` (≤ atol)."""
+    x = _example(size, batch, 1, model)
+    loaded = torch.export.load(str(path)).module()
+    with torch.no_grad():
+        return _max_diff(loaded(x), model.eval()(x), str(path), size, atol)
+
+
+# --------------------------------------------------------------------------------------------
+# command line
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    """Add the ``rtseg export`` arguments to ``p``."""
+    p.add_argument("model", nargs="?", metavar="MODEL",
+                   help="registered model name (optional with --checkpoint)")
+    p.add_argument("--checkpoint", help="an `rtseg train` checkpoint (model, classes, weights)")
+    p.add_argument("--num-classes", type=int, default=19, help="without --checkpoint")
+    p.add_argument("--size", nargs=2, type=int, default=[512, 1024], metavar=("H", "W"),
+                   help="export (trace) size; default 512 1024")
+    p.add_argument("--batch", type=int, default=1, help="batch of the trace input")
+    p.add_argument("--onnx", metavar="FILE", help="write ONNX here")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--torchscript", metavar="FILE", help="write a torch.jit.trace file here")
+    p.add_argument("--exported", metavar="FILE", help="write a torch.export .pt2 file here")
+    p.add_argument("--static", action="store_true", help="fixed batch, H and W")
+    p.add_argument("--no-check", action="store_true",
+                   help="skip the comparison with PyTorch (export size and a second size)")
+    p.add_argument("--atol", type=float, default=1e-4, help="largest allowed difference")
+
+
+def _load(args: argparse.Namespace) -> tuple[nn.Module, str, str]:
+    if args.checkpoint:
+        from .engine.commands import load_model
+
+        model, ckpt = load_model(args.checkpoint, torch.device("cpu"))
+        name = ckpt["config"]["model"]
+        if args.model and args.model != name:
+            raise ValueError(f"{args.checkpoint} holds a {name!r} model, not {args.model!r}")
+        return model, name, f"{args.checkpoint} ({ckpt['num_classes']} classes)"
+    if not args.model:
+        raise ValueError("name a MODEL or give --checkpoint")
+    if args.model not in list_models():
+        raise ValueError(f"unknown model {args.model!r}; available: {', '.join(list_models())}")
+    model = create_model(args.model, args.num_classes, aux=False)
+    return model.eval(), args.model, f"random weights, {args.num_classes} classes"
+
+
+def main(args: argparse.Namespace) -> int:
+    """``rtseg export``: write the requested files and check each against PyTorch."""
+    if not (args.onnx or args.torchscript or args.exported):
+        print("rtseg export: error: nothing to write; give --onnx, --torchscript and/or "
+              "--exported", file=sys.stderr)
+        return 2
+    size = tuple(args.size)
+    try:
+        model, name, origin = _load(args)
+    except (KeyError, ValueError, FileNotFoundError) as e:
+        print(f"rtseg export: error: {e}", file=sys.stderr)
+        return 2
+    dynamic = not args.static
+    if dynamic and name in STATIC_ONLY:
+        print(f"{name}: exported with static H and W: {STATIC_ONLY[name]}")
+        dynamic = False
+    checks = [size] + ([second_size(size)] if dynamic else [])
+    print(f"{name} ({origin}); trace input {args.batch}×3×{size[0]}×{size[1]}; "
+          + ("dynamic batch/H/W" if dynamic else "static shapes"))
+    try:
+        if args.onnx:
+            path = export_onnx(model, args.onnx, size, args.opset, dynamic, args.batch)
+            print(f"wrote {path} (ONNX opset {args.opset}, TorchScript-based exporter)")
+            for s in checks if not args.no_check else []:
+                d = check_onnx(model, path, s, args.atol, args.batch)
+                print(f"  ONNX Runtime vs PyTorch at {s[0]}×{s[1]}: max |diff| {d:.2e}")
+        if args.torchscript:
+            path = export_torchscript(model, args.torchscript, size, args.batch)
+            print(f"wrote {path} (torch.jit.trace)")
+            for s in checks if not args.no_check else []:
+                d = check_torchscript(model, path, s, args.atol, args.batch)
+                print(f"  TorchScript vs PyTorch at {s[0]}×{s[1]}: max |diff| {d:.2e}")
+        if args.exported:
+            path, ranges = export_program(model, args.exported, size, dynamic, args.batch)
+            print(f"wrote {path} (torch.export; input axes "
+                  + ", ".join(f"{k} {v}" for k, v in ranges.items()) + ")")
+            for s in checks if not args.no_check else []:
+                d = check_program(model, path, s, args.atol, args.batch)
+                print(f"  torch.export vs PyTorch at {s[0]}×{s[1]}: max |diff| {d:.2e}")
+    except ValueError as e:
+        print(f"rtseg export: error: {e}", file=sys.stderr)
+        return 1
+    return 0

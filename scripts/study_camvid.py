@@ -1,0 +1,205 @@
+"""The upsampler study on CamVid: same backbone, recipe and budget; only the upsampler changes.
+
+Trains every ``fpn_r18_<up>`` and the faithful networks (``gain_r18``, ``fanet18``, ``gun``,
+each with its paper's recipe from ``configs/camvid/``) for the same number of iterations on
+random crops of the train split (model selection on val), evaluates each best checkpoint on
+the whole 480×360 test frames (mIoU, per-class IoU, boundary F-score), times every model with
+``rtseg bench`` in one interleaved run, and writes ``results.md``, ``results.json`` and a figure
+of the same test frames predicted by every model into the output folder.
+
+Every (model, seed) run lives in ``OUT/<model>_s<seed>/`` and resumes exactly where it stopped
+(``last.pt``), so a budget larger than one sitting is spread over several by re-running the
+same command. Finished runs are skipped::
+
+    python scripts/study_camvid.py --iters 2000 --seeds 0 1
+    python scripts/study_camvid.py --iters 2000 --seeds 0 1 --models fpn_r18_bilinear --report-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from rtseg.engine.commands import load_model, run_eval  # noqa: E402
+from rtseg.engine.config import load_config  # noqa: E402
+from rtseg.engine.trainer import train  # noqa: E402
+
+UPSAMPLERS = ["bilinear", "gai", "fast_attention", "ifa", "gum"]
+FAITHFUL = ["gain_r18", "fanet18", "gun"]
+THIN = ["Pole", "SignSymbol", "Pedestrian", "Bicyclist"]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "camvid"))
+    p.add_argument("--out", default="runs/study_camvid")
+    p.add_argument("--models", nargs="+",
+                   default=[f"fpn_r18_{u}" for u in UPSAMPLERS] + FAITHFUL)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--iters", type=int, default=2000, help="training iterations per run")
+    p.add_argument("--crop", nargs=2, type=int, default=[240, 320], metavar=("H", "W"))
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--bench-iters", type=int, default=20)
+    p.add_argument("--no-bench", action="store_true", help="skip the latency measurement")
+    p.add_argument("--figure-frames", nargs="+", type=int, default=[0, 60, 120, 200],
+                   help="test frame indices shown in the figure")
+    p.add_argument("--report-only", action="store_true", help="train nothing; report what exists")
+    return p.parse_args(argv)
+
+
+def run_one(model: str, seed: int, args: argparse.Namespace) -> dict[str, Any] | None:
+    """Train (or resume) one run, then evaluate its best checkpoint on test; cached on disk."""
+    run = Path(args.out) / f"{model}_s{seed}"
+    metrics = run / "metrics_test.json"
+    if metrics.is_file():
+        return json.loads(metrics.read_text())
+    if args.report_only:
+        return None
+    overrides = [
+        f"data_root={args.data}", f"iters={args.iters}",
+        f"crop_size=[{args.crop[0]},{args.crop[1]}]",
+        f"batch_size={args.batch}", f"seed={seed}", f"out_dir={args.out}",
+        f"run_name={run.name}", f"device={args.device}", f"workers={args.workers}",
+        f"eval_interval={max(args.iters // 4, 1)}", f"ckpt_interval={max(args.iters // 20, 1)}",
+        # OHEM keeps at least crop/16 pixels per image, as in FANet, at the study's crop size.
+        f"ohem_min_kept={args.crop[0] * args.crop[1] // 16}",
+    ]
+    cfg = load_config(ROOT / "configs" / "camvid" / f"{model}.yaml", overrides)
+    cfg.warmup_iters = min(cfg.warmup_iters, args.iters // 10)
+    t0 = time.perf_counter()
+    train(cfg, resume=(run / "last.pt").is_file())
+    eval_args = argparse.Namespace(device=args.device, dataset=None, data_root=args.data,
+                                   mode="whole", crop=None, stride=None, scales=(1.0,),
+                                   flip=False, tolerance=2, json=None)
+    res = run_eval(run / "best.pt", eval_args, "test")
+    res["train_seconds_this_sitting"] = time.perf_counter() - t0
+    metrics.write_text(json.dumps(res, indent=2))
+    return res
+
+
+def latency(models: list[str], args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Median latency of every model at 360×480, batch 1, timed in one interleaved run."""
+    from rtseg.bench import benchmark
+
+    rows = benchmark(models, size=(360, 480), batch=1, device=args.device, num_classes=11,
+                     iters=args.bench_iters, compare=True, reference=False)
+    return {r["name"]: r for r in rows}
+
+
+def spread(values: list[float]) -> str:
+    mean = statistics.fmean(values)
+    if len(values) == 1:
+        return f"{100 * mean:.1f}"
+    return f"{100 * mean:.1f} ({100 * min(values):.1f}–{100 * max(values):.1f})"
+
+
+def figure(models: list[str], args: argparse.Namespace, path: Path) -> None:
+    """The same test frames: image, ground truth, then each model's prediction (seed 0 runs)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rtseg.data import CamVid
+    from rtseg.data.transforms import eval_transforms
+    from rtseg.engine.commands import pick_device
+    from rtseg.engine.inference import predict_logits
+
+    device = pick_device(args.device)
+    ds = CamVid(args.data, "test")
+    palette = torch.tensor(ds.palette + [(0, 0, 0)] * (256 - len(ds.palette)), dtype=torch.uint8)
+    frames = [i for i in args.figure_frames if i < len(ds)]
+    nets = {}
+    for m in models:
+        ckpt = Path(args.out) / f"{m}_s{args.seeds[0]}" / "best.pt"
+        if ckpt.is_file():
+            nets[m] = load_model(ckpt, device)[0]
+    cols = 2 + len(nets)
+    fig, axes = plt.subplots(len(frames), cols, figsize=(2.4 * cols, 1.9 * len(frames)),
+                             squeeze=False)
+    normalise = eval_transforms()
+    for r, index in enumerate(frames):
+        image, label = ds.load(index)
+        x, _ = normalise(image, label, torch.Generator())
+        panels = [("image", image.permute(1, 2, 0)), ("ground truth", palette[label])]
+        for name, net in nets.items():
+            with torch.inference_mode():
+                pred = predict_logits(net, x[None].to(device)).argmax(1)[0].cpu()
+            panels.append((name.replace("fpn_r18_", ""), palette[pred]))
+        for c, (title, picture) in enumerate(panels):
+            axes[r, c].imshow(picture.numpy())
+            axes[r, c].set_axis_off()
+            if r == 0:
+                axes[r, c].set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def report(results: dict[str, list[dict[str, Any]]], speed: dict[str, dict[str, Any]],
+           args: argparse.Namespace) -> str:
+    classes = next(iter(next(iter(results.values())))).get("classes")
+    lines = [
+        f"Budget: {args.iters} iterations × batch {args.batch} of random {args.crop[0]}×"
+        f"{args.crop[1]} crops (scale 0.5–2, flip, colour jitter) of CamVid train, from scratch; "
+        f"best checkpoint on val; test on the 233 whole 480×360 frames. Seeds: "
+        f"{', '.join(map(str, args.seeds))}. Figures are mean (min–max over seeds) in %.",
+        "",
+        "| model | mIoU | boundary F (2 px) | " + " | ".join(THIN) + " | latency (ms) |",
+        "|---|---|---|" + "---|" * len(THIN) + "---|",
+    ]
+    for model, runs in results.items():
+        ious = {c: [r["iou"][classes.index(c)] for r in runs] for c in THIN}
+        ms = speed.get(model, {}).get("median_ms")
+        lines.append(
+            f"| {model} | {spread([r['miou'] for r in runs])} | "
+            f"{spread([r['mbf'] for r in runs])} | "
+            + " | ".join(spread(ious[c]) for c in THIN)
+            + f" | {'' if ms is None else f'{ms:.1f}'} |"
+        )
+    lines += ["", "Per-class IoU (%), seed mean:", "",
+              "| model | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes)]
+    for model, runs in results.items():
+        means = [statistics.fmean(r["iou"][k] for r in runs) for k in range(len(classes))]
+        lines.append(f"| {model} | " + " | ".join(f"{100 * v:.1f}" for v in means) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, list[dict[str, Any]]] = {}
+    for model in args.models:
+        for seed in args.seeds:
+            res = run_one(model, seed, args)
+            if res is not None:
+                results.setdefault(model, []).append(res)
+    if not results:
+        print("no finished runs yet")
+        return 1
+    speed = {} if args.no_bench else latency(list(results), args)
+    text = report(results, speed, args)
+    (out / "results.md").write_text(text)
+    (out / "results.json").write_text(json.dumps(
+        {"args": vars(args), "runs": results, "latency": speed}, indent=2, default=str))
+    figure(list(results), args, out / "predictions.png")
+    print(text)
+    print(f"written: {out / 'results.md'}, {out / 'results.json'}, {out / 'predictions.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
