@@ -182,8 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, list[dict[str, Any]]] = {}
-    for model in args.models:
-        for seed in args.seeds:
+    for seed in args.seeds:  # every model's first seed before any second seed
+        for model in args.models:
             res = run_one(model, seed, args)
             if res is not None:
                 results.setdefault(model, []).append(res)
