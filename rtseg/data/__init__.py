@@ -15,6 +15,7 @@ from .cityscapes import Cityscapes
 from .folder import FolderDataset, read_classes
 from .io import (
     DataError,
+    FilePairDataset,
     SegmentationDataset,
     Transform,
     check_label_values,
@@ -66,7 +67,7 @@ def build_dataset(
 
 
 __all__ = [
-    "DATASETS", "CamVid", "Cityscapes", "DataError", "FolderDataset", "SegmentationDataset",
-    "Synthetic", "Transform", "build_dataset", "check_label_values", "check_pair", "read_classes",
-    "read_image", "read_label",
+    "DATASETS", "CamVid", "Cityscapes", "DataError", "FilePairDataset", "FolderDataset",
+    "SegmentationDataset", "Synthetic", "Transform", "build_dataset", "check_label_values",
+    "check_pair", "read_classes", "read_image", "read_label",
 ]

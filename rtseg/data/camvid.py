@@ -14,18 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .io import (
-    DataError,
-    PathLike,
-    SegmentationDataset,
-    Transform,
-    check_label_values,
-    check_pair,
-    read_image,
-    read_label,
-    require_dir,
-    sorted_glob,
-)
+from .io import DataError, FilePairDataset, PathLike, Transform, require_dir, sorted_glob
 
 CAMVID_CLASSES = [
     "Sky", "Building", "Pole", "Road", "Sidewalk", "Tree", "SignSymbol", "Fence", "Car",
@@ -41,7 +30,7 @@ IGNORE_INDEX = 255
 SPLITS = ("train", "val", "test", "trainval")
 
 
-class CamVid(SegmentationDataset):
+class CamVid(FilePairDataset):
     """CamVid, 11 classes, void → 255.
 
     Args:
@@ -89,17 +78,5 @@ class CamVid(SegmentationDataset):
             samples.append((image_path, label_path))
         return samples
 
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def name(self, index: int) -> str:
-        return self.samples[self._check_index(index)][0].stem
-
-    def load(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image_path, label_path = self.samples[self._check_index(index)]
-        image = read_image(image_path)
-        label = read_label(label_path)
-        check_pair(image, label, image_path, label_path)
-        label = label.masked_fill(label == VOID, IGNORE_INDEX)
-        check_label_values(label, self.num_classes, self.ignore_index, label_path)
-        return image, label.long()
+    def map_label(self, label: torch.Tensor) -> torch.Tensor:
+        return label.masked_fill(label == VOID, IGNORE_INDEX)

@@ -29,19 +29,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from .io import (
-    DataError,
-    PathLike,
-    SegmentationDataset,
-    Transform,
-    check_label_values,
-    check_pair,
-    read_image,
-    read_label,
-    require_dir,
-)
+from .io import DataError, FilePairDataset, PathLike, Transform, require_dir
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 CLASS_FILES = ("classes.yaml", "classes.yml", "classes.json", "classes.txt")
@@ -176,7 +164,7 @@ def read_classes(path: PathLike) -> tuple[list[str], list[tuple[int, int, int]],
     return names, palette, ignore_index
 
 
-class FolderDataset(SegmentationDataset):
+class FolderDataset(FilePairDataset):
     """Images and masks in two folders with matching file stems, classes from a small file.
 
     Args:
@@ -249,17 +237,3 @@ class FolderDataset(SegmentationDataset):
                 raise DataError(f"{path}: image without mask; missing {mask_dir / stem}.png")
             samples.append((path, masks[stem]))
         return samples
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def name(self, index: int) -> str:
-        return self.samples[self._check_index(index)][0].stem
-
-    def load(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image_path, mask_path = self.samples[self._check_index(index)]
-        image = read_image(image_path)
-        label = read_label(mask_path)
-        check_pair(image, label, image_path, mask_path)
-        check_label_values(label, self.num_classes, self.ignore_index, mask_path)
-        return image, label.long()

@@ -211,3 +211,34 @@ class SegmentationDataset(Dataset):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(samples={len(self)}, classes={self.num_classes})"
+
+
+class FilePairDataset(SegmentationDataset):
+    """A data set of (image file, label file) pairs held in ``self.samples``.
+
+    ``name(i)`` is the image's file stem; ``load(i)`` reads both files, checks that their sizes
+    match, turns file values into class indices with :meth:`map_label` and checks the result.
+    Subclasses fill ``samples`` and the class table, and override :meth:`map_label` when the
+    files use other values than the class indices (e.g. CamVid's void).
+    """
+
+    samples: list[tuple[Path, Path]]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def name(self, index: int) -> str:
+        return self.samples[self._check_index(index)][0].stem
+
+    def map_label(self, label: torch.Tensor) -> torch.Tensor:
+        """File values (H×W) → class indices and ``ignore_index``; the identity by default."""
+        return label
+
+    def load(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image_path, label_path = self.samples[self._check_index(index)]
+        image = read_image(image_path)
+        label = read_label(label_path)
+        check_pair(image, label, image_path, label_path)
+        label = self.map_label(label)
+        check_label_values(label, self.num_classes, self.ignore_index, label_path)
+        return image, label.long()
