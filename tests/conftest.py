@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -10,3 +11,35 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 def _seed_and_threads():
     torch.manual_seed(0)
     torch.set_num_threads(2)
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: tests that check behaviour, not speed, run several times faster on
+    a shared 2-core machine than with two OpenMP threads competing with another job."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+@pytest.fixture
+def randomise():
+    """``randomise(model)``: non-zero values for zero-initialised parameters (GAI's γ, GUM's
+    offset head) and non-trivial BN statistics and affine terms, so that attention, offsets and
+    BN all change the output; returns the model in eval mode."""
+
+    def apply(model: nn.Module) -> nn.Module:
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.abs().sum() == 0:
+                    p.normal_(0, 0.2)
+            for m in model.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.running_mean.normal_(0, 0.2)
+                    m.running_var.uniform_(0.5, 2.0)
+                    m.weight.uniform_(0.5, 1.5)
+                    m.bias.normal_(0, 0.2)
+        return model.eval()
+
+    return apply

@@ -18,14 +18,7 @@ ROW = {"name", "params_m", "gmac", "median_ms", "p10_ms", "p90_ms", "fps", "gflo
        "efficiency_pct", "peak_mem_mb", "relative", "times_ms"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: these tests check behaviour, not speed, and on a shared 2-core
-    machine two OpenMP threads competing with another job are several times slower."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _sane(row, batch, iters):
@@ -87,24 +80,10 @@ def test_compare_interleaves_round_robin():
     assert max(seq[0]["starts_s"]) < min(seq[1]["starts_s"])  # without --compare: one by one
 
 
-def _randomise(model):
-    """Non-trivial BN statistics and non-zero γ/offset heads, so folding and export matter."""
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.abs().sum() == 0:
-                p.normal_(0, 0.2)
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.2)
-    return model.eval()
-
 
 @pytest.mark.parametrize("name", rtseg.list_models())
-def test_fold_bn_equivalence(name):
-    model = _randomise(rtseg.create_model(name, 5, aux=False))
+def test_fold_bn_equivalence(name, randomise):
+    model = randomise(rtseg.create_model(name, 5, aux=False))
     n_bn = count_bn(model)
     folded = fold_batchnorm(model)
     assert count_bn(folded) == 0 and count_bn(model) == n_bn > 0  # the original is untouched
@@ -114,7 +93,7 @@ def test_fold_bn_equivalence(name):
     assert (ref - out).abs().max().item() <= 1e-4
 
 
-def test_fold_keeps_bn_whose_conv_output_is_shared():
+def test_fold_keeps_bn_whose_conv_output_is_shared(randomise):
     class Shared(nn.Module):
         def __init__(self):
             super().__init__()
@@ -124,7 +103,7 @@ def test_fold_keeps_bn_whose_conv_output_is_shared():
             y = self.conv(x)
             return self.bn(y) + y  # y is read twice: folding would change the sum
 
-    model = _randomise(Shared())
+    model = randomise(Shared())
     folded = fold_batchnorm(model)
     assert count_bn(folded) == 1
     x = torch.randn(1, 3, 8, 8)

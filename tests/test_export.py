@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-from torch import nn
 
 import rtseg
 from rtseg import cli
@@ -21,32 +20,12 @@ from rtseg.export import (
 SIZE = (64, 128)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: these tests check behaviour, not speed, and on a shared 2-core
-    machine two OpenMP threads competing with another job are several times slower."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
-def _randomise(model):
-    """Non-zero γ/offset heads and BN statistics: attention, offsets and BN all matter."""
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.abs().sum() == 0:
-                p.normal_(0, 0.2)
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-    return model.eval()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("name", rtseg.list_models())
-def test_onnx_every_model_matches_pytorch(name, tmp_path):
-    model = _randomise(rtseg.create_model(name, 5, aux=False))
+def test_onnx_every_model_matches_pytorch(name, tmp_path, randomise):
+    model = randomise(rtseg.create_model(name, 5, aux=False))
     dynamic = name not in STATIC_ONLY
     path = export_onnx(model, tmp_path / f"{name}.onnx", SIZE, dynamic=dynamic)
     assert check_onnx(model, path, SIZE) <= 1e-4
@@ -55,8 +34,8 @@ def test_onnx_every_model_matches_pytorch(name, tmp_path):
         assert check_onnx(model, path, second_size(SIZE), batch=2) <= 1e-4
 
 
-def test_check_onnx_reports_a_mismatch(tmp_path):
-    model = _randomise(rtseg.create_model("fpn_r18_bilinear", 5, aux=False))
+def test_check_onnx_reports_a_mismatch(tmp_path, randomise):
+    model = randomise(rtseg.create_model("fpn_r18_bilinear", 5, aux=False))
     path = export_onnx(model, tmp_path / "m.onnx", SIZE)
     with torch.no_grad():
         model.head[2].bias.add_(1e-2)  # the PyTorch model changes after export
@@ -72,15 +51,15 @@ def test_gum_needs_opset_16(tmp_path):
         export_onnx(rtseg.create_model("gun", 5), tmp_path / "g.onnx", SIZE, opset=15)
 
 
-def test_torchscript_round_trip(tmp_path):
-    model = _randomise(rtseg.create_model("fpn_r18_gum", 5, aux=False))
+def test_torchscript_round_trip(tmp_path, randomise):
+    model = randomise(rtseg.create_model("fpn_r18_gum", 5, aux=False))
     path = export_torchscript(model, tmp_path / "m.pt", SIZE)
     for size in (SIZE, second_size(SIZE)):
         assert check_torchscript(model, path, size) <= 1e-5
 
 
-def test_torch_export_round_trip(tmp_path):
-    model = _randomise(rtseg.create_model("gun", 5, aux=False))
+def test_torch_export_round_trip(tmp_path, randomise):
+    model = randomise(rtseg.create_model("gun", 5, aux=False))
     path, ranges = export_program(model, tmp_path / "m.pt2", SIZE)
     assert ranges["B"] == ranges["C"] == "static"
     assert ranges["H"] != "static" and ranges["W"] != "static"
@@ -88,8 +67,8 @@ def test_torch_export_round_trip(tmp_path):
         assert check_program(model, path, size) <= 1e-5
 
 
-def test_cli_with_checkpoint(tmp_path, capsys):
-    model = _randomise(rtseg.create_model("fpn_r18_gai", 4))
+def test_cli_with_checkpoint(tmp_path, capsys, randomise):
+    model = randomise(rtseg.create_model("fpn_r18_gai", 4))
     ckpt = tmp_path / "ckpt.pt"
     save_atomic({"model": model.state_dict(), "config": {"model": "fpn_r18_gai"},
                  "num_classes": 4}, ckpt)

@@ -9,15 +9,7 @@ from rtseg.export import export_onnx
 from rtseg.upsample import criss_cross_attention, guided_sample
 from rtseg.upsample import gum as gum_module
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: these tests check behaviour, not speed, and on a shared 2-core
-    machine two OpenMP threads competing with another job are several times slower."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_criss_cross_gradients():
