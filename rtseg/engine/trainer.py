@@ -227,16 +227,17 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, resume: bool,
             it += 1
             seen += images.shape[0] * info.world_size
             lr = optimizer.param_groups[0]["lr"]
-            if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"loss is {loss.item()} at iteration {it}")
+            loss_value = loss.item()  # one device sync per iteration, reused below
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(f"loss is {loss_value} at iteration {it}")
             bar.update(1)
             if it % cfg.log_interval == 0 or it == cfg.iters:
                 now = time.perf_counter()
                 speed = seen / (now - t_last)
                 t_last, seen = now, 0
-                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}",
+                bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}",
                                 img_s=f"{speed:.1f}")
-                log.write(kind="train", iter=it, epoch=epoch, loss=loss.item(),
+                log.write(kind="train", iter=it, epoch=epoch, loss=loss_value,
                           **{k: v.item() for k, v in parts.items()}, lr=lr, img_per_s=speed)
             if it % cfg.eval_interval == 0 or it == cfg.iters:
                 if info.enabled:  # BN statistics drift per rank; evaluate rank 0's, as saved
