@@ -52,9 +52,8 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
-from torch.utils.flop_counter import FlopCounterMode
 
-from .complexity import count_macs, count_params
+from .complexity import count_call_macs, count_macs, count_params
 from .registry import create_model, list_models
 from .upsample import (
     IFA,
@@ -595,17 +594,6 @@ def _check_names(names: Sequence[str], valid: Sequence[str], what: str) -> list[
     return out
 
 
-def _module_macs(fn: Callable[..., Any], module: nn.Module | None,
-                 shapes: Sequence[Sequence[int]]) -> int:
-    """MACs of ``fn(*inputs)`` counted on meta copies (batch as in ``shapes``)."""
-    meta = copy.deepcopy(module).to("meta").eval() if module is not None else None
-    inputs = [torch.empty(*s, device="meta") for s in shapes]
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        fn(meta, *inputs)
-    return counter.get_total_flops() // 2
-
-
 def _module_case(name: str, channels: int, size: tuple[int, int]):
     """(module or None, call(module, *inputs), input shapes for batch 1) of a micro benchmark."""
     c, (h, w) = channels, size
@@ -728,7 +716,7 @@ def run_benchmark(
 
     def build_module(name: str) -> tuple[_Item, None]:
         module, call, shapes = _module_case(name, channels, size)
-        macs = _module_macs(call, module, shapes)
+        macs = count_call_macs(call, module, shapes)
         params = count_params(module) if module is not None else 0
         if module is not None:
             module.eval()

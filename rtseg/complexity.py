@@ -9,6 +9,8 @@ of the seed papers' code in the spec. 1 GMAC = 1e9 multiply-adds (papers often s
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -21,15 +23,23 @@ def count_params(model: nn.Module) -> int:
 
 
 @torch.no_grad()
-def count_macs(model: nn.Module, size: tuple[int, int], batch: int = 1) -> int:
-    """Multiply-accumulates of one eval forward pass on a ``batch``×3×H×W input.
+def count_call_macs(
+    fn: Callable[..., Any], module: nn.Module | None, shapes: Sequence[Sequence[int]]
+) -> int:
+    """Multiply-accumulates of ``fn(module, *inputs)``, ``inputs`` zeros of the given shapes.
 
-    The pass runs on a copy of the model on the ``meta`` device: only shapes are computed, so
-    counting a non-local attention at 1024×2048 needs no memory and little time.
+    The call runs on a copy of ``module`` (eval mode) on the ``meta`` device: only shapes are
+    computed, so counting a non-local attention at 1024×2048 needs no memory and little time.
+    ``module`` may be None for a bare function of its inputs.
     """
-    meta = copy.deepcopy(model).to("meta").eval()
-    x = torch.zeros(batch, 3, *size, device="meta")
+    meta = copy.deepcopy(module).to("meta").eval() if module is not None else None
+    inputs = [torch.zeros(*shape, device="meta") for shape in shapes]
     counter = FlopCounterMode(display=False)
     with counter:
-        meta(x)
+        fn(meta, *inputs)
     return counter.get_total_flops() // 2
+
+
+def count_macs(model: nn.Module, size: tuple[int, int], batch: int = 1) -> int:
+    """Multiply-accumulates of one eval forward pass on a ``batch``×3×H×W input."""
+    return count_call_macs(lambda m, x: m(x), model, [(batch, 3, *size)])
