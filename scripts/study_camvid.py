@@ -9,10 +9,16 @@ of the same test frames predicted by every model into the output folder.
 
 Every (model, seed) run lives in ``OUT/<model>_s<seed>/`` and resumes exactly where it stopped
 (``last.pt``), so a budget larger than one sitting is spread over several by re-running the
-same command. Finished runs are skipped::
+same command. Finished runs are skipped. The table in docs/results.md came from::
 
-    python scripts/study_camvid.py --iters 2000 --seeds 0 1
-    python scripts/study_camvid.py --iters 2000 --seeds 0 1 --models fpn_r18_bilinear --report-only
+    python scripts/study_camvid.py --iters 400 --seeds 0 1 --faithful-seeds 0
+
+and a report of whatever has finished so far, training nothing, from::
+
+    python scripts/study_camvid.py --iters 400 --seeds 0 1 --faithful-seeds 0 --report-only
+
+The report also gives each upsampler's difference to bilinear and whether it exceeds the
+spread over seeds (a difference within the spread is reported as no difference).
 """
 
 from __future__ import annotations
@@ -45,6 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--models", nargs="+",
                    default=[f"fpn_r18_{u}" for u in UPSAMPLERS] + FAITHFUL)
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--faithful-seeds", nargs="+", type=int, default=None,
+                   help="seeds for the faithful networks (default: --seeds)")
     p.add_argument("--iters", type=int, default=2000, help="training iterations per run")
     p.add_argument("--crop", nargs=2, type=int, default=[240, 320], metavar=("H", "W"))
     p.add_argument("--batch", type=int, default=8)
@@ -100,6 +108,22 @@ def spread(values: list[float]) -> str:
     return f"{100 * mean:.1f} ({100 * min(values):.1f}–{100 * max(values):.1f})"
 
 
+def verdict(runs: list[dict[str, Any]], baseline: list[dict[str, Any]], key: str) -> str:
+    """Mean difference to the baseline in points, and whether it exceeds the seed spread.
+
+    The spread is the larger of the two min–max ranges over seeds; a difference no larger than
+    it is reported as no difference. With one seed on either side the spread is unknown.
+    """
+    a, b = [r[key] for r in runs], [r[key] for r in baseline]
+    delta = 100 * (statistics.fmean(a) - statistics.fmean(b))
+    if len(a) < 2 or len(b) < 2:
+        return f"{delta:+.1f} (1 seed)"
+    spread_ = 100 * max(max(a) - min(a), max(b) - min(b))
+    if abs(delta) <= spread_:
+        return f"{delta:+.1f} (≤ spread {spread_:.1f}: no difference)"
+    return f"{delta:+.1f} (> spread {spread_:.1f})"
+
+
 def figure(models: list[str], args: argparse.Namespace, path: Path) -> None:
     """The same test frames: image, ground truth, then each model's prediction (seed 0 runs)."""
     import matplotlib
@@ -152,18 +176,27 @@ def report(results: dict[str, list[dict[str, Any]]], speed: dict[str, dict[str, 
         f"best checkpoint on val; test on the 233 whole 480×360 frames. Seeds: "
         f"{', '.join(map(str, args.seeds))}. Figures are mean (min–max over seeds) in %.",
         "",
-        "| model | mIoU | boundary F (2 px) | " + " | ".join(THIN) + " | latency (ms) |",
-        "|---|---|---|" + "---|" * len(THIN) + "---|",
+        "| model | seeds | mIoU | boundary F (2 px) | " + " | ".join(THIN) + " | latency (ms) |",
+        "|---|---|---|---|" + "---|" * len(THIN) + "---|",
     ]
     for model, runs in results.items():
         ious = {c: [r["iou"][classes.index(c)] for r in runs] for c in THIN}
         ms = speed.get(model, {}).get("median_ms")
         lines.append(
-            f"| {model} | {spread([r['miou'] for r in runs])} | "
+            f"| {model} | {len(runs)} | {spread([r['miou'] for r in runs])} | "
             f"{spread([r['mbf'] for r in runs])} | "
             + " | ".join(spread(ious[c]) for c in THIN)
             + f" | {'' if ms is None else f'{ms:.1f}'} |"
         )
+    baseline = results.get("fpn_r18_bilinear")
+    others = [m for m in results if m.startswith("fpn_r18_") and m != "fpn_r18_bilinear"]
+    if baseline and others:
+        lines += ["", "Difference to fpn_r18_bilinear in points (same head, only the upsampler "
+                  "changes):", "", "| upsampler | Δ mIoU | Δ boundary F |", "|---|---|---|"]
+        for model in others:
+            lines.append(f"| {model.replace('fpn_r18_', '')} | "
+                         f"{verdict(results[model], baseline, 'miou')} | "
+                         f"{verdict(results[model], baseline, 'mbf')} |")
     lines += ["", "Per-class IoU (%), seed mean:", "",
               "| model | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes)]
     for model, runs in results.items():
@@ -179,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, list[dict[str, Any]]] = {}
     for seed in args.seeds:  # every model's first seed before any second seed
         for model in args.models:
+            if model in FAITHFUL and seed not in (args.faithful_seeds or args.seeds):
+                continue
             res = run_one(model, seed, args)
             if res is not None:
                 results.setdefault(model, []).append(res)

@@ -50,3 +50,52 @@ def test_study_trains_resumes_and_reports(tmp_path: Path) -> None:
     stamp = (run / "best.pt").stat().st_mtime_ns
     assert study.main(argv + ["--no-bench"]) == 0
     assert (run / "best.pt").stat().st_mtime_ns == stamp
+
+
+def test_verdict_compares_the_difference_with_the_seed_spread() -> None:
+    study = load_study()
+    base = [{"miou": 0.30}, {"miou": 0.32}]  # range 2 points
+    assert study.verdict([{"miou": 0.325}, {"miou": 0.335}], base, "miou") == \
+        "+2.0 (≤ spread 2.0: no difference)"
+    assert study.verdict([{"miou": 0.36}, {"miou": 0.36}], base, "miou") == \
+        "+5.0 (> spread 2.0)"
+    assert study.verdict([{"miou": 0.20}], base, "miou") == "-11.0 (1 seed)"
+
+
+def test_report_lists_seeds_and_differences_to_bilinear() -> None:
+    study = load_study()
+    classes = ["Sky", "Pole", "SignSymbol", "Pedestrian", "Bicyclist"]
+
+    def run(miou: float, pole: float) -> dict:
+        return {"miou": miou, "mbf": miou / 2, "iou": [0.9, pole, 0.0, 0.1, 0.2],
+                "classes": classes}
+
+    results = {"fpn_r18_bilinear": [run(0.30, 0.10), run(0.34, 0.20)],
+               "fpn_r18_gai": [run(0.40, 0.30), run(0.42, 0.40)],
+               "gain_r18": [run(0.35, 0.0)]}
+    args = study.parse_args(["--seeds", "0", "1", "--iters", "10"])
+    text = study.report(results, {"fpn_r18_gai": {"median_ms": 12.34}}, args)
+    assert "| fpn_r18_bilinear | 2 | 32.0 (30.0–34.0) | 16.0 (15.0–17.0) | 15.0 (10.0–20.0) |" \
+        in text
+    assert "| gain_r18 | 1 | 35.0 |" in text
+    assert "| gai | +9.0 (> spread 4.0) | +4.5 (> spread 2.0) |" in text
+    assert "12.3 |" in text
+
+
+def test_faithful_seeds_limit_the_faithful_networks_only(tmp_path: Path) -> None:
+    make_camvid(tmp_path / "camvid")
+    study = load_study()
+    out = tmp_path / "study"
+    for name, miou in {"gain_r18_s0": 0.3, "gain_r18_s1": 0.5, "fpn_r18_gum_s0": 0.2,
+                       "fpn_r18_gum_s1": 0.4}.items():
+        (out / name).mkdir(parents=True)
+        metrics = {"miou": miou, "mbf": 0.1, "iou": [0.0] * 11,
+                   "classes": study.THIN + [f"c{k}" for k in range(7)]}
+        (out / name / "metrics_test.json").write_text(json.dumps(metrics))
+    argv = ["--data", str(tmp_path / "camvid"), "--out", str(out), "--report-only",
+            "--no-bench", "--models", "fpn_r18_gum", "gain_r18", "--seeds", "0", "1",
+            "--faithful-seeds", "0", "--device", "cpu", "--figure-frames", "0"]
+    assert study.main(argv) == 0
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    assert [r["miou"] for r in runs["fpn_r18_gum"]] == [0.2, 0.4]
+    assert [r["miou"] for r in runs["gain_r18"]] == [0.3]
