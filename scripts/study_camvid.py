@@ -124,6 +124,13 @@ def verdict(runs: list[dict[str, Any]], baseline: list[dict[str, Any]], key: str
     return f"{delta:+.1f} (> spread {spread_:.1f})"
 
 
+def by_seed(runs: list[dict[str, Any]], baseline: list[dict[str, Any]], key: str) -> str:
+    """The difference to the baseline seed by seed (same initial weights and data order)."""
+    base = {r.get("seed"): r[key] for r in baseline}
+    pairs = [(r.get("seed"), r[key] - base[r.get("seed")]) for r in runs if r.get("seed") in base]
+    return ", ".join(f"s{seed} {100 * d:+.1f}" for seed, d in pairs)
+
+
 def figure(models: list[str], args: argparse.Namespace, path: Path) -> None:
     """The same test frames: image, ground truth, then each model's prediction (seed 0 runs)."""
     import matplotlib
@@ -192,11 +199,15 @@ def report(results: dict[str, list[dict[str, Any]]], speed: dict[str, dict[str, 
     others = [m for m in results if m.startswith("fpn_r18_") and m != "fpn_r18_bilinear"]
     if baseline and others:
         lines += ["", "Difference to fpn_r18_bilinear in points (same head, only the upsampler "
-                  "changes):", "", "| upsampler | Δ mIoU | Δ boundary F |", "|---|---|---|"]
+                  "changes):", "",
+                  "| upsampler | Δ mIoU | by seed | Δ boundary F | by seed |",
+                  "|---|---|---|---|---|"]
         for model in others:
             lines.append(f"| {model.replace('fpn_r18_', '')} | "
                          f"{verdict(results[model], baseline, 'miou')} | "
-                         f"{verdict(results[model], baseline, 'mbf')} |")
+                         f"{by_seed(results[model], baseline, 'miou')} | "
+                         f"{verdict(results[model], baseline, 'mbf')} | "
+                         f"{by_seed(results[model], baseline, 'mbf')} |")
     lines += ["", "Per-class IoU (%), seed mean:", "",
               "| model | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes)]
     for model, runs in results.items():
@@ -216,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             res = run_one(model, seed, args)
             if res is not None:
-                results.setdefault(model, []).append(res)
+                results.setdefault(model, []).append(dict(res, seed=seed))
     if not results:
         print("no finished runs yet")
         return 1

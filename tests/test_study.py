@@ -66,19 +66,22 @@ def test_report_lists_seeds_and_differences_to_bilinear() -> None:
     study = load_study()
     classes = ["Sky", "Pole", "SignSymbol", "Pedestrian", "Bicyclist"]
 
-    def run(miou: float, pole: float) -> dict:
+    def run(miou: float, pole: float, seed: int) -> dict:
         return {"miou": miou, "mbf": miou / 2, "iou": [0.9, pole, 0.0, 0.1, 0.2],
-                "classes": classes}
+                "classes": classes, "seed": seed}
 
-    results = {"fpn_r18_bilinear": [run(0.30, 0.10), run(0.34, 0.20)],
-               "fpn_r18_gai": [run(0.40, 0.30), run(0.42, 0.40)],
-               "gain_r18": [run(0.35, 0.0)]}
+    results = {"fpn_r18_bilinear": [run(0.30, 0.10, 0), run(0.34, 0.20, 1)],
+               "fpn_r18_gai": [run(0.40, 0.30, 0), run(0.42, 0.40, 1)],
+               "fpn_r18_gum": [run(0.29, 0.30, 1)],  # seed 0 unfinished: pairs with seed 1
+               "gain_r18": [run(0.35, 0.0, 0)]}
     args = study.parse_args(["--seeds", "0", "1", "--iters", "10"])
     text = study.report(results, {"fpn_r18_gai": {"median_ms": 12.34}}, args)
     assert "| fpn_r18_bilinear | 2 | 32.0 (30.0–34.0) | 16.0 (15.0–17.0) | 15.0 (10.0–20.0) |" \
         in text
     assert "| gain_r18 | 1 | 35.0 |" in text
-    assert "| gai | +9.0 (> spread 4.0) | +4.5 (> spread 2.0) |" in text
+    assert ("| gai | +9.0 (> spread 4.0) | s0 +10.0, s1 +8.0 | +4.5 (> spread 2.0) | "
+            "s0 +5.0, s1 +4.0 |") in text
+    assert "| gum | -3.0 (1 seed) | s1 -5.0 | -1.5 (1 seed) | s1 -2.5 |" in text
     assert "12.3 |" in text
 
 
