@@ -59,10 +59,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--bench-iters", type=int, default=20)
-    p.add_argument("--no-bench", action="store_true", help="skip the latency measurement")
+    p.add_argument("--no-bench", action="store_true",
+                   help="skip the latency measurement (keep an earlier run's timings)")
     p.add_argument("--figure-frames", nargs="+", type=int, default=[0, 60, 120, 200],
                    help="test frame indices shown in the figure")
-    p.add_argument("--report-only", action="store_true", help="train nothing; report what exists")
+    p.add_argument("--report-only", action="store_true",
+                   help="train and time nothing; report what exists")
     return p.parse_args(argv)
 
 
@@ -99,6 +101,19 @@ def latency(models: list[str], args: argparse.Namespace) -> dict[str, dict[str, 
     rows = benchmark(models, size=(360, 480), batch=1, device=args.device, num_classes=11,
                      iters=args.bench_iters, compare=True, reference=False)
     return {r["name"]: r for r in rows}
+
+
+def saved_latency(out: Path, models: list[str]) -> dict[str, dict[str, Any]]:
+    """The timings an earlier call wrote to ``out/results.json``, for ``models``; {} if none.
+
+    CPU latency drifts with the machine's load, so a report that trains nothing keeps the
+    timings taken in the study run rather than quietly replacing them with new ones.
+    """
+    try:
+        saved = json.loads((out / "results.json").read_text()).get("latency") or {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {m: saved[m] for m in models if isinstance(saved.get(m), dict)}
 
 
 def spread(values: list[float]) -> str:
@@ -177,14 +192,16 @@ def figure(models: list[str], args: argparse.Namespace, path: Path) -> None:
 def report(results: dict[str, list[dict[str, Any]]], speed: dict[str, dict[str, Any]],
            args: argparse.Namespace) -> str:
     classes = next(iter(next(iter(results.values())))).get("classes")
+    timed = bool(speed)  # --no-bench: no latency column rather than an empty one
     lines = [
         f"Budget: {args.iters} iterations × batch {args.batch} of random {args.crop[0]}×"
         f"{args.crop[1]} crops (scale 0.5–2, flip, colour jitter) of CamVid train, from scratch; "
         f"best checkpoint on val; test on the 233 whole 480×360 frames. Seeds: "
         f"{', '.join(map(str, args.seeds))}. Figures are mean (min–max over seeds) in %.",
         "",
-        "| model | seeds | mIoU | boundary F (2 px) | " + " | ".join(THIN) + " | latency (ms) |",
-        "|---|---|---|---|" + "---|" * len(THIN) + "---|",
+        "| model | seeds | mIoU | boundary F (2 px) | " + " | ".join(THIN) + " |"
+        + (" latency (ms) |" if timed else ""),
+        "|---|---|---|---|" + "---|" * len(THIN) + ("---|" if timed else ""),
     ]
     for model, runs in results.items():
         ious = {c: [r["iou"][classes.index(c)] for r in runs] for c in THIN}
@@ -192,8 +209,8 @@ def report(results: dict[str, list[dict[str, Any]]], speed: dict[str, dict[str, 
         lines.append(
             f"| {model} | {len(runs)} | {spread([r['miou'] for r in runs])} | "
             f"{spread([r['mbf'] for r in runs])} | "
-            + " | ".join(spread(ious[c]) for c in THIN)
-            + f" | {'' if ms is None else f'{ms:.1f}'} |"
+            + " | ".join(spread(ious[c]) for c in THIN) + " |"
+            + (f" {'' if ms is None else f'{ms:.1f}'} |" if timed else "")
         )
     baseline = results.get("fpn_r18_bilinear")
     others = [m for m in results if m.startswith("fpn_r18_") and m != "fpn_r18_bilinear"]
@@ -231,7 +248,10 @@ def main(argv: list[str] | None = None) -> int:
     if not results:
         print("no finished runs yet")
         return 1
-    speed = {} if args.no_bench else latency(list(results), args)
+    if args.no_bench or args.report_only:
+        speed = saved_latency(out, list(results))
+    else:
+        speed = latency(list(results), args)
     text = report(results, speed, args)
     (out / "results.md").write_text(text)
     (out / "results.json").write_text(json.dumps(

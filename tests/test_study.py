@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,6 +51,13 @@ def test_study_trains_resumes_and_reports(tmp_path: Path) -> None:
     stamp = (run / "best.pt").stat().st_mtime_ns
     assert study.main(argv + ["--no-bench"]) == 0
     assert (run / "best.pt").stat().st_mtime_ns == stamp
+    # Neither --no-bench nor --report-only re-times: both keep the study run's timings.
+    study.latency = lambda *a, **k: pytest.fail("a report that trains nothing must not time")
+    assert study.main(argv + ["--report-only"]) == 0
+    again = json.loads((out / "results.json").read_text())
+    assert again["latency"] == first["latency"]
+    assert f"| {first['latency']['fpn_r18_bilinear']['median_ms']:.1f} |" in \
+        (out / "results.md").read_text()
 
 
 def test_verdict_compares_the_difference_with_the_seed_spread() -> None:
@@ -82,7 +90,10 @@ def test_report_lists_seeds_and_differences_to_bilinear() -> None:
     assert ("| gai | +9.0 (> spread 4.0) | s0 +10.0, s1 +8.0 | +4.5 (> spread 2.0) | "
             "s0 +5.0, s1 +4.0 |") in text
     assert "| gum | -3.0 (1 seed) | s1 -5.0 | -1.5 (1 seed) | s1 -2.5 |" in text
-    assert "12.3 |" in text
+    assert "| latency (ms) |" in text and "| 12.3 |" in text
+    untimed = study.report(results, {}, args)  # --no-bench: no empty latency column
+    assert "latency" not in untimed
+    assert "| gain_r18 | 1 | 35.0 | 17.5 | 0.0 | 0.0 | 10.0 | 20.0 |\n" in untimed
 
 
 def test_faithful_seeds_limit_the_faithful_networks_only(tmp_path: Path) -> None:
