@@ -35,9 +35,7 @@ or compiling (see :func:`rtseg.upsample.gum.grid_cache_enabled`).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,11 +44,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from .registry import create_model, list_models
+from .errors import UsageError
 from .upsample import GuidedUpsample
 
 # model name → why it cannot be exported with dynamic H and W (none at present)
 STATIC_ONLY: dict[str, str] = {}
+
+
+class ExportCheckError(ValueError):
+    """An exported file does not reproduce the PyTorch model (it fails to run, has another
+    output shape, or differs by more than the tolerance)."""
 
 
 @contextlib.contextmanager
@@ -94,10 +97,10 @@ def export_onnx(
 
     Input ``image`` B×3×H×W float32, output ``logits`` B×K×H×W. With ``dynamic`` the batch, H
     and W axes are symbolic; the graph is traced on a ``batch``×3×``size`` random input.
-    Raises ValueError for an opset the model cannot use (``grid_sample`` needs ≥ 16).
+    Raises UsageError for an opset the model cannot use (``grid_sample`` needs ≥ 16).
     """
     if opset < 16 and any(isinstance(m, GuidedUpsample) for m in model.modules()):
-        raise ValueError(f"this model uses grid_sample (GUM), which needs opset >= 16; "
+        raise UsageError(f"this model uses grid_sample (GUM), which needs opset >= 16; "
                          f"got --opset {opset}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -124,8 +127,8 @@ def check_onnx(
 ) -> float:
     """Largest |ONNX Runtime − PyTorch| of the logits on a random ``batch``×3×``size`` input.
 
-    Runs the file with ONNX Runtime's CPU provider. Raises ValueError when the output shape
-    differs or the difference exceeds ``atol``.
+    Runs the file with ONNX Runtime's CPU provider. Raises ExportCheckError when it cannot
+    run the file, the output shape differs or the difference exceeds ``atol``.
     """
     import numpy as np
     import onnxruntime as ort
@@ -137,30 +140,32 @@ def check_onnx(
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    at = f"{size[0]}×{size[1]}"
     try:
         out = sess.run(None, {sess.get_inputs()[0].name: x.cpu().numpy()})[0]
     except Exception as e:  # noqa: BLE001 - ONNX Runtime raises its own types
-        raise ValueError(f"{path}: ONNX Runtime cannot run it at {size[0]}×{size[1]}, batch "
-                         f"{batch} ({type(e).__name__}: {e})") from None
+        raise ExportCheckError(f"{path}: ONNX Runtime cannot run it at {at}, batch {batch} "
+                               f"({type(e).__name__}: {e})") from None
     if out.shape != ref.shape:
-        raise ValueError(f"{path}: ONNX output shape {out.shape} != PyTorch {ref.shape} at "
-                         f"{size[0]}×{size[1]}")
+        raise ExportCheckError(f"{path}: ONNX output shape {out.shape} != PyTorch {ref.shape} "
+                               f"at {at}")
     diff = float(np.abs(out - ref).max())
     if not diff <= atol:
-        raise ValueError(f"{path}: ONNX Runtime output differs from PyTorch by {diff:.3g} at "
-                         f"{size[0]}×{size[1]} (tolerance {atol:g})")
+        raise ExportCheckError(f"{path}: ONNX Runtime output differs from PyTorch by {diff:.3g} "
+                               f"at {at} (tolerance {atol:g})")
     return diff
 
 
 def _max_diff(a: torch.Tensor, b: torch.Tensor, what: str, size: tuple[int, int],
               atol: float) -> float:
+    at = f"{size[0]}×{size[1]}"
     if a.shape != b.shape:
-        raise ValueError(f"{what}: output shape {tuple(a.shape)} != PyTorch {tuple(b.shape)} "
-                         f"at {size[0]}×{size[1]}")
+        raise ExportCheckError(f"{what}: output shape {tuple(a.shape)} != PyTorch "
+                               f"{tuple(b.shape)} at {at}")
     diff = (a.float() - b.float()).abs().max().item()
     if not diff <= atol:
-        raise ValueError(f"{what}: output differs from PyTorch by {diff:.3g} at "
-                         f"{size[0]}×{size[1]} (tolerance {atol:g})")
+        raise ExportCheckError(f"{what}: output differs from PyTorch by {diff:.3g} at {at} "
+                               f"(tolerance {atol:g})")
     return diff
 
 
@@ -235,88 +240,3 @@ def check_program(model: nn.Module, path: str | Path, size: tuple[int, int],
     loaded = torch.export.load(str(path)).module()
     with torch.no_grad():
         return _max_diff(loaded(x), model.eval()(x), str(path), size, atol)
-
-
-# --------------------------------------------------------------------------------------------
-# command line
-
-
-def configure_parser(p: argparse.ArgumentParser) -> None:
-    """Add the ``rtseg export`` arguments to ``p``."""
-    p.add_argument("model", nargs="?", metavar="MODEL",
-                   help="registered model name (optional with --checkpoint)")
-    p.add_argument("--checkpoint", help="an `rtseg train` checkpoint (model, classes, weights)")
-    p.add_argument("--num-classes", type=int, default=19, help="without --checkpoint")
-    p.add_argument("--size", nargs=2, type=int, default=[512, 1024], metavar=("H", "W"),
-                   help="export (trace) size; default 512 1024")
-    p.add_argument("--batch", type=int, default=1, help="batch of the trace input")
-    p.add_argument("--onnx", metavar="FILE", help="write ONNX here")
-    p.add_argument("--opset", type=int, default=17)
-    p.add_argument("--torchscript", metavar="FILE", help="write a torch.jit.trace file here")
-    p.add_argument("--exported", metavar="FILE", help="write a torch.export .pt2 file here")
-    p.add_argument("--static", action="store_true", help="fixed batch, H and W")
-    p.add_argument("--no-check", action="store_true",
-                   help="skip the comparison with PyTorch (export size and a second size)")
-    p.add_argument("--atol", type=float, default=1e-4, help="largest allowed difference")
-
-
-def _load(args: argparse.Namespace) -> tuple[nn.Module, str, str]:
-    if args.checkpoint:
-        from .engine.commands import load_model
-
-        model, ckpt = load_model(args.checkpoint, torch.device("cpu"))
-        name = ckpt["config"]["model"]
-        if args.model and args.model != name:
-            raise ValueError(f"{args.checkpoint} holds a {name!r} model, not {args.model!r}")
-        return model, name, f"{args.checkpoint} ({ckpt['num_classes']} classes)"
-    if not args.model:
-        raise ValueError("name a MODEL or give --checkpoint")
-    if args.model not in list_models():
-        raise ValueError(f"unknown model {args.model!r}; available: {', '.join(list_models())}")
-    model = create_model(args.model, args.num_classes, aux=False)
-    return model.eval(), args.model, f"random weights, {args.num_classes} classes"
-
-
-def main(args: argparse.Namespace) -> int:
-    """``rtseg export``: write the requested files and check each against PyTorch."""
-    if not (args.onnx or args.torchscript or args.exported):
-        print("rtseg export: error: nothing to write; give --onnx, --torchscript and/or "
-              "--exported", file=sys.stderr)
-        return 2
-    size = tuple(args.size)
-    try:
-        model, name, origin = _load(args)
-    except (KeyError, ValueError, FileNotFoundError) as e:
-        print(f"rtseg export: error: {e}", file=sys.stderr)
-        return 2
-    dynamic = not args.static
-    if dynamic and name in STATIC_ONLY:
-        print(f"{name}: exported with static H and W: {STATIC_ONLY[name]}")
-        dynamic = False
-    checks = [size] + ([second_size(size)] if dynamic else [])
-    print(f"{name} ({origin}); trace input {args.batch}×3×{size[0]}×{size[1]}; "
-          + ("dynamic batch/H/W" if dynamic else "static shapes"))
-    try:
-        if args.onnx:
-            path = export_onnx(model, args.onnx, size, args.opset, dynamic, args.batch)
-            print(f"wrote {path} (ONNX opset {args.opset}, TorchScript-based exporter)")
-            for s in checks if not args.no_check else []:
-                d = check_onnx(model, path, s, args.atol, args.batch)
-                print(f"  ONNX Runtime vs PyTorch at {s[0]}×{s[1]}: max |diff| {d:.2e}")
-        if args.torchscript:
-            path = export_torchscript(model, args.torchscript, size, args.batch)
-            print(f"wrote {path} (torch.jit.trace)")
-            for s in checks if not args.no_check else []:
-                d = check_torchscript(model, path, s, args.atol, args.batch)
-                print(f"  TorchScript vs PyTorch at {s[0]}×{s[1]}: max |diff| {d:.2e}")
-        if args.exported:
-            path, ranges = export_program(model, args.exported, size, dynamic, args.batch)
-            print(f"wrote {path} (torch.export; input axes "
-                  + ", ".join(f"{k} {v}" for k, v in ranges.items()) + ")")
-            for s in checks if not args.no_check else []:
-                d = check_program(model, path, s, args.atol, args.batch)
-                print(f"  torch.export vs PyTorch at {s[0]}×{s[1]}: max |diff| {d:.2e}")
-    except ValueError as e:
-        print(f"rtseg export: error: {e}", file=sys.stderr)
-        return 1
-    return 0

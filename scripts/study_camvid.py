@@ -35,9 +35,8 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from rtseg.engine.commands import load_model, run_eval  # noqa: E402
+import rtseg  # noqa: E402
 from rtseg.engine.config import load_config  # noqa: E402
-from rtseg.engine.trainer import train  # noqa: E402
 
 UPSAMPLERS = ["bilinear", "gai", "fast_attention", "ifa", "gum"]
 FAITHFUL = ["gain_r18", "fanet18", "gun"]
@@ -87,11 +86,10 @@ def run_one(model: str, seed: int, args: argparse.Namespace) -> dict[str, Any] |
     ]
     cfg = load_config(ROOT / "configs" / "camvid" / f"{model}.yaml", overrides)
     cfg.warmup_iters = min(cfg.warmup_iters, args.iters // 10)
-    train(cfg, resume=(run / "last.pt").is_file())
-    eval_args = argparse.Namespace(device=args.device, dataset=None, data_root=args.data,
-                                   mode="whole", crop=None, stride=None, scales=(1.0,),
-                                   flip=False, tolerance=2, json=str(metrics))
-    return run_eval(run / "best.pt", eval_args, "test")  # writes ``metrics``: the run is done
+    rtseg.train(cfg, resume=run if (run / "last.pt").is_file() else None)
+    res = rtseg.evaluate(run / "best.pt", data=args.data, split="test", device=args.device)
+    metrics.write_text(json.dumps(res, indent=2))  # the run is done
+    return res
 
 
 def latency(models: list[str], args: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -154,11 +152,7 @@ def figure(models: list[str], args: argparse.Namespace, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     from rtseg.data import CamVid
-    from rtseg.data.transforms import eval_transforms
-    from rtseg.engine.commands import pick_device
-    from rtseg.engine.inference import predict_logits
 
-    device = pick_device(args.device)
     ds = CamVid(args.data, "test")
     palette = torch.tensor(ds.palette + [(0, 0, 0)] * (256 - len(ds.palette)), dtype=torch.uint8)
     frames = [i for i in args.figure_frames if i < len(ds)]
@@ -166,19 +160,15 @@ def figure(models: list[str], args: argparse.Namespace, path: Path) -> None:
     for m in models:
         ckpt = Path(args.out) / f"{m}_s{args.seeds[0]}" / "best.pt"
         if ckpt.is_file():
-            nets[m] = load_model(ckpt, device)[0]
+            nets[m] = rtseg.load(ckpt, device=args.device)
     cols = 2 + len(nets)
     fig, axes = plt.subplots(len(frames), cols, figsize=(2.4 * cols, 1.9 * len(frames)),
                              squeeze=False)
-    normalise = eval_transforms()
     for r, index in enumerate(frames):
         image, label = ds.load(index)
-        x, _ = normalise(image, label, torch.Generator())
         panels = [("image", image.permute(1, 2, 0)), ("ground truth", palette[label])]
-        for name, net in nets.items():
-            with torch.inference_mode():
-                pred = predict_logits(net, x[None].to(device)).argmax(1)[0].cpu()
-            panels.append((name.replace("fpn_r18_", ""), palette[pred]))
+        for name, seg in nets.items():
+            panels.append((name.replace("fpn_r18_", ""), palette[seg(image)]))
         for c, (title, picture) in enumerate(panels):
             axes[r, c].imshow(picture.numpy())
             axes[r, c].set_axis_off()

@@ -1,15 +1,20 @@
 """rtseg bench: the timing protocol, its report, BN folding (all on CPU, tiny sizes)."""
 
+import argparse
 import json
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 import rtseg
-from rtseg import bench, cli
-from rtseg.bench import benchmark, count_bn, fold_batchnorm, run_benchmark
+from rtseg import cli
+from rtseg.bench import benchmark, cases, format_report, run_benchmark, timing
+from rtseg.cli import bench as bench_cli
 from rtseg.complexity import count_macs, count_params
+from rtseg.errors import UnknownNameError, UsageError
+from rtseg.models.fuse import count_bn, fold_batchnorm
 
 TINY = dict(size=(32, 64), device="cpu", warmup=1, iters=3, reference_size=128)
 SETTINGS = {"torch", "device", "threads", "precision", "channels_last", "compile", "fold_bn",
@@ -19,6 +24,14 @@ ROW = {"name", "params_m", "gmac", "median_ms", "p10_ms", "p90_ms", "fps", "gflo
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _cli(*argv: str) -> int:
+    """``rtseg bench ARGV`` through the subcommand's own parser, as ``rtseg.cli`` mounts it."""
+    parser = argparse.ArgumentParser(prog="rtseg")
+    bench_cli.add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["bench", *argv])
+    return args.func(args)
 
 
 def _sane(row, batch, iters):
@@ -45,9 +58,9 @@ def test_library_two_models():
 def test_cli_json_and_report(tmp_path, capsys):
     out = tmp_path / "bench.json"
     torch.set_num_threads(3)  # not the value --threads asks for: restored afterwards?
-    rc = cli.main(["bench", "fpn_r18_bilinear", "--size", "32", "64", "--device", "cpu",
-                   "--warmup", "1", "--iters", "3", "--batch", "2", "--argmax", "--fold-bn",
-                   "--threads", "1", "--matmul-size", "128", "--json", str(out)])
+    rc = _cli("fpn_r18_bilinear", "--size", "32", "64", "--device", "cpu", "--warmup", "1",
+              "--iters", "3", "--batch", "2", "--argmax", "--fold-bn", "--threads", "1",
+              "--matmul-size", "128", "--json", str(out))
     assert rc == 0
     data = json.loads(out.read_text())
     s = data["settings"]
@@ -80,6 +93,32 @@ def test_compare_interleaves_round_robin():
     assert max(seq[0]["starts_s"]) < min(seq[1]["starts_s"])  # without --compare: one by one
 
 
+def _linear_percentile(sorted_values, q):
+    """The hand-written rule bench used before ``numpy.percentile`` (linear interpolation)."""
+    pos = (len(sorted_values) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+def test_percentiles_are_the_linear_ones():
+    times = [0.005, 0.001, 0.004, 0.010, 0.002, 0.003]  # s, unsorted as timed
+    item = timing.Item("m", None, params=2_000_000, macs=10**9, resident_bytes=0, times=times)
+    (row,) = timing.result_rows([item], batch=2, reference={"gflops": 100.0})
+    # sorted 1 2 3 4 5 10 ms: positions 0.5, 2.5 and 4.5 of 0..5
+    assert (row["p10_ms"], row["median_ms"], row["p90_ms"]) == pytest.approx((1.5, 3.5, 7.5))
+    assert row["mean_ms"] == pytest.approx(25 / 6)
+    assert row["fps"] == pytest.approx(2 / 0.0035) and row["relative"] == 1.0
+    assert row["gflops"] == pytest.approx(2 * 1 * 2 / 0.0035)  # 2·GMAC·batch / median
+    assert row["efficiency_pct"] == pytest.approx(row["gflops"])  # of a 100 GFLOP/s reference
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 3, 7, 50):
+        t = rng.exponential(size=n).tolist()
+        lat = timing.latency(t)
+        for q, key in ((10, "p10"), (50, "median"), (90, "p90")):
+            assert lat[key] == pytest.approx(_linear_percentile(sorted(t), q), rel=1e-12)
+
+
 
 @pytest.mark.parametrize("name", rtseg.list_models())
 def test_fold_bn_equivalence(name, randomise):
@@ -110,14 +149,43 @@ def test_fold_keeps_bn_whose_conv_output_is_shared(randomise):
     torch.testing.assert_close(folded(x), model(x))
 
 
-def test_bad_names_give_clear_errors(capsys):
+def test_fold_bias_free_conv_into_bn_without_affine():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4, affine=False))
+    with torch.no_grad():
+        model[1].running_mean.normal_(0, 0.5)
+        model[1].running_var.uniform_(0.5, 2.0)
+    folded = fold_batchnorm(model.eval())
+    assert count_bn(folded) == 0 and isinstance(folded[1], nn.Identity)
+    assert folded[0].bias is not None and not folded[0].weight.requires_grad
+    assert folded[0].weight.dtype == folded[0].bias.dtype == torch.float32
+    x = torch.randn(2, 3, 9, 9)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x))
+
+
+def test_bad_arguments_raise_usage_errors():
+    with pytest.raises(UnknownNameError, match="unknown model 'nope'") as e:
+        _cli("nope", "--device", "cpu")
+    assert "fpn_r18_gai" in str(e.value)  # the message lists the valid names
+    with pytest.raises(UnknownNameError, match="unknown module 'magic'"):
+        run_benchmark(modules=["magic"], device="cpu")
+    with pytest.raises(UsageError, match="model names or --module"):
+        _cli("--device", "cpu")
+    with pytest.raises(UsageError, match="size must be two positive integers"):
+        _cli("fanet18", "--device", "cpu", "--size", "0", "64")
+    with pytest.raises(UsageError, match="must be >= 1"):
+        run_benchmark(["fanet18"], device="cpu", iters=0)
+    with pytest.raises(UsageError, match="unknown device 'tpu9'|not supported"):
+        run_benchmark(["fanet18"], device="tpu9")
+    if not torch.cuda.is_available():
+        with pytest.raises(UsageError, match="CUDA is not available"):
+            _cli("fanet18", "--device", "cuda")
+
+
+def test_cli_prints_a_usage_error_as_one_line(capsys):
     assert cli.main(["bench", "nope", "--device", "cpu"]) == 2
     err = capsys.readouterr().err
-    assert "unknown model 'nope'" in err and "fpn_r18_gai" in err
-    with pytest.raises(ValueError, match="unknown module 'magic'"):
-        run_benchmark(modules=["magic"], device="cpu")
-    with pytest.raises(ValueError, match="model names or --module"):
-        run_benchmark(device="cpu")
+    assert err.startswith("rtseg bench: error: unknown model 'nope'") and err.count("\n") == 1
 
 
 def test_module_micro_benchmark():
@@ -137,7 +205,7 @@ def test_low_precision_on_cpu_runs_or_says_why():
         try:
             (row,) = benchmark(["fpn_r18_bilinear"], precision=precision, reference=False,
                                **TINY)
-        except RuntimeError as e:
+        except UsageError as e:
             assert f"--precision {precision}" in str(e)
         else:
             assert row["median_ms"] > 0
@@ -148,16 +216,16 @@ def test_out_of_memory_is_reported_and_the_run_goes_on(monkeypatch, capsys):
         def forward(self, x):
             raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to ...")
 
-    real = bench.create_model
+    real = cases.create_model
 
     def create(name, *args, **kwargs):
         return Hungry() if name == "fanet18" else real(name, *args, **kwargs)
 
-    monkeypatch.setattr(bench, "create_model", create)
+    monkeypatch.setattr(cases, "create_model", create)
     for compare in (False, True):
         result = run_benchmark(["fanet18", "fpn_r18_bilinear"], compare=compare,
                                reference=False, **TINY)
         hungry, ok = result["results"]
         assert hungry["error"].startswith("out of memory") and "median_ms" not in hungry
         assert ok["error"] is None and ok["relative"] == 1.0 and len(ok["times_ms"]) == 3
-    assert "fanet18: not timed: out of memory" in bench.format_report(result)
+    assert "fanet18: not timed: out of memory" in format_report(result)

@@ -1,13 +1,18 @@
 """rtseg export: every model to ONNX (checked in ONNX Runtime), TorchScript and torch.export."""
 
+import argparse
+
 import pytest
 import torch
 
 import rtseg
 from rtseg import cli
+from rtseg.cli import export as export_cli
 from rtseg.engine.checkpoint import save_atomic
+from rtseg.errors import UnknownNameError, UsageError
 from rtseg.export import (
     STATIC_ONLY,
+    ExportCheckError,
     check_onnx,
     check_program,
     check_torchscript,
@@ -21,6 +26,14 @@ SIZE = (64, 128)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _cli(*argv: str) -> int:
+    """``rtseg export ARGV`` through the subcommand's own parser, as ``rtseg.cli`` mounts it."""
+    parser = argparse.ArgumentParser(prog="rtseg")
+    export_cli.add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["export", *argv])
+    return args.func(args)
 
 
 @pytest.mark.parametrize("name", rtseg.list_models())
@@ -39,15 +52,15 @@ def test_check_onnx_reports_a_mismatch(tmp_path, randomise):
     path = export_onnx(model, tmp_path / "m.onnx", SIZE)
     with torch.no_grad():
         model.head[2].bias.add_(1e-2)  # the PyTorch model changes after export
-    with pytest.raises(ValueError, match="differs from PyTorch by"):
+    with pytest.raises(ExportCheckError, match="differs from PyTorch by"):
         check_onnx(model, path, SIZE)
     static = export_onnx(model, tmp_path / "s.onnx", SIZE, dynamic=False)
-    with pytest.raises(ValueError, match="cannot run it at 59×117"):
+    with pytest.raises(ExportCheckError, match="cannot run it at 59×117"):
         check_onnx(model, static, (59, 117))
 
 
 def test_gum_needs_opset_16(tmp_path):
-    with pytest.raises(ValueError, match="opset >= 16"):
+    with pytest.raises(UsageError, match="opset >= 16"):
         export_onnx(rtseg.create_model("gun", 5), tmp_path / "g.onnx", SIZE, opset=15)
 
 
@@ -73,13 +86,25 @@ def test_cli_with_checkpoint(tmp_path, capsys, randomise):
     save_atomic({"model": model.state_dict(), "config": {"model": "fpn_r18_gai"},
                  "num_classes": 4}, ckpt)
     out = tmp_path / "m.onnx"
-    assert cli.main(["export", "--checkpoint", str(ckpt), "--onnx", str(out),
-                     "--size", *map(str, SIZE)]) == 0
+    assert _cli("--checkpoint", str(ckpt), "--onnx", str(out), "--size", *map(str, SIZE)) == 0
     text = capsys.readouterr().out
     assert "fpn_r18_gai" in text and "59×117" in text
     assert check_onnx(model, out, SIZE) <= 1e-4  # the checkpoint's weights were exported
-    assert cli.main(["export", "gun", "--checkpoint", str(ckpt), "--onnx", str(out)]) == 2
-    assert "holds a 'fpn_r18_gai' model" in capsys.readouterr().err
-    assert cli.main(["export", "nope", "--onnx", str(out)]) == 2
-    assert "unknown model 'nope'" in capsys.readouterr().err
-    assert cli.main(["export", "gun"]) == 2
+    with pytest.raises(UsageError, match="holds a 'fpn_r18_gai' model, not 'gun'"):
+        _cli("gun", "--checkpoint", str(ckpt), "--onnx", str(out))
+    with pytest.raises(UnknownNameError, match="unknown model 'nope'"):
+        _cli("nope", "--onnx", str(out))
+    with pytest.raises(UsageError, match="nothing to write"):
+        _cli("gun")
+    with pytest.raises(UsageError, match="name a MODEL or give --checkpoint"):
+        _cli("--onnx", str(out))
+    assert cli.main(["export", "gun"]) == 2  # through the command line: one line, status 2
+    assert capsys.readouterr().err.startswith("rtseg export: error: nothing to write")
+
+
+def test_cli_failed_check_exits_1(tmp_path, capsys):
+    path = tmp_path / "m.pt"
+    assert _cli("fpn_r18_bilinear", "--torchscript", str(path), "--size", *map(str, SIZE),
+                "--static", "--atol", "-1") == 1  # no difference is <= -1
+    assert path.is_file()
+    assert "rtseg export: error:" in capsys.readouterr().err

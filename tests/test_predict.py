@@ -4,13 +4,14 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
+import rtseg
 from rtseg.cli import main
 from rtseg.engine.config import make_config
-from rtseg.engine.predict import colorize, iter_frames, predict_path
+from rtseg.engine.predict import iter_frames, predict_path
 from rtseg.engine.trainer import train
+from rtseg.viz import colorize
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +38,7 @@ def _write_video(path, frames):
 
 
 def test_predict_image_folder_and_video(run, tmp_path):
-    from rtseg.engine.commands import load_model
-
-    model, ckpt = load_model(run / "best.pt", torch.device("cpu"))
+    seg = rtseg.load(run / "best.pt", device="cpu")
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 255, (32, 48, 3), dtype=np.uint8) for _ in range(3)]
     folder = tmp_path / "imgs"
@@ -49,14 +48,14 @@ def test_predict_image_folder_and_video(run, tmp_path):
     video = tmp_path / "clip.mp4"
     _write_video(video, frames)
 
-    out = predict_path(model, folder / "f0.png", tmp_path / "one", ckpt["palette"])
+    out = predict_path(seg, folder / "f0.png", tmp_path / "one")
     assert [p.name for p in out] == ["f0_overlay.png"]
     label = Image.open(tmp_path / "one" / "f0_label.png")
     assert label.mode == "P" and label.size == (48, 32)
-    assert np.asarray(label).max() < ckpt["num_classes"]
+    assert np.asarray(label).max() < seg.num_classes
 
-    assert len(predict_path(model, folder, tmp_path / "dir", ckpt["palette"])) == 2
-    written = predict_path(model, video, tmp_path / "vid", ckpt["palette"])
+    assert len(predict_path(seg, folder, tmp_path / "dir")) == 2
+    written = predict_path(seg, video, tmp_path / "vid")
     assert [p.name for p in written] == [f"clip_{i:06d}_overlay.png" for i in range(3)]
 
 
@@ -64,6 +63,8 @@ def test_predict_bad_inputs(tmp_path):
     with pytest.raises(ValueError, match="notes.txt: not a folder, an image"):
         (tmp_path / "notes.txt").write_text("x")
         list(iter_frames(tmp_path / "notes.txt"))
+    with pytest.raises(FileNotFoundError, match="nothing.png: input not found"):
+        iter_frames(tmp_path / "nothing.png")  # checked before any frame is read
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="empty: no images"):
         list(iter_frames(tmp_path / "empty"))

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import torch
 
+from rtseg import utils
 from rtseg.data.transforms import (
+    IGNORE_INDEX,
     IMAGENET_MEAN,
     IMAGENET_STD,
     ColorJitter,
+    Compose,
     HorizontalFlip,
     Normalize,
     RandomCrop,
     RandomScale,
+    RandomScaleCrop,
     train_transforms,
 )
 
@@ -98,3 +104,121 @@ def test_train_pipeline_is_reproducible_under_a_seed() -> None:
     assert a[0].shape == (3, 32, 32) and a[0].dtype == torch.float32 and a[1].shape == (32, 32)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     assert not torch.equal(a[0], c[0])
+
+
+def _reference_scale_crop(
+    image: torch.Tensor,
+    label: torch.Tensor,
+    generator: torch.Generator,
+    crop: tuple[int, int],
+    min_scale: float,
+    max_scale: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pre-fusion pipeline as the reference: the library's RandomScale (the whole image
+    resized by F.interpolate) then RandomCrop (pad 0 / 255), both kept unchanged."""
+    return Compose([RandomScale(min_scale, max_scale), RandomCrop(crop)])(image, label, generator)
+
+
+def _cases(n: int) -> list[tuple[int, int, tuple[int, int], float, float]]:
+    """Random (H, W, crop, min_scale, max_scale): odd sizes, 1-pixel sides, images smaller and
+    larger than the crop, scales below and above 1, and a few big enough (H' + W' > 128) that
+    F.interpolate takes its generic kernel rather than the small-output one."""
+    rng = random.Random(1234)
+    cases = []
+    for k in range(n):
+        big = k % 5 == 0
+        h, w = rng.randint(1, 160 if big else 48), rng.randint(1, 240 if big else 48)
+        crop = (rng.randint(1, 96 if big else 40), rng.randint(1, 96 if big else 40))
+        lo = rng.choice([0.05, 0.25, 0.5, 0.9, 1.0, 1.3, 2.0])
+        cases.append((h, w, crop, lo, lo * rng.choice([1.0, 1.1, 2.0, 4.0])))
+    return cases
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_scale_crop_matches_the_two_step_reference(dtype: torch.dtype) -> None:
+    worst, mismatched, pixels = 0.0, 0, 0
+    for seed, (h, w, crop, lo, hi) in enumerate(_cases(300)):
+        g = gen(seed)
+        image = torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g)
+        label = torch.randint(0, 256, (h, w), generator=g)  # includes 255 = ignore
+        label = label.to(torch.uint8) if seed % 3 == 0 else label  # uint8 labels work too
+        if dtype != torch.uint8:
+            image = image.to(dtype) / 255
+        g_ref, g_new = gen(seed), gen(seed)
+        ref_image, ref_label = _reference_scale_crop(image, label, g_ref, crop, lo, hi)
+        new_image, new_label = RandomScaleCrop(crop, lo, hi)(image, label, g_new)
+        context = f"seed {seed}: {h}x{w} crop {crop} scale [{lo}, {hi}]"
+        assert torch.equal(g_ref.get_state(), g_new.get_state()), context  # same draws
+        assert new_image.shape == ref_image.shape == (3, *crop), context
+        assert new_image.dtype == ref_image.dtype and new_label.dtype == ref_label.dtype
+        assert torch.equal(new_label, ref_label), context
+        diff = (new_image.double() - ref_image.double()).abs()
+        worst = max(worst, float(diff.max()))
+        mismatched += int((diff > 0).sum())
+        pixels += diff.numel()
+    if dtype == torch.uint8:
+        # Only rounding: at most one level, and rarely (F.interpolate's own kernels differ).
+        assert worst <= 1 and mismatched <= pixels * 1e-2, (worst, mismatched, pixels)
+    else:
+        assert worst <= 1e-6, worst
+
+
+def test_scale_crop_resamples_like_interpolate_at_cityscapes_like_size() -> None:
+    image = torch.randint(0, 256, (3, 256, 512), dtype=torch.uint8, generator=gen(5))
+    label = torch.randint(0, 19, (256, 512), generator=gen(6))
+    for seed in range(6):
+        g_ref, g_new = gen(seed), gen(seed)
+        ref = _reference_scale_crop(image, label, g_ref, (256, 256), 0.5, 2.0)
+        new = RandomScaleCrop(256, 0.5, 2.0)(image, label, g_new)
+        assert torch.equal(new[1], ref[1])
+        assert int((new[0].int() - ref[0].int()).abs().max()) <= 1
+
+
+def test_scale_crop_pads_with_zero_and_ignore_and_keeps_alignment() -> None:
+    image, label = coded_pair(12, 20)
+    out_image, out_label = RandomScaleCrop((16, 24), 0.5, 0.5)(image, label, gen(2))
+    assert out_image.shape == (3, 16, 24) and out_label.shape == (16, 24)
+    assert int(out_image[:, 6:].abs().sum()) == 0 and int(out_image[:, :, 10:].abs().sum()) == 0
+    assert torch.all(out_label[6:] == IGNORE_INDEX) and torch.all(out_label[:, 10:] == IGNORE_INDEX)
+    assert set(out_label[:6, :10].unique().tolist()) <= set(range(12))
+    # Scale 1 is a plain crop of the input.
+    same_image, same_label = RandomScaleCrop((8, 8), 1.0, 1.0)(image, label, gen(3))
+    assert torch.equal(same_image[1].long() // 10, same_label)
+    with pytest.raises(ValueError, match="min_scale <= max_scale"):
+        RandomScaleCrop(8, 2.0, 1.0)
+
+
+def test_scale_crop_draws_only_from_its_generator() -> None:
+    image = torch.randint(0, 256, (3, 45, 67), dtype=torch.uint8, generator=gen(0))
+    label = torch.randint(0, 11, (45, 67), generator=gen(1))
+    transform = RandomScaleCrop((32, 40), 0.5, 2.0)
+    torch.manual_seed(0)
+    global_state = torch.get_rng_state()
+    a = transform(image, label, gen(7))
+    assert torch.equal(torch.get_rng_state(), global_state)  # the global RNG is untouched
+    torch.manual_seed(99)
+    b = transform(image, label, gen(7))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    c = transform(image, label, gen(8))
+    assert not torch.equal(a[0], c[0])
+
+
+def test_train_pipeline_uses_the_fused_crop_and_matches_the_old_one() -> None:
+    image = torch.randint(0, 256, (3, 90, 130), dtype=torch.uint8, generator=gen(3))
+    label = torch.randint(0, 11, (90, 130), generator=gen(4))
+    pipeline = train_transforms((64, 96))
+    assert isinstance(pipeline.transforms[0], RandomScaleCrop)
+    old = Compose([RandomScale(0.5, 2.0), RandomCrop((64, 96)), *pipeline.transforms[1:]])
+    for seed in range(8):
+        g_old, g_new = gen(seed), gen(seed)
+        old_image, old_label = old(image, label, g_old)
+        new_image, new_label = pipeline(image, label, g_new)
+        assert torch.equal(new_label, old_label)
+        assert torch.equal(g_old.get_state(), g_new.get_state())
+        # A one-level rounding difference may survive jitter and normalisation (÷ std ≈ 0.22).
+        assert torch.allclose(new_image, old_image, atol=0.1)
+
+
+def test_constants_come_from_utils() -> None:
+    assert IGNORE_INDEX == utils.IGNORE_INDEX == 255
+    assert IMAGENET_MEAN is utils.IMAGENET_MEAN and IMAGENET_STD is utils.IMAGENET_STD

@@ -1,5 +1,6 @@
 """Backbones: each returns ``[c2, c3, c4, c5]`` and declares ``out_channels``/``out_strides``."""
 
+from ..errors import UnknownNameError
 from .resnet import (
     BACKBONES,
     ResNet,
@@ -18,7 +19,8 @@ from .resnet import (
 def create_backbone(name: str, pretrained: str | None = None, **kwargs) -> ResNet:
     """Build backbone ``name`` (one of ``BACKBONES``), optionally loading a local weights file."""
     if name not in BACKBONES:
-        raise KeyError(f"unknown backbone {name!r}; available: {', '.join(sorted(BACKBONES))}")
+        raise UnknownNameError(
+            f"unknown backbone {name!r}; available: {', '.join(sorted(BACKBONES))}")
     return BACKBONES[name](pretrained=pretrained, **kwargs)
 
 

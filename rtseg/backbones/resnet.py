@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..errors import CheckpointError
 from ..layers import make_act
 
 
@@ -230,12 +231,12 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise ValueError(f"{path}: cannot read weights ({type(e).__name__}: {e})") from None
+        raise CheckpointError(f"{path}: cannot read weights ({type(e).__name__}: {e})") from None
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{path}: not a state_dict of tensors")
+        raise CheckpointError(f"{path}: not a state_dict of tensors")
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
@@ -247,7 +248,8 @@ def load_state_dict_checked(
 ) -> None:
     """Load ``path`` into ``module`` with ``strict=True`` after explicit, listed exceptions.
 
-    Raises ValueError naming the file and listing missing keys, unexpected keys and shape
+    Raises CheckpointError (a ValueError) naming the file and listing missing keys, unexpected
+    keys and shape
     mismatches; never falls back to a silent partial load.
     """
     sd = {k: v for k, v in read_state_dict(path).items() if not k.startswith(tuple(drop_prefixes))}
@@ -266,7 +268,7 @@ def load_state_dict_checked(
             if items:
                 parts.append(f"  {title} ({len(items)}): " + ", ".join(items[:20])
                              + (" ..." if len(items) > 20 else ""))
-        raise ValueError("\n".join(parts))
+        raise CheckpointError("\n".join(parts))
     merged = dict(own)
     merged.update(sd)
     module.load_state_dict(merged, strict=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..errors import UnknownNameError
 from .camvid import CamVid
 from .cityscapes import Cityscapes
 from .folder import FolderDataset, read_classes
@@ -33,6 +34,25 @@ DATASETS: dict[str, type[SegmentationDataset]] = {
 }
 
 
+def detect_dataset(root: str | Path) -> str:
+    """The name of the data set laid out in ``root``: cityscapes, camvid or folder.
+
+    Raises:
+        DataError: ``root`` is not a folder, or none of the layouts is recognised.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: data folder not found")
+    if (root / "leftImg8bit").is_dir():
+        return "cityscapes"
+    if (root / "trainannot").is_dir():
+        return "camvid"
+    if (root / "images").is_dir() or (root / "train" / "images").is_dir():
+        return "folder"
+    raise DataError(f"{root}: not a Cityscapes (leftImg8bit/), CamVid (train/, trainannot/) "
+                    "or folder (images/, masks/) layout")
+
+
 def build_dataset(
     name: str,
     root: str | Path | None = None,
@@ -52,11 +72,12 @@ def build_dataset(
             ``num_images`` for synthetic, ``images``/``masks``/``classes_file`` for folder).
 
     Raises:
-        KeyError: unknown name.
+        UnknownNameError: unknown name (a KeyError).
         DataError: ``root`` is missing (None or not a folder) for a file-based data set.
     """
     if name not in DATASETS:
-        raise KeyError(f"unknown dataset {name!r}; available: {', '.join(sorted(DATASETS))}")
+        raise UnknownNameError(
+            f"unknown dataset {name!r}; available: {', '.join(sorted(DATASETS))}")
     if name == "synthetic":
         return Synthetic(split="train" if split is None else split, transform=transform, **kwargs)
     if root is None:
@@ -69,5 +90,5 @@ def build_dataset(
 __all__ = [
     "DATASETS", "CamVid", "Cityscapes", "DataError", "FilePairDataset", "FolderDataset",
     "SegmentationDataset", "Synthetic", "Transform", "build_dataset", "check_label_values",
-    "check_pair", "read_classes", "read_image", "read_label",
+    "check_pair", "detect_dataset", "read_classes", "read_image", "read_label",
 ]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from ..utils import IGNORE_INDEX
 from .io import DataError, FilePairDataset, PathLike, Transform, require_dir, sorted_glob
 
 CAMVID_CLASSES = [
@@ -26,7 +27,6 @@ CAMVID_PALETTE = [
     (128, 128, 0), (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192),
 ]  # fmt: skip
 VOID = 11
-IGNORE_INDEX = 255
 SPLITS = ("train", "val", "test", "trainval")
 
 

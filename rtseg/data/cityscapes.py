@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..utils import IGNORE_INDEX
 from .io import (
     DataError,
     PathLike,
@@ -31,8 +32,6 @@ from .io import (
     require_dir,
     sorted_glob,
 )
-
-IGNORE_INDEX = 255
 
 # The official table (cityscapesscripts/helpers/labels.py) written out: label id -> train id
 # for ids 0..33 (255 = not evaluated). "license plate" has id -1 and never appears in files.

@@ -29,9 +29,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..utils import IMAGE_SUFFIXES
 from .io import DataError, FilePairDataset, PathLike, Transform, require_dir
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 CLASS_FILES = ("classes.yaml", "classes.yml", "classes.json", "classes.txt")
 
 

@@ -15,6 +15,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from ..errors import RtsegError
+
 PathLike = str | Path
 Transform = Callable[
     [torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]
@@ -25,7 +27,7 @@ _SINGLE_CHANNEL_LABEL_MODES = {"L", "P", "1", "I", "I;16", "I;16L", "I;16B", "I;
 _MAX_BAD_VALUES_SHOWN = 10
 
 
-class DataError(ValueError):
+class DataError(RtsegError, ValueError):
     """A data file or folder is missing, unreadable or inconsistent; the message names it."""
 
 

@@ -1,4 +1,11 @@
-"""Checkpoints: written atomically, read with ``weights_only=True``."""
+"""Checkpoints: written atomically, read with ``weights_only=True``.
+
+A checkpoint is a dict of tensors and plain Python values: ``format`` (this file layout's
+version), ``model`` (state_dict), ``config`` (the training fields), ``num_classes``,
+``classes``, ``palette``, and for resuming the optimiser, scheduler, scaler and RNG states.
+``torch.load(weights_only=True)`` refuses any pickled object other than those, so a file that
+would run code when unpickled is refused before anything in it runs.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+
+from ..errors import CheckpointError, InputNotFoundError
+
+CHECKPOINT_FORMAT = 1  # bumped when the layout changes; files without the field are format 1
 
 
 def save_atomic(obj: dict[str, Any], path: str | Path) -> None:
@@ -36,14 +48,35 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_atomic` (tensors and plain Python only)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
+        raise InputNotFoundError(f"{path}: checkpoint not found")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - truncated or foreign files
-        raise ValueError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e})") from None
+        raise CheckpointError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
-        raise ValueError(f"{path}: not an rtseg checkpoint (needs 'model' and 'config')")
+        raise CheckpointError(f"{path}: not an rtseg checkpoint (needs 'model' and 'config')")
+    fmt = ckpt.get("format", 1)
+    if not isinstance(fmt, int) or fmt > CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: written by a newer rtseg (checkpoint format {fmt!r}; "
+                              f"this rtseg reads format {CHECKPOINT_FORMAT}): upgrade rtseg")
     return ckpt
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """The model of an rtseg checkpoint, in eval mode on ``device``, and the checkpoint dict."""
+    from ..registry import create_model
+
+    ckpt = load_checkpoint(path)
+    cfg = ckpt["config"]
+    model = create_model(cfg["model"], ckpt["num_classes"], aux=True,
+                         **(cfg.get("model_kwargs") or {}))
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise CheckpointError(f"{path}: weights do not fit {cfg['model']!r} "
+                              f"({first[0] if first else e})") from None
+    return model.to(device).eval(), ckpt
 
 
 def rng_state() -> dict[str, Any]:

@@ -8,20 +8,30 @@ of them as ``key=value`` (the value is parsed as YAML: ``iters=2000``, ``crop_si
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ..errors import ConfigError, InputNotFoundError
 
 
 @dataclass
 class TrainConfig:
     # what to train
     model: str = "fpn_r18_bilinear"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)  # create_model(**model_kwargs)
     dataset: str = "synthetic"  # synthetic | camvid | cityscapes | folder
     data_root: str | None = None
     train_split: str = "train"
     val_split: str = "val"  # model selection; never the test split
     pretrained_backbone: str | None = None
+    # Start from another run's weights: every tensor of init_from's model whose name and shape
+    # match is copied (the rest keeps its initialisation); both lists are printed and logged.
+    init_from: str | None = None
+    # Comma-separated top-level parts of the model to freeze (e.g. "backbone"): no gradient,
+    # BN statistics frozen, forward under no_grad.
+    freeze: str | None = None
     # synthetic data only
     synthetic_size: tuple[int, int] = (128, 256)
     synthetic_train_images: int = 400
@@ -36,6 +46,7 @@ class TrainConfig:
     batch_size: int = 8  # global: divided by the number of DDP processes
     lr: float = 0.01
     head_lr_mult: float = 1.0  # learning-rate factor of everything but the backbone
+    backbone_lr_mult: float = 1.0  # learning-rate factor of the backbone
     momentum: float = 0.9
     weight_decay: float = 5e-4
     poly_power: float = 0.9
@@ -58,6 +69,7 @@ class TrainConfig:
     workers: int = 2
     device: str = "auto"  # auto | cpu | cuda
     log_interval: int = 10
+    tensorboard: bool = False  # also TensorBoard scalars in <run>/tb (needs tensorboard)
     ckpt_interval: int = 100
     out_dir: str = "runs"
     run_name: str | None = None
@@ -70,29 +82,73 @@ class TrainConfig:
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 
+# Fields that must be >= 1, >= 0, or a finite number > 0.
+_POSITIVE = ("iters", "batch_size", "log_interval", "eval_interval", "ckpt_interval",
+             "synthetic_train_images", "synthetic_val_images", "ohem_min_kept")
+_NON_NEGATIVE = ("warmup_iters", "workers", "seed", "weight_decay", "momentum", "color_jitter")
+_FINITE_POSITIVE = ("lr", "head_lr_mult", "backbone_lr_mult", "poly_power", "warmup_ratio")
+_CHOICES = {"loss": ("ce", "ohem"), "eval_mode": ("whole", "slide"),
+            "device": ("auto", "cpu", "cuda")}
+
+
 def _coerce(name: str, value: Any) -> Any:
-    """Turn YAML lists into the tuples the dataclass declares; check simple types."""
+    """Turn YAML lists into the tuples the dataclass declares; check types and ranges."""
     default = FIELDS[name].default
     if isinstance(default, tuple) or (name == "eval_crop" and value is not None):
         if not isinstance(value, (list, tuple)) or len(value) != 2:
-            raise ValueError(f"{name} must be a pair, got {value!r}")
+            raise ConfigError(f"{name} must be a pair such as [256, 512], got {value!r}")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+                   for v in value):
+            raise ConfigError(f"{name} must hold two positive numbers, got {value!r}")
         return tuple(value)
     if isinstance(default, bool) and not isinstance(value, bool):
-        raise ValueError(f"{name} must be true or false, got {value!r}")
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
     is_int = isinstance(default, int) and not isinstance(default, bool)
     if is_int and (not isinstance(value, int) or isinstance(value, bool)):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if isinstance(default, float) and not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a number, got {value!r}")
+        raise ConfigError(f"{name} must be an integer, got {value!r}")
+    if isinstance(default, float) and (not isinstance(value, (int, float))
+                                       or isinstance(value, bool)):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    if name in _POSITIVE and value < 1:
+        raise ConfigError(f"{name} must be >= 1, got {value!r}")
+    if name in _NON_NEGATIVE and not value >= 0:
+        raise ConfigError(f"{name} must be >= 0, got {value!r}")
+    if name in _FINITE_POSITIVE and not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
+    if name in _CHOICES and value not in _CHOICES[name]:
+        raise ConfigError(f"{name} must be one of {', '.join(_CHOICES[name])}, got {value!r}")
+    if name == "model_kwargs" and not isinstance(value, dict):
+        raise ConfigError(f"model_kwargs must be a mapping such as {{mean: false}}, got {value!r}")
     return value
 
 
 def make_config(values: dict[str, Any], source: str = "config") -> TrainConfig:
+    """A checked :class:`TrainConfig` from plain values (YAML lists allowed for pairs).
+
+    Besides each field's type and range, the model name, its options and the data set name are
+    checked here, so that nothing (no run folder) is created for an invalid configuration.
+    """
+    from .. import registry
+    from ..data import DATASETS
+
     unknown = sorted(set(values) - set(FIELDS))
     if unknown:
-        raise ValueError(f"{source}: unknown field(s) {', '.join(unknown)}; valid fields: "
-                         + ", ".join(sorted(FIELDS)))
-    return TrainConfig(**{k: _coerce(k, v) for k, v in values.items()})
+        raise ConfigError(f"{source}: unknown field(s) {', '.join(unknown)}; valid fields: "
+                          + ", ".join(sorted(FIELDS)))
+    cfg = TrainConfig(**{k: _coerce(k, v) for k, v in values.items()})
+    options = registry.model_options(cfg.model)  # raises for an unknown model
+    bad = sorted(set(cfg.model_kwargs) - set(options))
+    if bad:
+        raise ConfigError(f"{source}: model {cfg.model!r} has no option {', '.join(bad)}; "
+                          f"its options: {', '.join(options) or 'none'}")
+    if cfg.dataset not in DATASETS:
+        raise ConfigError(f"{source}: unknown dataset {cfg.dataset!r}; available: "
+                          + ", ".join(sorted(DATASETS)))
+    if cfg.dataset != "synthetic" and not cfg.data_root:
+        raise ConfigError(f"{source}: dataset {cfg.dataset!r} needs data_root=PATH")
+    if cfg.eval_mode == "slide" and cfg.eval_crop is None:
+        raise ConfigError(f"{source}: eval_mode=slide needs eval_crop=[h,w]")
+    return cfg
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -102,9 +158,12 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     out = {}
     for item in items:
         if "=" not in item:
-            raise ValueError(f"override {item!r} is not key=value")
+            raise ConfigError(f"override {item!r} is not key=value")
         key, raw = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(raw)
+        try:
+            out[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML") from None
     return out
 
 
@@ -116,13 +175,13 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: config file not found")
+            raise InputNotFoundError(f"{path}: config file not found")
         try:
             loaded = yaml.safe_load(path.read_text())
         except yaml.YAMLError as e:
-            raise ValueError(f"{path}: not valid YAML ({e})") from None
+            raise ConfigError(f"{path}: not valid YAML ({e})") from None
         if loaded is not None and not isinstance(loaded, dict):
-            raise ValueError(f"{path}: expected a mapping of config fields")
+            raise ConfigError(f"{path}: expected a mapping of config fields")
         values.update(loaded or {})
     values.update(parse_overrides(overrides or []))
     return make_config(values, str(path) if path else "command line")

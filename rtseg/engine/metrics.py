@@ -20,6 +20,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from ..utils import format_table as format_rows
+
 
 def _as_label_maps(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Check and bring ``pred``/``target`` (B×H×W or H×W integer) to B×H×W int64."""
@@ -302,7 +304,7 @@ class BoundaryFScore:
 
 
 def _fmt(value: float) -> str:
-    return "   -" if math.isnan(value) else f"{100 * value:5.1f}"
+    return "-" if math.isnan(value) else f"{100 * value:.1f}"
 
 
 def format_table(result: Mapping[str, object], class_names: Sequence[str]) -> str:
@@ -323,14 +325,10 @@ def format_table(result: Mapping[str, object], class_names: Sequence[str]) -> st
         if len(values) != len(class_names):
             raise ValueError(f"{len(values)} {name} values for {len(class_names)} class names")
 
-    width = max([len(n) for n in class_names] + [len("mean")])
-    head = f"{'class':<{width}}" + "".join(f"  {name:>7}" for name, _, _ in columns)
-    rule = "-" * len(head)
-    lines = [head, rule]
-    for i, cname in enumerate(class_names):
-        lines.append(f"{cname:<{width}}" + "".join(f"  {_fmt(v[i]):>7}" for _, v, _ in columns))
-    lines.append(rule)
-    lines.append(f"{'mean':<{width}}" + "".join(f"  {_fmt(m):>7}" for _, _, m in columns))
+    rows = [[cname] + [_fmt(v[i]).strip() for _, v, _ in columns]
+            for i, cname in enumerate(class_names)]
+    rows.append(["mean"] + [_fmt(m).strip() for _, _, m in columns])
+    lines = [format_rows(["class"] + [name for name, _, _ in columns], rows)]
     if "pixel_acc" in result:
         lines.append(
             f"pixel acc {_fmt(float(result['pixel_acc'])).strip()}  "

@@ -7,8 +7,13 @@ by (seed, epoch), and the checkpoint holds model, optimiser, scheduler, scaler, 
 iteration: a run stopped at iteration k and resumed ends with the same weights as one that was
 never stopped. The best checkpoint is chosen on ``val_split`` (never the test split).
 
+A model can start from another run's weights (``init_from``) and have parts frozen (``freeze``,
+see :mod:`rtseg.engine.weights`). The configuration, model and data are all checked before the
+run folder is created.
+
 Run folder: ``config.yaml``, ``log.jsonl`` (one JSON object per logged step or evaluation),
-``last.pt``, ``best.pt``, ``plot.png`` (loss and validation mIoU).
+``last.pt``, ``best.pt``, ``plot.png`` (loss and validation mIoU), ``tb/`` with
+``tensorboard=true``, ``init_from.json`` with ``init_from``.
 """
 
 from __future__ import annotations
@@ -29,13 +34,22 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from .. import create_model
-from ..data import build_dataset
+from ..data import SegmentationDataset, build_dataset
 from ..data.transforms import eval_transforms, train_transforms
+from ..errors import ConfigError
 from ..losses import build_loss
-from . import distributed
-from .checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
+from ..utils import autocast
+from . import distributed, weights
+from .checkpoint import (
+    CHECKPOINT_FORMAT,
+    load_checkpoint,
+    rng_state,
+    save_atomic,
+    set_rng_state,
+)
 from .config import TrainConfig
 from .evaluate import evaluate
+from .runlog import RunLog
 
 
 class SeededSampler(Sampler):
@@ -69,13 +83,13 @@ def poly_lambda(cfg: TrainConfig):
     return factor
 
 
-def build_data(cfg: TrainConfig, split: str, train: bool):
-    mean_std = {}  # transforms' defaults: ImageNet statistics
+def build_data(cfg: TrainConfig, split: str, train: bool) -> SegmentationDataset:
+    """The training (augmented) or evaluation (normalised only) split of ``cfg``'s data set."""
     if train:
         tf = train_transforms(cfg.crop_size, scale=cfg.scale_range, flip=cfg.flip,
-                              jitter=cfg.color_jitter, **mean_std)
+                              jitter=cfg.color_jitter)
     else:
-        tf = eval_transforms(**mean_std)
+        tf = eval_transforms()
     kwargs: dict[str, Any] = {}
     if cfg.dataset == "synthetic":
         n = cfg.synthetic_train_images if train else cfg.synthetic_val_images
@@ -84,35 +98,19 @@ def build_data(cfg: TrainConfig, split: str, train: bool):
 
 
 def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
-    backbone = [p for n, p in model.named_parameters() if n.startswith("backbone.")]
-    head = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
-    return [{"params": backbone, "lr": cfg.lr},
-            {"params": head, "lr": cfg.lr * cfg.head_lr_mult}]
+    """Backbone at ``lr·backbone_lr_mult``, the rest at ``lr·head_lr_mult``; frozen ones out."""
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    backbone = [p for n, p in params if n.startswith("backbone.")]
+    head = [p for n, p in params if not n.startswith("backbone.")]
+    groups = [{"params": backbone, "lr": cfg.lr * cfg.backbone_lr_mult},
+              {"params": head, "lr": cfg.lr * cfg.head_lr_mult}]
+    return [g for g in groups if g["params"]]
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def _autocast(cfg: TrainConfig, device: torch.device):
-    if not cfg.amp:
-        return torch.autocast(device.type, enabled=False)
-    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-    return torch.autocast(device.type, dtype=dtype)
-
-
-class JsonLog:
-    """Append-only JSON-lines log, one object per line; only rank 0 writes."""
-
-    def __init__(self, path: Path, enabled: bool) -> None:
-        self.path, self.enabled = path, enabled
-
-    def write(self, **row: Any) -> None:
-        if self.enabled:
-            with self.path.open("a") as f:
-                f.write(json.dumps(row) + "\n")
 
 
 def run_dir(cfg: TrainConfig) -> Path:
@@ -130,141 +128,197 @@ def train(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None) ->
     """
     info = distributed.setup(cfg.device)
     try:
-        return _train(cfg, info, resume, stop_at)
+        return Trainer(cfg, info, resume).fit(stop_at)
     finally:
         distributed.cleanup()
 
 
-def _train(cfg: TrainConfig, info: distributed.DistInfo, resume: bool,
-           stop_at: int | None) -> Path:
-    import yaml
-    from tqdm import tqdm
+class Trainer:
+    """One training run: built (and checked) by ``__init__``, run by :meth:`fit`."""
 
-    out = Path(distributed.broadcast_object(str(run_dir(cfg)), info))
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(_plain(cfg.to_dict()), sort_keys=False))
-    seed_everything(cfg.seed + info.rank)
-    device = info.device
-    if cfg.sync_bn and device.type != "cuda":
-        raise ValueError("sync_bn=true needs CUDA: PyTorch's SyncBatchNorm does not run on CPU")
+    def __init__(self, cfg: TrainConfig, info: distributed.DistInfo, resume: bool) -> None:
+        self.cfg, self.info, self.device = cfg, info, info.device
+        if cfg.sync_bn and self.device.type != "cuda":
+            raise ConfigError("sync_bn=true needs CUDA: PyTorch's SyncBatchNorm does not run "
+                              "on CPU; add sync_bn=false")
+        seed_everything(cfg.seed + info.rank)
+        self.train_set = build_data(cfg, cfg.train_split, train=True)
+        self.val_set = build_data(cfg, cfg.val_split, train=False)
+        self._build_sampler()
+        self._build_model()
+        self._build_optimiser()
+        self.it, self.best = 0, -1.0
+        self.out = Path(distributed.broadcast_object(str(run_dir(cfg)), info))
+        self._make_run_dir()
+        if resume and (self.out / "last.pt").is_file():
+            self._restore(self.out / "last.pt")
+        self.log = RunLog(self.out / "log.jsonl", info.is_main, cfg.tensorboard)
 
-    train_set = build_data(cfg, cfg.train_split, train=True)
-    val_set = build_data(cfg, cfg.val_split, train=False)
-    if cfg.batch_size % info.world_size:
-        raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the "
-                         f"{info.world_size} processes")
-    per_rank = cfg.batch_size // info.world_size
-    base_sampler = DistributedSampler(train_set, info.world_size, info.rank, shuffle=True,
-                                      seed=cfg.seed, drop_last=True)
-    iters_per_epoch = len(base_sampler) // per_rank
-    if iters_per_epoch == 0:
-        raise ValueError(f"{len(train_set)} training images give no full batch of {per_rank} "
-                         "per process")
+    # ---- building
 
-    model = create_model(cfg.model, train_set.num_classes, cfg.pretrained_backbone, aux=True)
-    aux_weights = cfg.aux_weights if cfg.aux_weights is not None else model.aux_weights
-    model.to(device)
-    if cfg.sync_bn and info.enabled:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    ddp = (DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
-                                   else None) if info.enabled else model)
-    criterion = build_loss(cfg.loss, aux_weights, ignore_index=train_set.ignore_index,
-                           **({"thresh": cfg.ohem_thresh, "min_kept": cfg.ohem_min_kept * per_rank}
-                              if cfg.loss == "ohem" else {}))
-    optimizer = torch.optim.SGD(param_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum,
-                                weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lambda(cfg))
-    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
+    def _build_sampler(self) -> None:
+        cfg, info = self.cfg, self.info
+        if cfg.batch_size % info.world_size:
+            raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by the "
+                              f"{info.world_size} processes")
+        self.per_rank = cfg.batch_size // info.world_size
+        self.base_sampler = DistributedSampler(self.train_set, info.world_size, info.rank,
+                                               shuffle=True, seed=cfg.seed, drop_last=True)
+        self.iters_per_epoch = len(self.base_sampler) // self.per_rank
+        if self.iters_per_epoch == 0:
+            raise ConfigError(f"{len(self.train_set)} training images give no full batch of "
+                              f"{self.per_rank} per process")
 
-    it, best = 0, -1.0
-    last = out / "last.pt"
-    if resume and last.is_file():
-        ckpt = load_checkpoint(last)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        set_rng_state(ckpt["rng"][info.rank] if info.rank < len(ckpt["rng"]) else ckpt["rng"][0])
-        it, best = ckpt["iteration"], ckpt["best_miou"]
-    log = JsonLog(out / "log.jsonl", info.is_main)
-    meta = {"classes": train_set.classes, "palette": [list(c) for c in train_set.palette],
-            "num_classes": train_set.num_classes, "config": _plain(cfg.to_dict())}
+    def _build_model(self) -> None:
+        cfg = self.cfg
+        model = create_model(cfg.model, self.train_set.num_classes, cfg.pretrained_backbone,
+                             aux=True, **cfg.model_kwargs)
+        self.init_report = weights.init_from(model, cfg.init_from) if cfg.init_from else None
+        self.frozen = weights.freeze(model, cfg.freeze) if cfg.freeze else []
+        self.aux_weights = cfg.aux_weights if cfg.aux_weights is not None else model.aux_weights
+        model.to(self.device)
+        if cfg.sync_bn and self.info.enabled:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.model = model
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        self.ddp = DistributedDataParallel(model, device_ids=ids) if self.info.enabled else model
+        ohem = {"thresh": cfg.ohem_thresh, "min_kept": cfg.ohem_min_kept * self.per_rank}
+        self.criterion = build_loss(cfg.loss, self.aux_weights,
+                                    ignore_index=self.train_set.ignore_index,
+                                    **(ohem if cfg.loss == "ohem" else {}))
 
-    def checkpoint(path: Path, extra: dict[str, Any] | None = None) -> None:
+    def _build_optimiser(self) -> None:
+        cfg = self.cfg
+        self.optimizer = torch.optim.SGD(param_groups(self.model, cfg), lr=cfg.lr,
+                                         momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, poly_lambda(cfg))
+        self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and self.device.type == "cuda")
+
+    def _make_run_dir(self) -> None:
+        import yaml
+
+        if not self.info.is_main:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "config.yaml").write_text(
+            yaml.safe_dump(_plain(self.cfg.to_dict()), sort_keys=False))
+        if self.init_report is not None:
+            (self.out / "init_from.json").write_text(json.dumps(self.init_report, indent=1))
+            print(weights.summarize(self.init_report, self.cfg.init_from))
+        if self.frozen:
+            print(f"frozen: {', '.join(self.frozen)}; {weights.trainable(self.model):,} "
+                  "trainable parameters")
+
+    def _restore(self, path: Path) -> None:
+        ckpt = load_checkpoint(path)
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        rank = self.info.rank
+        set_rng_state(ckpt["rng"][rank] if rank < len(ckpt["rng"]) else ckpt["rng"][0])
+        self.it, self.best = ckpt["iteration"], ckpt["best_miou"]
+
+    # ---- running
+
+    def fit(self, stop_at: int | None = None) -> Path:
+        """Train from ``self.it`` to ``cfg.iters`` (or ``stop_at``); return the run folder."""
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        self.bar = tqdm(total=cfg.iters, initial=self.it, disable=not self.info.is_main,
+                        desc=cfg.model, dynamic_ncols=True)
+        self.ddp.train()
+        self._t_last, self._seen = time.perf_counter(), 0
+        while self.it < cfg.iters and self.it != stop_at:
+            epoch, start = divmod(self.it, self.iters_per_epoch)
+            for images, labels in self._loader(epoch, start):
+                loss, parts = self._step(images, labels)
+                self.it += 1
+                self.bar.update(1)
+                if self.it % cfg.log_interval == 0 or self.it == cfg.iters:
+                    self._log_train(epoch, loss, parts)
+                if self.it % cfg.eval_interval == 0 or self.it == cfg.iters:
+                    self._validate()
+                if self.it % cfg.ckpt_interval == 0 or self.it in (cfg.iters, stop_at):
+                    self._checkpoint(self.out / "last.pt")
+                if self.it >= cfg.iters or self.it == stop_at:
+                    break
+        self.bar.close()
+        self.log.close()
+        if self.info.is_main and self.it >= cfg.iters:
+            from .plot import plot_log
+
+            plot_log(self.out / "log.jsonl", self.out / "plot.png")
+        return self.out
+
+    def _loader(self, epoch: int, start: int) -> DataLoader:
+        cfg = self.cfg
+        sampler = SeededSampler(self.base_sampler, cfg.seed, epoch, start * self.per_rank)
+        return DataLoader(self.train_set, self.per_rank, sampler=sampler,
+                          num_workers=cfg.workers, drop_last=True,
+                          pin_memory=self.device.type == "cuda",
+                          generator=torch.Generator().manual_seed(cfg.seed + epoch))
+
+    def _step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, dict]:
+        """One optimisation step; returns the loss (one device sync) and its parts."""
+        images = images.to(self.device, non_blocking=True)
+        labels = labels.to(self.device, non_blocking=True)
+        self._seen += images.shape[0] * self.info.world_size
+        with autocast(self.device, "amp" if self.cfg.amp else "fp32"):
+            outputs = self.ddp(images)
+        outputs = (outputs[0].float(), [a.float() for a in outputs[1]])
+        loss, parts = self.criterion(outputs, labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        value = loss.item()
+        if not math.isfinite(value):
+            raise FloatingPointError(f"loss is {value} at iteration {self.it + 1}")
+        return value, parts
+
+    def _log_train(self, epoch: int, loss: float, parts: dict) -> None:
+        now = time.perf_counter()
+        speed = self._seen / (now - self._t_last)
+        self._t_last, self._seen = now, 0
+        lr = self.cfg.lr * self.scheduler.lr_lambdas[0](self.it)  # base lr, before the mults
+        self.bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", img_s=f"{speed:.1f}")
+        self.log.write("train", self.it, epoch=epoch, loss=loss,
+                       **{k: v.item() for k, v in parts.items()}, lr=lr, img_per_s=speed)
+
+    def _validate(self) -> None:
+        cfg = self.cfg
+        if self.info.enabled:  # BN statistics drift per rank; evaluate rank 0's, as saved
+            for buf in self.model.buffers():
+                dist.broadcast(buf, 0)
+        res = evaluate(self.model, self.val_set, self.device, mode=cfg.eval_mode,
+                       crop=cfg.eval_crop, distributed_info=self.info, progress=False)
+        self.ddp.train()
+        self.log.write("val", self.it, split=cfg.val_split, miou=res["miou"],
+                       pixel_acc=res["pixel_acc"], boundary_f=res["mbf"], pixels=res["pixels"])
+        if self.info.is_main:
+            self.bar.write(f"iter {self.it}: {cfg.val_split} mIoU {res['miou']:.4f}")
+        if res["miou"] > self.best:
+            self.best = res["miou"]
+            self._checkpoint(self.out / "best.pt", {"val_metrics": res})
+
+    def _checkpoint(self, path: Path, extra: dict[str, Any] | None = None) -> None:
         states = [rng_state()]
-        if info.enabled:
-            states = [None] * info.world_size
+        if self.info.enabled:
+            states = [None] * self.info.world_size
             dist.all_gather_object(states, rng_state())
-        if info.is_main:
-            save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                         "rng": states, "iteration": it, "best_miou": best, **meta,
-                         **(extra or {})}, path)
-
-    bar = tqdm(total=cfg.iters, initial=it, disable=not info.is_main, desc=cfg.model,
-               dynamic_ncols=True)
-    ddp.train()
-    t_last, seen = time.perf_counter(), 0
-    while it < cfg.iters:
-        epoch, start = divmod(it, iters_per_epoch)
-        sampler = SeededSampler(base_sampler, cfg.seed, epoch, start * per_rank)
-        loader = DataLoader(train_set, per_rank, sampler=sampler, num_workers=cfg.workers,
-                            drop_last=True, pin_memory=device.type == "cuda",
-                            generator=torch.Generator().manual_seed(cfg.seed + epoch))
-        for images, labels in loader:
-            images = images.to(device, non_blocking=True)
-            labels = labels.to(device, non_blocking=True)
-            with _autocast(cfg, device):
-                outputs = ddp(images)
-            outputs = (outputs[0].float(), [a.float() for a in outputs[1]])
-            loss, parts = criterion(outputs, labels)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            it += 1
-            seen += images.shape[0] * info.world_size
-            lr = optimizer.param_groups[0]["lr"]
-            loss_value = loss.item()  # one device sync per iteration, reused below
-            if not math.isfinite(loss_value):
-                raise FloatingPointError(f"loss is {loss_value} at iteration {it}")
-            bar.update(1)
-            if it % cfg.log_interval == 0 or it == cfg.iters:
-                now = time.perf_counter()
-                speed = seen / (now - t_last)
-                t_last, seen = now, 0
-                bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}",
-                                img_s=f"{speed:.1f}")
-                log.write(kind="train", iter=it, epoch=epoch, loss=loss_value,
-                          **{k: v.item() for k, v in parts.items()}, lr=lr, img_per_s=speed)
-            if it % cfg.eval_interval == 0 or it == cfg.iters:
-                if info.enabled:  # BN statistics drift per rank; evaluate rank 0's, as saved
-                    for buf in model.buffers():
-                        dist.broadcast(buf, 0)
-                res = evaluate(model, val_set, device, mode=cfg.eval_mode,
-                               crop=cfg.eval_crop, distributed_info=info, progress=False)
-                ddp.train()
-                log.write(kind="val", iter=it, split=cfg.val_split, miou=res["miou"],
-                          pixel_acc=res["pixel_acc"], boundary_f=res["mbf"], pixels=res["pixels"])
-                if info.is_main:
-                    bar.write(f"iter {it}: {cfg.val_split} mIoU {res['miou']:.4f}")
-                if res["miou"] > best:
-                    best = res["miou"]
-                    checkpoint(out / "best.pt", {"val_metrics": res})
-            if it % cfg.ckpt_interval == 0 or it == cfg.iters or it == stop_at:
-                checkpoint(last)
-            if it >= cfg.iters or it == stop_at:
-                break
-        if it == stop_at:
-            break
-    bar.close()
-    if info.is_main and it >= cfg.iters:
-        from .plot import plot_log
-
-        plot_log(out / "log.jsonl", out / "plot.png")
-    return out
+        if not self.info.is_main:
+            return
+        ts = self.train_set
+        save_atomic({"format": CHECKPOINT_FORMAT, "model": self.model.state_dict(),
+                     "optimizer": self.optimizer.state_dict(),
+                     "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                     "rng": states, "iteration": self.it, "best_miou": self.best,
+                     "classes": ts.classes, "palette": [list(c) for c in ts.palette],
+                     "num_classes": ts.num_classes, "config": _plain(self.cfg.to_dict()),
+                     **(extra or {})}, path)
 
 
 def _plain(obj: Any) -> Any:

@@ -90,12 +90,17 @@ class FANet(SegmentationModel):
 
 
 @register_model("fanet18")
-def fanet18(num_classes: int, pretrained_backbone: str | None = None, aux: bool = True) -> FANet:
-    """FANet-18: the paper's 74.4 mIoU @ 72 FPS model (Cityscapes, Titan X)."""
-    return FANet(num_classes, resnet18_fanet(pretrained_backbone), aux=aux)
+def fanet18(num_classes: int, pretrained_backbone: str | None = None, aux: bool = True, *,
+            mean: bool = True) -> FANet:
+    """FANet-18: the paper's 74.4 mIoU @ 72 FPS model (Cityscapes, Titan X).
+
+    Option ``mean``: divide the attention by n (the official code), else not.
+    """
+    return FANet(num_classes, resnet18_fanet(pretrained_backbone), mean=mean, aux=aux)
 
 
 @register_model("fanet34")
-def fanet34(num_classes: int, pretrained_backbone: str | None = None, aux: bool = True) -> FANet:
-    """FANet-34: the paper's 75.5 mIoU @ 58 FPS model (Cityscapes, Titan X)."""
-    return FANet(num_classes, resnet34_fanet(pretrained_backbone), aux=aux)
+def fanet34(num_classes: int, pretrained_backbone: str | None = None, aux: bool = True, *,
+            mean: bool = True) -> FANet:
+    """FANet-34: the paper's 75.5 mIoU @ 58 FPS model (Cityscapes, Titan X); option as fanet18."""
+    return FANet(num_classes, resnet34_fanet(pretrained_backbone), mean=mean, aux=aux)

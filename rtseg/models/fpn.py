@@ -18,7 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..backbones import ResNet, resnet18
+from ..backbones import ResNet, create_backbone
+from ..errors import UnknownNameError
 from ..layers import ConvBNAct, SegHead
 from ..registry import register_model
 from ..upsample import IFA, UPSAMPLERS, create_upsampler
@@ -34,6 +35,7 @@ class FPN(SegmentationModel):
         upsampler: one of :data:`rtseg.upsample.UPSAMPLERS`.
         channels: head width.
         aux: build the two auxiliary heads.
+        upsampler_kwargs: options of the pairwise upsampler (e.g. GUM's ``guidance``).
     """
 
     aux_weights = (0.4, 0.4)
@@ -45,18 +47,22 @@ class FPN(SegmentationModel):
         upsampler: str,
         channels: int = 128,
         aux: bool = True,
+        upsampler_kwargs: dict | None = None,
     ) -> None:
         super().__init__()
         if upsampler not in UPSAMPLERS:
-            raise KeyError(f"unknown upsampler {upsampler!r}; available: {', '.join(UPSAMPLERS)}")
+            raise UnknownNameError(
+                f"unknown upsampler {upsampler!r}; available: {', '.join(UPSAMPLERS)}")
         c = channels
         self.upsampler = upsampler
         self.backbone = backbone
         self.lateral = nn.ModuleList(ConvBNAct(ch, c, 1) for ch in backbone.out_channels)
         if upsampler == "ifa":
-            self.ifa = IFA([c] * 4, c, hidden=(2 * c, c, c))
+            self.ifa = IFA([c] * 4, c, hidden=(2 * c, c, c), **(upsampler_kwargs or {}))
         else:
-            self.top_down = nn.ModuleList(create_upsampler(upsampler, c, c, c) for _ in range(3))
+            self.top_down = nn.ModuleList(create_upsampler(upsampler, c, c, c,
+                                                           **(upsampler_kwargs or {}))
+                                          for _ in range(3))
         self.head = nn.Sequential(ConvBNAct(c, c, 3), nn.Dropout2d(0.1),
                                   nn.Conv2d(c, num_classes, 1))
         self.aux_heads = (
@@ -85,10 +91,17 @@ class FPN(SegmentationModel):
 
 def _register_fpn(upsampler: str) -> None:
     @register_model(f"fpn_r18_{upsampler}")
-    def build(num_classes: int, pretrained_backbone: str | None = None, aux: bool = True) -> FPN:
-        return FPN(num_classes, resnet18(pretrained_backbone), upsampler, aux=aux)
+    def build(num_classes: int, pretrained_backbone: str | None = None, aux: bool = True, *,
+              channels: int = 128, backbone: str = "resnet18",
+              upsampler_kwargs: dict | None = None) -> FPN:
+        return FPN(num_classes, create_backbone(backbone, pretrained_backbone), upsampler,
+                   channels=channels, aux=aux, upsampler_kwargs=upsampler_kwargs)
 
-    build.__doc__ = f"FPN on ResNet-18 with the ``{upsampler}`` upsampler at every step."
+    build.__doc__ = (
+        f"FPN on ResNet-18 with the ``{upsampler}`` upsampler at every step.\n\n"
+        "Options: ``channels`` (head width, 128), ``backbone`` (any name of "
+        "``rtseg.backbones.BACKBONES``; the name keeps saying r18), ``upsampler_kwargs`` "
+        "(passed to every upsampler, e.g. ``{'guidance': 'high_res'}`` for GUM).")
 
 
 for _name in UPSAMPLERS:

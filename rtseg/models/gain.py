@@ -88,7 +88,13 @@ class GAIN(SegmentationModel):
 
 
 @register_model("gain_r18")
-def gain_r18(num_classes: int, pretrained_backbone: str | None = None, aux: bool = True) -> GAIN:
-    """GAIN, ResNet-18 (deep stem, layer4 dilated by 2), Cityscapes config: gap + fuse3×3."""
+def gain_r18(num_classes: int, pretrained_backbone: str | None = None, aux: bool = True, *,
+             channels: int = 128, context: bool = True, fuse3x3: bool = True) -> GAIN:
+    """GAIN, ResNet-18 (deep stem, layer4 dilated by 2), Cityscapes config: gap + fuse3×3.
+
+    Options: ``channels`` (head width), ``context`` (the global-context block), ``fuse3x3``
+    (3×3 rather than 1×1 fuse); the defaults are the official Cityscapes configuration.
+    """
     backbone = resnet18_deep(pretrained_backbone, dilations=((1, 1), (1, 1), (1, 1), (2, 2)))
-    return GAIN(num_classes, backbone, aux=aux)
+    return GAIN(num_classes, backbone, channels=channels, context=context, fuse3x3=fuse3x3,
+                aux=aux)

@@ -82,9 +82,14 @@ class GUN(SegmentationModel):
 
 
 @register_model("gun")
-def gun(num_classes: int, pretrained_backbone: str | None = None, aux: bool = True) -> GUN:
-    """GUN with fusion guidance (the paper's 70.4 mIoU @ 33.3 FPS configuration)."""
+def gun(num_classes: int, pretrained_backbone: str | None = None, aux: bool = True, *,
+        channels: int = 128, guidance: str = "fusion") -> GUN:
+    """GUN with fusion guidance (the paper's 70.4 mIoU @ 33.3 FPS configuration).
+
+    Options: ``channels`` (fusion width), ``guidance`` (GUM's variant: ``fusion``,
+    ``large_rf`` or ``high_res``).
+    """
     del aux  # GUN has no auxiliary head
     backbone = resnet18(pretrained_backbone, strides=(1, 2, 2, 1),
                         dilations=((1, 1), (1, 1), (1, 1), (2, 2)))
-    return GUN(num_classes, backbone)
+    return GUN(num_classes, backbone, channels=channels, guidance=guidance)

@@ -71,16 +71,21 @@ class IFANet(SegmentationModel):
 
 
 @register_model("ifa_r50")
-def ifa_r50(num_classes: int, pretrained_backbone: str | None = None, aux: bool = True) -> IFANet:
-    """IFA, ResNet-50-C (deep stem), the official Cityscapes network."""
+def ifa_r50(num_classes: int, pretrained_backbone: str | None = None, aux: bool = True, *,
+            channels: int = 256, hidden: Sequence[int] = (512, 256, 256)) -> IFANet:
+    """IFA, ResNet-50-C (deep stem), the official Cityscapes network.
+
+    Options: ``channels`` (encoder width per level), ``hidden`` (the MLP's widths).
+    """
     backbone = resnet50_deep(
         pretrained_backbone, dilations=((1,) * 3, (1,) * 4, (1,) * 6, (2, 2, 4))
     )
-    return IFANet(num_classes, backbone, aux=aux)
+    return IFANet(num_classes, backbone, channels=channels, hidden=hidden, aux=aux)
 
 
 @register_model("ifa_r18")
-def ifa_r18(num_classes: int, pretrained_backbone: str | None = None, aux: bool = True) -> IFANet:
-    """IFA on a torchvision ResNet-18: rtseg's real-time variant."""
-    return IFANet(num_classes, resnet18(pretrained_backbone), channels=128,
-                  hidden=(256, 128, 128), aux=aux, aux_channels=128)
+def ifa_r18(num_classes: int, pretrained_backbone: str | None = None, aux: bool = True, *,
+            channels: int = 128, hidden: Sequence[int] = (256, 128, 128)) -> IFANet:
+    """IFA on a torchvision ResNet-18: rtseg's real-time variant; options as ``ifa_r50``."""
+    return IFANet(num_classes, resnet18(pretrained_backbone), channels=channels,
+                  hidden=tuple(hidden), aux=aux, aux_channels=128)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..errors import UnknownNameError
 from .bilinear import BilinearUpsample
 from .fast_attention import FastAttention, FastAttentionUpsample, fast_attention
 from .gai import GAI, GAINonLocal, criss_cross_attention, nonlocal_attention
@@ -34,8 +35,9 @@ def create_upsampler(
 ) -> nn.Module:
     """Build the pairwise upsampler ``name`` (one of ``PAIRWISE``)."""
     if name not in PAIRWISE:
-        raise KeyError(f"unknown pairwise upsampler {name!r}; available: {', '.join(PAIRWISE)}"
-                       + (" (ifa is multi-level: use rtseg.upsample.IFA)" if name == "ifa" else ""))
+        raise UnknownNameError(
+            f"unknown pairwise upsampler {name!r}; available: {', '.join(PAIRWISE)}"
+            + (" (ifa is multi-level: use rtseg.upsample.IFA)" if name == "ifa" else ""))
     return PAIRWISE[name](coarse_channels, fine_channels, channels, **kwargs)
 
 

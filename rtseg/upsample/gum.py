@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
 from ..layers import ConvBNAct, resize
 
 GUIDANCE = ("large_rf", "high_res", "fusion")
@@ -163,7 +164,7 @@ class GuidedUpsample(nn.Module):
     ) -> None:
         super().__init__()
         if guidance not in GUIDANCE:
-            raise ValueError(f"guidance must be one of {GUIDANCE}, got {guidance!r}")
+            raise ConfigError(f"guidance must be one of {GUIDANCE}, got {guidance!r}")
         if channels not in (None, coarse_channels):
             raise ValueError(
                 f"GUM resamples its input: channels ({channels}) must equal coarse_channels "

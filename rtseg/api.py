@@ -1,0 +1,142 @@
+"""The public functions: ``load`` a checkpoint, ``evaluate`` it, ``train`` a model.
+
+>>> seg = rtseg.load("runs/x/best.pt")          # a Segmenter
+>>> labels = seg("street.png")                  # H×W class indices
+>>> rtseg.evaluate("runs/x/best.pt", split="test")["miou"]
+>>> run = rtseg.train("configs/camvid/fpn_r18_gai.yaml", iters=2000)
+
+Plain keyword functions: the command line (:mod:`rtseg.cli`) and the scripts call them too.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .data import SegmentationDataset, build_dataset, detect_dataset
+from .data.transforms import eval_transforms
+from .engine.checkpoint import load_model
+from .engine.config import TrainConfig, load_config, make_config
+from .engine.evaluate import evaluate as _evaluate
+from .errors import ConfigError, UsageError
+from .segmenter import Segmenter
+from .utils import resolve_device
+
+
+def load(path: str | Path, device: str | torch.device = "auto", **options: Any) -> Segmenter:
+    """A :class:`Segmenter` for the rtseg checkpoint ``path`` (``best.pt``/``last.pt``).
+
+    ``options`` set the default test-time options (``mode``, ``crop``, ``stride``, ``scales``,
+    ``flip``). Raises ``CheckpointError`` for a file that is not a readable rtseg checkpoint.
+    """
+    dev = resolve_device(device)
+    model, ckpt = load_model(path, dev)
+    return Segmenter(model, ckpt["classes"], ckpt["palette"], dev, name=ckpt["config"]["model"],
+                     **options)
+
+
+def _dataset_for(ckpt_config: dict[str, Any] | None, data: Any, dataset: str | None,
+                 split: str) -> SegmentationDataset:
+    """The evaluation data set: given, found at ``data``, or the checkpoint's own."""
+    if isinstance(data, SegmentationDataset):
+        return data
+    cfg = ckpt_config or {}
+    if data is None and not cfg:
+        raise UsageError("evaluate a bare model: give data=PATH or a data set")
+    root = data if data is not None else cfg.get("data_root")
+    if dataset is None:
+        dataset = cfg.get("dataset") if data is None else detect_dataset(root)
+    kwargs: dict[str, Any] = {}
+    if dataset == "synthetic":
+        kwargs = {"size": tuple(cfg.get("synthetic_size", (128, 256))),
+                  "num_images": cfg.get("synthetic_val_images", 40), "seed": cfg.get("seed", 0)}
+    return build_dataset(dataset, root, split, transform=eval_transforms(), **kwargs)
+
+
+def evaluate(
+    model_or_path: str | Path | Segmenter | nn.Module,
+    data: str | Path | SegmentationDataset | None = None,
+    split: str = "val",
+    dataset: str | None = None,
+    device: str | torch.device = "auto",
+    mode: str = "whole",
+    crop: Sequence[int] | None = None,
+    stride: Sequence[int] | None = None,
+    scales: Sequence[float] = (1.0,),
+    flip: bool = False,
+    tolerance: int = 2,
+    limit: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """mIoU, per-class IoU, pixel accuracy and boundary F-score on a split of a data set.
+
+    Args:
+        model_or_path: a checkpoint path, a :class:`Segmenter` or an eval-mode model.
+        data: a data set folder (its layout is detected unless ``dataset`` names it), a
+            :class:`~rtseg.data.SegmentationDataset`, or None for the checkpoint's training data.
+        split: the split to evaluate.
+        mode, crop, stride, scales, flip: test-time options (see ``predict_logits``).
+        tolerance: boundary F-score tolerance in pixels.
+        limit: evaluate only the first ``limit`` images.
+
+    Returns:
+        The metrics (``miou``, ``iou``, ``pixel_acc``, ``mbf``, …) with ``classes``, ``split``,
+        ``dataset``, ``images``, ``seconds`` and the options used.
+    """
+    ckpt_cfg, checkpoint = None, None
+    if isinstance(model_or_path, (str, Path)):
+        checkpoint = str(model_or_path)
+        model, ckpt = load_model(model_or_path, resolve_device(device))
+        ckpt_cfg = ckpt["config"]
+    elif isinstance(model_or_path, Segmenter):
+        model = model_or_path.model
+    elif isinstance(model_or_path, nn.Module):
+        model = model_or_path
+    else:
+        raise UsageError(f"cannot evaluate a {type(model_or_path).__name__}; give a checkpoint "
+                         "path, a Segmenter or a model")
+    ds = _dataset_for(ckpt_cfg, data, dataset, split)
+    dev = next(model.parameters()).device
+    t0 = time.perf_counter()
+    res = _evaluate(model, ds, dev, mode=mode, crop=crop, stride=stride, scales=scales,
+                    flip=flip, boundary_tolerance=tolerance, progress=progress, limit=limit)
+    res.update(split=split, dataset=type(ds).__name__.lower(), checkpoint=checkpoint,
+               classes=ds.classes, seconds=time.perf_counter() - t0, mode=mode,
+               scales=list(scales), flip=flip, tolerance=tolerance)
+    return res
+
+
+def train(
+    config: str | Path | TrainConfig | dict[str, Any] | None = None,
+    resume: str | Path | None = None,
+    **overrides: Any,
+) -> Path:
+    """Train a model; returns the run folder (``best.pt``, ``last.pt``, ``log.jsonl``, …).
+
+    Args:
+        config: a YAML file of :class:`~rtseg.engine.config.TrainConfig` fields, a config,
+            a dict of fields, or None for the defaults.
+        resume: a run folder to continue exactly (its ``config.yaml`` is the default config).
+        **overrides: config fields as Python values (``iters=2000``, ``crop_size=(256, 512)``).
+    """
+    from .engine.trainer import train as run_training
+
+    if resume is not None:
+        run = Path(resume)
+        if not (run / "config.yaml").is_file() and config is None:
+            raise ConfigError(f"{run}: not a run folder (no config.yaml)")
+        config = config if config is not None else run / "config.yaml"
+        overrides = {**overrides, "out_dir": str(run.parent), "run_name": run.name}
+    if isinstance(config, TrainConfig):
+        base = config.to_dict()
+    elif isinstance(config, dict):
+        base = dict(config)
+    else:
+        base = load_config(config).to_dict()
+    cfg = make_config({**base, **overrides}, str(config) if config is not None else "train()")
+    return run_training(cfg, resume=resume is not None)

@@ -1,0 +1,166 @@
+"""What is timed: a registered model on a random image, or one module on random features.
+
+:func:`build_model` and :func:`build_module` turn a name into a
+:class:`~rtseg.bench.timing.Item`: the network is moved to the device (optionally channels-last,
+BN-folded, compiled) and ``run()`` is one forward pass under ``torch.inference_mode()`` and the
+run's autocast, followed by a device synchronisation. The module cases (:data:`MODULES`) are
+the pairwise upsamplers, IFA, and the bare attention kernels at the sizes their networks use.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..complexity import count_call_macs, count_macs, count_params
+from ..errors import UsageError
+from ..models.fuse import count_bn, fold_batchnorm
+from ..registry import create_model
+from ..upsample import (
+    IFA,
+    PAIRWISE,
+    create_upsampler,
+    criss_cross_attention,
+    fast_attention,
+    nonlocal_attention,
+)
+from ..utils import autocast
+from .memory import tensor_bytes
+from .timing import Check, Item, sync
+
+ATTENTIONS = ("attention:fast", "attention:criss_cross", "attention:nonlocal")
+MODULES = (*PAIRWISE, "ifa", *ATTENTIONS)
+
+
+@dataclass
+class Setup:
+    """How every case of one run is built and called (see :func:`rtseg.bench.run_benchmark`)."""
+
+    device: torch.device
+    size: tuple[int, int]  # input size (models) or feature size (modules)
+    batch: int = 1
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    compile_mode: str | None = None
+    argmax: bool = False
+    # one generator for the whole run, so every case's inputs are reproducible
+    generator: torch.Generator = field(default_factory=lambda: torch.Generator().manual_seed(0))
+
+    def randn(self, shape: Sequence[int]) -> torch.Tensor:
+        x = torch.randn(*shape, generator=self.generator).to(self.device)
+        if self.channels_last and x.dim() == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def prepare(self, module: nn.Module) -> Callable[..., torch.Tensor]:
+        """``module`` on the device, channels-last and compiled as asked."""
+        module.to(self.device)
+        if self.channels_last:
+            module.to(memory_format=torch.channels_last)
+        if self.compile:
+            return torch.compile(module, mode=self.compile_mode)
+        return module
+
+
+def _make_run(setup: Setup, fn: Callable[..., torch.Tensor], inputs: tuple[torch.Tensor, ...],
+              argmax: bool) -> Callable[[], torch.Tensor]:
+    def run() -> torch.Tensor:
+        with torch.inference_mode(), autocast(setup.device, setup.precision):
+            y = fn(*inputs)
+            if argmax:
+                y = y.argmax(1)
+        sync(setup.device)
+        return y
+
+    return run
+
+
+def _first_call_errors(name: str, setup: Setup, run: Callable[[], Any]) -> Callable[[], Any]:
+    """Wrap ``run`` so that a first call failing for the precision or compile asked for says so."""
+    state = {"first": True}
+
+    def wrapped() -> Any:
+        if not state["first"]:
+            return run()
+        state["first"] = False
+        try:
+            return run()
+        except Exception as e:  # noqa: BLE001 - re-raised with the cause spelled out
+            if setup.precision != "fp32":
+                raise UsageError(
+                    f"{name}: --precision {setup.precision} does not run on {setup.device.type} "
+                    f"with torch {torch.__version__} ({type(e).__name__}: {e}); use another "
+                    "precision") from e
+            if setup.compile:
+                raise UsageError(f"{name}: torch.compile failed ({type(e).__name__}: {e})") from e
+            raise
+
+    return wrapped
+
+
+def build_model(name: str, setup: Setup, num_classes: int = 19,
+                fold_bn: bool = False) -> tuple[Item, Check]:
+    """Registered model ``name`` (eval, no auxiliary heads) on a batch×3×H×W random input."""
+    model = create_model(name, num_classes, aux=False).eval()
+    params, macs = count_params(model), count_macs(model, setup.size)
+    extra = {"bn_folded": None, "bn_left": count_bn(model)}
+    if fold_bn:
+        before = extra["bn_left"]
+        model = fold_batchnorm(model)
+        extra = {"bn_folded": before - count_bn(model), "bn_left": count_bn(model)}
+    x = setup.randn((setup.batch, 3, *setup.size))
+    run = _make_run(setup, setup.prepare(model), (x,), setup.argmax)
+    resident = tensor_bytes([*model.parameters(), *model.buffers(), x])
+    want = (setup.batch, *setup.size) if setup.argmax else (setup.batch, num_classes, *setup.size)
+
+    def check(y: torch.Tensor) -> None:
+        if tuple(y.shape) != want:
+            raise RuntimeError(f"{name}: output {tuple(y.shape)}, expected {want}")
+
+    return Item(name, _first_call_errors(name, setup, run), params, macs, resident, extra), check
+
+
+def _module_case(name: str, channels: int, size: tuple[int, int]):
+    """(module or None, call(module, *inputs), input shapes for batch 1) of a micro benchmark."""
+    c, (h, w) = channels, size
+    half = (math.ceil(h / 2), math.ceil(w / 2))
+    if name in PAIRWISE:
+        return (create_upsampler(name, c, c, c), lambda m, coarse, fine: m(coarse, fine),
+                [(1, c, *half), (1, c, h, w)])
+    if name == "ifa":
+        shapes = [(1, c, math.ceil(h / 2**i), math.ceil(w / 2**i)) for i in range(4)]
+        return (IFA([c] * 4, c, hidden=(2 * c, c, c)),
+                lambda m, *levels: m(list(levels), (h, w)), shapes)
+    if name == "attention:fast":  # FANet: 32-channel keys, values keep C
+        return None, lambda m, q, k, v: fast_attention(q, k, v), [(1, 32, h, w)] * 2 + [
+            (1, c, h, w)]
+    # GAI's sizes for channels C: keys C/16, values C/2
+    d, cv = max(c // 16, 1), max(c // 2, 1)
+    attend = criss_cross_attention if name == "attention:criss_cross" else nonlocal_attention
+    return None, lambda m, q, k, v: attend(q, k, v), [(1, d, h, w)] * 2 + [(1, cv, h, w)]
+
+
+def build_module(name: str, setup: Setup, channels: int = 128) -> tuple[Item, None]:
+    """Module ``name`` of :data:`MODULES` with C = ``channels`` at the feature size H×W."""
+    module, call, shapes = _module_case(name, channels, setup.size)
+    macs = count_call_macs(call, module, shapes)
+    inputs = tuple(setup.randn((setup.batch, *s[1:])) for s in shapes)
+    if module is None:
+        params, resident = 0, tensor_bytes(inputs)
+        fn = lambda *a: call(None, *a)  # noqa: E731
+        if setup.compile:
+            fn = torch.compile(fn, mode=setup.compile_mode)
+    else:
+        module.eval()
+        params = count_params(module)
+        resident = tensor_bytes([*module.parameters(), *module.buffers(), *inputs])
+        prepared = setup.prepare(module)
+        fn = lambda *a: call(prepared, *a)  # noqa: E731
+    run = _make_run(setup, fn, inputs, argmax=False)
+    return Item(name, _first_call_errors(name, setup, run), params, macs, resident), None

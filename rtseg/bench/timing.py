@@ -1,0 +1,210 @@
+"""Timing: warm-up, timed calls one model after another or interleaved, and the statistics.
+
+Each thing to time is an :class:`Item` whose ``run()`` is one synchronised forward pass. Its
+first call (and the rest of the warm-up) is untimed; each timed call is ``time.perf_counter``
+around ``run()``. With ``compare`` every item is warmed up first, then round r times one call
+of each item in turn, starting at item r mod n, so that slow drifts of the machine hit all
+alike. Latencies are summarised by their median and 10th/90th percentiles
+(``numpy.percentile``, linear interpolation). Running out of memory turns an item into an
+error row instead of stopping the run.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .memory import peak_extra_bytes
+
+Check = Callable[[Any], None]  # raises when the first call's output is wrong
+
+
+@dataclass
+class Item:
+    """One thing to time: ``run()`` is one synchronised forward pass."""
+
+    name: str
+    run: Callable[[], Any] | None
+    params: int
+    macs: int  # per sample
+    resident_bytes: int
+    extra: dict = field(default_factory=dict)
+    times: list[float] = field(default_factory=list)
+    starts: list[float] = field(default_factory=list)
+    first_call_s: float = float("nan")
+    peak_extra: int | None = None
+    error: str | None = None
+
+
+Build = Callable[[str], tuple[Item, Check | None]]
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA); nothing on CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def latency(times: Sequence[float]) -> dict[str, float]:
+    """Median, 10th and 90th percentile (linear interpolation, numpy's default) and mean."""
+    p10, median, p90 = np.percentile(np.asarray(times, dtype=np.float64), [10, 50, 90])
+    return {"p10": float(p10), "median": float(median), "p90": float(p90),
+            "mean": float(np.mean(times))}
+
+
+def _warm(item: Item, warmup: int, check: Check | None) -> None:
+    t = time.perf_counter()
+    y = item.run()
+    item.first_call_s = time.perf_counter() - t
+    if check is not None:
+        check(y)
+    del y
+    for _ in range(warmup - 1):
+        item.run()
+
+
+def _time_once(item: Item, t0: float) -> None:
+    start = time.perf_counter()
+    item.run()
+    end = time.perf_counter()
+    item.times.append(end - start)
+    item.starts.append(start - t0)
+
+
+def _is_oom(e: BaseException) -> bool:
+    """An out-of-memory failure (CUDA, or a CPU allocation the system refused)."""
+    if isinstance(e, (MemoryError, getattr(torch, "OutOfMemoryError",
+                                           torch.cuda.OutOfMemoryError))):
+        return True
+    text = str(e)
+    return isinstance(e, RuntimeError) and ("out of memory" in text
+                                            or "can't allocate memory" in text)
+
+
+def _free(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _prepared(build: Build, name: str, warmup: int, device: torch.device) -> Item:
+    """Build and warm up ``name`` and measure its memory; out of memory gives an error item."""
+    try:
+        item, check = build(name)
+        _warm(item, warmup, check)
+        item.peak_extra = peak_extra_bytes(item.run, device)
+        return item
+    except Exception as e:  # noqa: BLE001 - only out-of-memory is turned into a result
+        if not _is_oom(e):
+            raise
+        error = f"out of memory ({type(e).__name__}: {str(e).splitlines()[0][:160]})"
+    # outside the except block, so the failed call's tensors can be freed
+    _free(device)
+    return Item(name, None, 0, 0, 0, error=error)
+
+
+def time_items(
+    build: Build,
+    names: Sequence[str],
+    warmup: int,
+    iters: int,
+    compare: bool,
+    device: torch.device,
+    progress: Callable[[str], None] | None = None,
+) -> list[Item]:
+    """Build, warm up, measure memory and time every name; interleaved when ``compare``.
+
+    A model that runs out of memory is reported with its error instead of stopping the run.
+    """
+    say = progress or (lambda s: None)
+    t0 = time.perf_counter()
+    done: list[Item] = []
+    if compare:
+        for name in names:
+            done.append(_prepared(build, name, warmup, device))
+            say(f"{name}: " + (done[-1].error or "ready"))
+        ok = [item for item in done if item.error is None]
+        for r in range(iters):
+            for j in range(len(ok)):
+                _time_once(ok[(r + j) % len(ok)], t0)
+    else:
+        for name in names:
+            item = _prepared(build, name, warmup, device)
+            if item.error is None:
+                for _ in range(iters):
+                    _time_once(item, t0)
+            say(f"{name}: " + (item.error or
+                               f"median {latency(item.times)['median'] * 1e3:.2f} ms"))
+            item.run = None  # free the model before building the next one
+            done.append(item)
+            _free(device)
+    for item in done:
+        item.run = None
+    return done
+
+
+def result_rows(items: Sequence[Item], batch: int, reference: dict | None) -> list[dict]:
+    """One result dict per item (see :func:`rtseg.bench.run_benchmark` for the fields)."""
+    rows = []
+    for item in items:
+        if item.error is not None:
+            rows.append({"name": item.name, "error": item.error})
+            continue
+        lat = latency(item.times)
+        med = lat["median"]
+        gflops = 2 * item.macs * batch / med / 1e9
+        peak = (None if item.peak_extra is None
+                else (item.peak_extra + item.resident_bytes) / 2**20)
+        rows.append({
+            "name": item.name,
+            "error": None,
+            "params_m": item.params / 1e6,
+            "gmac": item.macs / 1e9,
+            "median_ms": med * 1e3,
+            "p10_ms": lat["p10"] * 1e3,
+            "p90_ms": lat["p90"] * 1e3,
+            "mean_ms": lat["mean"] * 1e3,
+            "fps": batch / med,
+            "gflops": gflops,
+            "efficiency_pct": None if reference is None else 100 * gflops / reference["gflops"],
+            "peak_mem_mb": peak,
+            "first_call_ms": item.first_call_s * 1e3,
+            **item.extra,
+            "times_ms": [x * 1e3 for x in item.times],
+            "starts_s": item.starts,
+        })
+    timed = [r for r in rows if r["error"] is None]
+    fastest = min((r["median_ms"] for r in timed), default=float("nan"))
+    for r in timed:
+        r["relative"] = r["median_ms"] / fastest
+    return rows
+
+
+def matmul_reference(device: torch.device, n: int | None = None, repeats: int = 5) -> dict:
+    """GFLOP/s of a plain fp32 n×n @ n×n product on ``device`` (median of ``repeats`` runs).
+
+    Default n: 2048 on CPU (17 GFLOP per product), 8192 on CUDA. Runs outside autocast, so it
+    is fp32 (TF32 on CUDA only when the run enabled it).
+    """
+    n = n or (8192 if device.type == "cuda" else 2048)
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(n, n, generator=g).to(device)
+    b = torch.randn(n, n, generator=g).to(device)
+    times = []
+    with torch.inference_mode():
+        for _ in range(2):
+            a @ b
+        sync(device)
+        for _ in range(repeats):
+            t = time.perf_counter()
+            a @ b
+            sync(device)
+            times.append(time.perf_counter() - t)
+    med = latency(times)["median"]
+    return {"n": n, "repeats": repeats, "median_ms": med * 1e3, "gflops": 2 * n**3 / med / 1e9}

@@ -1,0 +1,78 @@
+"""``rtseg bench``: the command-line face of :mod:`rtseg.bench` (arguments, report, JSON file)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .. import bench as library
+from ..bench import MODULES, format_report, run_benchmark
+from ..registry import list_models
+from ..utils import PRECISIONS
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``bench`` subcommand, run by :func:`run`."""
+    p = subparsers.add_parser("bench", help="inference speed: latency, FPS, GFLOP/s, memory",
+                              description=library.__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("models", nargs="*", metavar="MODEL",
+                   help=f"models to time, or 'all' ({', '.join(list_models())})")
+    p.add_argument("--module", nargs="+", metavar="NAME", dest="modules", default=[],
+                   help="time upsampler/attention modules instead of models: "
+                        f"{', '.join(MODULES)}, or 'all'")
+    p.add_argument("--channels", type=int, default=128, help="C of the --module inputs")
+    p.add_argument("--size", nargs=2, type=int, metavar=("H", "W"),
+                   help="input size (default 1024 2048), or the --module feature size "
+                        "(default 128 256)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--precision", choices=list(PRECISIONS), default="fp32",
+                   help="fp16/bf16 run under torch.autocast")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile every model")
+    p.add_argument("--compile-mode", choices=["default", "reduce-overhead", "max-autotune"])
+    p.add_argument("--fold-bn", action="store_true",
+                   help="fold BatchNorm into the preceding convs (every model)")
+    p.add_argument("--argmax", action="store_true", help="include the argmax to labels")
+    p.add_argument("--threads", type=int, help="torch.set_num_threads")
+    p.add_argument("--warmup", type=int, help="untimed calls (default 10 CUDA, 2 CPU)")
+    p.add_argument("--iters", type=int, help="timed calls (default 50 CUDA, 10 CPU)")
+    p.add_argument("--compare", action="store_true",
+                   help="interleave the timed calls of all models (round robin)")
+    p.add_argument("--num-classes", type=int, default=19)
+    p.add_argument("--matmul-size", type=int,
+                   help="n of the fp32 matmul reference (default 2048 CPU, 8192 CUDA)")
+    p.add_argument("--no-reference", action="store_true", help="skip the matmul reference")
+    p.add_argument("--tf32", action="store_true", help="allow TF32 (CUDA; default: true fp32)")
+    p.add_argument("--cudnn-benchmark", action=argparse.BooleanOptionalAction, default=True,
+                   help="cuDNN autotuning (CUDA)")
+    p.add_argument("--json", metavar="FILE", help="write settings and results as JSON")
+    p.set_defaults(func=run)
+
+
+def _progress(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Time what ``args`` names, print the table and optionally write the JSON record."""
+    result = run_benchmark(
+        models=args.models, size=tuple(args.size) if args.size else None, batch=args.batch,
+        device=args.device, precision=args.precision, channels_last=args.channels_last,
+        compile=args.compile, fold_bn=args.fold_bn, argmax=args.argmax,
+        warmup=args.warmup, iters=args.iters, compare=args.compare, threads=args.threads,
+        num_classes=args.num_classes, modules=args.modules, channels=args.channels,
+        reference=not args.no_reference, reference_size=args.matmul_size, tf32=args.tf32,
+        cudnn_benchmark=args.cudnn_benchmark,
+        compile_mode=None if args.compile_mode in (None, "default") else args.compile_mode,
+        progress=_progress)
+    print(format_report(result))
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=1))
+        print(f"wrote {path}")
+    return 0

@@ -1,0 +1,91 @@
+"""``rtseg export``: the command-line face of :mod:`rtseg.export` (model or checkpoint in, files
+out, each checked against PyTorch at the export size and, when dynamic, at a second size)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from torch import nn
+
+from .. import export as library
+from ..engine.checkpoint import load_model
+from ..errors import UsageError
+from ..export import STATIC_ONLY, ExportCheckError, second_size
+from ..registry import create_model
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``export`` subcommand, run by :func:`run`."""
+    p = subparsers.add_parser("export", help="export a model to ONNX / TorchScript / torch.export",
+                              description=library.__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", nargs="?", metavar="MODEL",
+                   help="registered model name (optional with --checkpoint)")
+    p.add_argument("--checkpoint", help="an `rtseg train` checkpoint (model, classes, weights)")
+    p.add_argument("--num-classes", type=int, default=19, help="without --checkpoint")
+    p.add_argument("--size", nargs=2, type=int, default=[512, 1024], metavar=("H", "W"),
+                   help="export (trace) size; default 512 1024")
+    p.add_argument("--batch", type=int, default=1, help="batch of the trace input")
+    p.add_argument("--onnx", metavar="FILE", help="write ONNX here")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--torchscript", metavar="FILE", help="write a torch.jit.trace file here")
+    p.add_argument("--exported", metavar="FILE", help="write a torch.export .pt2 file here")
+    p.add_argument("--static", action="store_true", help="fixed batch, H and W")
+    p.add_argument("--no-check", action="store_true",
+                   help="skip the comparison with PyTorch (export size and a second size)")
+    p.add_argument("--atol", type=float, default=1e-4, help="largest allowed difference")
+    p.set_defaults(func=run)
+
+
+def _load(args: argparse.Namespace) -> tuple[nn.Module, str, str]:
+    """(model in eval mode, its name, where its weights come from) for the arguments."""
+    if args.checkpoint:
+        model, ckpt = load_model(args.checkpoint, "cpu")
+        name = ckpt["config"]["model"]
+        if args.model and args.model != name:
+            raise UsageError(f"{args.checkpoint} holds a {name!r} model, not {args.model!r}")
+        return model, name, f"{args.checkpoint} ({ckpt['num_classes']} classes)"
+    if not args.model:
+        raise UsageError("name a MODEL or give --checkpoint")
+    model = create_model(args.model, args.num_classes, aux=False)
+    return model.eval(), args.model, f"random weights, {args.num_classes} classes"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write the requested files and check each against PyTorch: 0, or 1 when a check fails."""
+    if not (args.onnx or args.torchscript or args.exported):
+        raise UsageError("nothing to write; give --onnx, --torchscript and/or --exported")
+    size = tuple(args.size)
+    model, name, origin = _load(args)
+    dynamic = not args.static
+    if dynamic and name in STATIC_ONLY:
+        print(f"{name}: exported with static H and W: {STATIC_ONLY[name]}")
+        dynamic = False
+    checks = [] if args.no_check else [size] + ([second_size(size)] if dynamic else [])
+    print(f"{name} ({origin}); trace input {args.batch}×3×{size[0]}×{size[1]}; "
+          + ("dynamic batch/H/W" if dynamic else "static shapes"))
+    try:
+        if args.onnx:
+            path = library.export_onnx(model, args.onnx, size, args.opset, dynamic, args.batch)
+            print(f"wrote {path} (ONNX opset {args.opset}, TorchScript-based exporter)")
+            for s in checks:
+                d = library.check_onnx(model, path, s, args.atol, args.batch)
+                print(f"  ONNX Runtime vs PyTorch at {s[0]}×{s[1]}: max |diff| {d:.2e}")
+        if args.torchscript:
+            path = library.export_torchscript(model, args.torchscript, size, args.batch)
+            print(f"wrote {path} (torch.jit.trace)")
+            for s in checks:
+                d = library.check_torchscript(model, path, s, args.atol, args.batch)
+                print(f"  TorchScript vs PyTorch at {s[0]}×{s[1]}: max |diff| {d:.2e}")
+        if args.exported:
+            path, ranges = library.export_program(model, args.exported, size, dynamic, args.batch)
+            print(f"wrote {path} (torch.export; input axes "
+                  + ", ".join(f"{k} {v}" for k, v in ranges.items()) + ")")
+            for s in checks:
+                d = library.check_program(model, path, s, args.atol, args.batch)
+                print(f"  torch.export vs PyTorch at {s[0]}×{s[1]}: max |diff| {d:.2e}")
+    except ExportCheckError as e:  # the file was written but is wrong: a result, not a usage error
+        print(f"rtseg export: error: {e}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,46 @@
+"""The record of a run: ``log.jsonl`` always, TensorBoard scalars when asked for.
+
+``log.jsonl`` holds one JSON object per logged step or evaluation (``kind``: ``train`` or
+``val``, ``iter``, then the values) and is the record :mod:`rtseg.engine.plot` reads. With
+``tensorboard=True`` every numeric value is also written as the scalar ``<kind>/<name>`` at step
+``iter`` under ``<run>/tb`` (``tensorboard --logdir runs``); that needs the ``tensorboard``
+package (``pip install "rtseg[tensorboard]"``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import UsageError
+
+
+class RunLog:
+    """Append-only JSON lines, plus optional TensorBoard scalars; only rank 0 writes."""
+
+    def __init__(self, path: Path, enabled: bool = True, tensorboard: bool = False) -> None:
+        self.path, self.enabled, self.writer = Path(path), enabled, None
+        if enabled and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise UsageError("tensorboard=true needs the tensorboard package: "
+                                 'pip install "rtseg[tensorboard]"') from None
+            self.writer = SummaryWriter(str(self.path.parent / "tb"))
+
+    def write(self, kind: str, iter: int, **values: Any) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps({"kind": kind, "iter": iter, **values}) + "\n")
+        if self.writer is not None:
+            for name, value in values.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self.writer.add_scalar(f"{kind}/{name}", value, iter)
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None

@@ -1,0 +1,37 @@
+"""The errors rtseg raises for a user's mistake, as opposed to a bug.
+
+Every one derives from :class:`RtsegError`; the command line prints such an error as one line
+``rtseg <command>: error: <message>`` and exits with status 2, while any other exception keeps
+its traceback (it is a defect to report). Each also derives from the built-in exception a
+Python caller would expect (``ValueError``, ``KeyError``, ``FileNotFoundError``), so
+``except ValueError`` keeps working.
+"""
+
+from __future__ import annotations
+
+
+class RtsegError(Exception):
+    """Base of the expected, user-facing errors."""
+
+
+class ConfigError(RtsegError, ValueError):
+    """A training configuration, override or option value is invalid."""
+
+
+class CheckpointError(RtsegError, ValueError):
+    """A checkpoint or exported model file is missing, unreadable, unsafe or incompatible."""
+
+
+class UnknownNameError(RtsegError, KeyError):
+    """An unknown model, upsampler, data set or option name (the message lists the valid ones)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class InputNotFoundError(RtsegError, FileNotFoundError):
+    """A file or folder given by the user does not exist."""
+
+
+class UsageError(RtsegError, ValueError):
+    """An argument combination or value that a command cannot honour."""

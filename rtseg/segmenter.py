@@ -1,0 +1,185 @@
+"""A trained model behind one call: ``rtseg.load(path)(image)`` → class indices.
+
+:class:`Segmenter` owns what inference needs besides the weights: the class names, the palette,
+the input normalisation and the test-time options (whole image or sliding windows, scales,
+horizontal flip). It takes an image in any usual form and returns labels at the input size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import viz
+from .engine.inference import predict_logits
+from .errors import UsageError
+from .utils import IMAGENET_MEAN, IMAGENET_STD, resolve_device
+
+ImageLike = Any  # np.ndarray H×W×3 uint8 | PIL.Image | str | Path | torch.Tensor (B×)3×H×W
+
+_OPTIONS = ("mode", "crop", "stride", "scales", "flip")
+
+
+class Segmenter:
+    """Labels for images from an eval-mode model.
+
+    Args:
+        model: ``model(x B×3×H×W)`` → B×K×h×w logits in eval mode.
+        classes: K class names.
+        palette: K RGB colours.
+        device: where the model runs (``"auto"``: CUDA when available).
+        mean, std: the normalisation the model was trained with, in [0, 1] units.
+        name: the model's name, for messages.
+        **options: default test-time options of :func:`rtseg.engine.inference.predict_logits`
+            (``mode``, ``crop``, ``stride``, ``scales``, ``flip``); each call may override them.
+
+    Images: an H×W×3 uint8 numpy array (RGB), a PIL image, a path to an image file, or a tensor
+    3×H×W / B×3×H×W, uint8 (0–255) or float in [0, 1] (torchvision's convention); all are
+    normalised with ``mean``/``std`` here.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        classes: Sequence[str],
+        palette: Sequence[Sequence[int]],
+        device: str | torch.device = "auto",
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        name: str = "model",
+        **options: Any,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.classes, self.name = list(classes), name
+        self.palette = [tuple(int(v) for v in c) for c in palette]
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.options = self._check_options({"mode": "whole", "scales": (1.0,), **options})
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __repr__(self) -> str:
+        return (f"Segmenter({self.name}, {self.num_classes} classes, {self.device}, "
+                f"options={self.options})")
+
+    # ---- inference
+
+    def __call__(self, image: ImageLike, **options: Any) -> np.ndarray | torch.Tensor:
+        """Class indices at the input size: H×W (uint8 numpy) for one image given as numpy,
+        PIL or a path; H×W or B×H×W (int64 tensor, on CPU) for a tensor input."""
+        x, batched, as_tensor = self._prepare(image)
+        labels = self._scores(x, options).argmax(1).cpu()
+        labels = labels if batched else labels[0]
+        if as_tensor:
+            return labels
+        return labels.numpy().astype(np.uint8 if self.num_classes <= 256 else np.int32)
+
+    def logits(self, image: ImageLike, **options: Any) -> torch.Tensor:
+        """Per-class scores B×K×H×W (or K×H×W) at the input size, on the segmenter's device.
+
+        With one whole-image pass (the default) these are the model's logits exactly; with
+        several scales, a flip or sliding windows they are the log of the averaged softmax
+        probabilities (the same argmax as the averaged probabilities).
+        """
+        x, batched, _ = self._prepare(image)
+        scores = self._scores(x, options)
+        return scores if batched else scores[0]
+
+    @torch.no_grad()
+    def _scores(self, x: torch.Tensor, options: dict[str, Any]) -> torch.Tensor:
+        opts = self._check_options({**self.options, **options})
+        single = (opts["mode"] == "whole" and list(opts["scales"]) == [1.0]
+                  and not opts.get("flip"))
+        if single:
+            logits = self.model(x)
+            if logits.shape[-2:] != x.shape[-2:]:
+                from .layers import resize
+
+                logits = resize(logits, x.shape[-2:])
+            return logits
+        probs = predict_logits(self.model, x, num_classes=self.num_classes, **opts)
+        return probs.clamp_min(1e-12).log()
+
+    def _check_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(options) - set(_OPTIONS))
+        if unknown:
+            raise UsageError(f"unknown inference option(s) {', '.join(unknown)}; "
+                             f"valid: {', '.join(_OPTIONS)}")
+        if options.get("mode") not in ("whole", "slide"):
+            raise UsageError(f"mode must be 'whole' or 'slide', got {options.get('mode')!r}")
+        if options["mode"] == "slide" and not options.get("crop"):
+            raise UsageError("mode='slide' needs crop=(h, w)")
+        if options.get("stride") is not None and options["mode"] != "slide":
+            raise UsageError("stride applies to mode='slide' only")
+        scales = tuple(float(s) for s in options.get("scales") or ())
+        if not scales or min(scales) <= 0:
+            raise UsageError(f"scales must be positive numbers, got {options.get('scales')!r}")
+        return {**options, "scales": scales}
+
+    def _prepare(self, image: ImageLike) -> tuple[torch.Tensor, bool, bool]:
+        """Normalised B×3×H×W float input on the device, whether a batch was given, and
+        whether the input was a tensor."""
+        as_tensor = isinstance(image, torch.Tensor)
+        if as_tensor:
+            x = image
+        else:
+            x = torch.from_numpy(np.ascontiguousarray(to_rgb_array(image))).permute(2, 0, 1)
+        batched = x.dim() == 4
+        if x.dim() == 3:
+            x = x[None]
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise UsageError(f"expected an image 3×H×W or B×3×H×W, got shape {tuple(x.shape)}")
+        x = x.to(self.device)
+        x = x.float().div_(255) if x.dtype == torch.uint8 else x.float()
+        mean = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1)
+        return (x - mean) / std, batched, as_tensor
+
+    # ---- pictures
+
+    def colorize(self, labels: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Class indices (…×H×W) → palette colours (…×H×W×3 uint8)."""
+        if isinstance(labels, torch.Tensor):
+            labels = labels.cpu().numpy()
+        return viz.colorize(labels, self.palette)
+
+    def overlay(self, image: ImageLike, labels: np.ndarray | torch.Tensor,
+                alpha: float = 0.5) -> np.ndarray:
+        """The prediction's colours blended over the image (H×W×3 uint8)."""
+        return viz.overlay(to_rgb_array(image), self.colorize(labels), alpha)
+
+
+def to_rgb_array(image: ImageLike) -> np.ndarray:
+    """H×W×3 uint8 RGB from a numpy array, a PIL image, an image path or a 3×H×W tensor."""
+    if isinstance(image, (str, Path)):
+        from .data.io import read_image
+
+        return read_image(image).permute(1, 2, 0).numpy()
+    if isinstance(image, torch.Tensor):
+        if image.dim() != 3 or image.shape[0] != 3:
+            raise UsageError(f"expected a 3×H×W image tensor, got shape {tuple(image.shape)}")
+        t = image if image.dtype == torch.uint8 else (image.clamp(0, 1) * 255).round()
+        return t.to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    if not isinstance(image, np.ndarray):
+        try:
+            from PIL import Image
+        except ImportError:  # pragma: no cover - pillow is in the full extra
+            Image = None
+        if Image is not None and isinstance(image, Image.Image):
+            return np.array(image.convert("RGB"))
+        raise UsageError(f"cannot read an image from {type(image).__name__}; give a numpy "
+                         "array, a PIL image, a path or a tensor")
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise UsageError(f"expected an H×W×3 RGB array, got shape {image.shape}")
+    if image.dtype != np.uint8:
+        raise UsageError(f"expected a uint8 image array (0–255), got {image.dtype}")
+    return image

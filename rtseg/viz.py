@@ -1,0 +1,32 @@
+"""Pictures of label maps: palette colours, overlays and palette PNG files."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def colorize(labels: np.ndarray, palette: Sequence[Sequence[int]]) -> np.ndarray:
+    """(…)×H×W class indices → (…)×H×W×3 uint8 colours (indices outside the palette: black)."""
+    table = np.zeros((256, 3), dtype=np.uint8)
+    table[: len(palette)] = np.asarray(palette, dtype=np.uint8)[:256]
+    return table[np.clip(labels, 0, 255).astype(np.uint8)]
+
+
+def overlay(image: np.ndarray, colors: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Blend H×W×3 uint8 ``colors`` over H×W×3 uint8 ``image`` (``alpha`` = colour weight)."""
+    if image.shape != colors.shape:
+        raise ValueError(f"image {image.shape} and colours {colors.shape} differ in shape")
+    return (image * (1 - alpha) + colors * alpha).round().astype(np.uint8)
+
+
+def save_label_png(labels: np.ndarray, palette: Sequence[Sequence[int]], path: Path) -> None:
+    """A palette ('P' mode) PNG: pixel values are class indices, shown in the palette colours."""
+    from PIL import Image
+
+    img = Image.fromarray(labels.astype(np.uint8), mode="P")
+    flat = [c for rgb in palette[:256] for c in rgb]
+    img.putpalette(flat + [0] * (768 - len(flat)))
+    img.save(path)
