@@ -69,7 +69,7 @@ def evaluate(
     stride: Sequence[int] | None = None,
     scales: Sequence[float] = (1.0,),
     flip: bool = False,
-    tolerance: int = 2,
+    tolerance: int | Sequence[int] = 2,
     limit: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -81,7 +81,8 @@ def evaluate(
             :class:`~rtseg.data.SegmentationDataset`, or None for the checkpoint's training data.
         split: the split to evaluate.
         mode, crop, stride, scales, flip: test-time options (see ``predict_logits``).
-        tolerance: boundary F-score tolerance in pixels.
+        tolerance: boundary F-score tolerance in pixels; several (``(1, 2, 3)``) add
+            ``mbf_at``/``bf_at`` with one score per tolerance, the first being ``mbf``.
         limit: evaluate only the first ``limit`` images.
 
     Returns:

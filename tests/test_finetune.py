@@ -57,6 +57,20 @@ def test_frozen_backbone_is_bit_identical_after_training(source, tmp_path):
     assert len(report["copied"]) > len(backbone) - 1
 
 
+def test_init_parts_limits_the_copy_to_the_backbone(source):
+    src = load_checkpoint(source)["model"]
+    model = create_model("fpn_r18_bilinear", 8)
+    fresh = {k: v.clone() for k, v in model.state_dict().items()}
+    report = weights.init_from(model, source, parts="backbone")
+    state = model.state_dict()
+    assert report["copied"] and all(k.startswith("backbone.") for k in report["copied"])
+    assert all(torch.equal(state[k], src[k]) for k in report["copied"])
+    assert all(torch.equal(state[k], fresh[k]) for k in state if k.startswith("head."))
+    assert "head.2.weight (not in init_parts)" in report["skipped"]
+    with pytest.raises(ConfigError, match="no part 'neck'"):
+        weights.init_from(model, source, parts="neck")
+
+
 def test_frozen_part_records_no_graph_and_stays_in_eval_mode():
     model = create_model("fpn_r18_bilinear", 4)
     assert weights.freeze(model, "backbone") == ["backbone"]

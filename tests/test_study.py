@@ -113,3 +113,43 @@ def test_faithful_seeds_limit_the_faithful_networks_only(tmp_path: Path) -> None
     runs = json.loads((out / "results.json").read_text())["runs"]
     assert [r["miou"] for r in runs["fpn_r18_gum"]] == [0.2, 0.4]
     assert [r["miou"] for r in runs["gain_r18"]] == [0.3]
+
+
+def load_probe():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    spec = importlib.util.spec_from_file_location("probe", ROOT / "scripts/probe_camvid.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_probe_two_stages_on_a_frozen_backbone(tmp_path: Path) -> None:
+    import torch
+
+    from rtseg.engine.checkpoint import load_checkpoint
+
+    make_camvid(tmp_path / "camvid")
+    probe = load_probe()
+    out = tmp_path / "probe"
+    argv = ["--data", str(tmp_path / "camvid"), "--out", str(out), "--stage1-iters", "2",
+            "--iters", "2", "--seeds", "0", "--upsamplers", "bilinear", "gai", "--crop", "32",
+            "32", "--batch", "2", "--workers", "0", "--device", "cpu", "--bench-iters", "2"]
+    assert probe.main(argv) == 0
+    stage1 = load_checkpoint(out / "stage1_fpn_r18_bilinear" / "best.pt")["model"]
+    frozen = load_checkpoint(out / "frozen_gai_s0" / "last.pt")["model"]
+    tuned = load_checkpoint(out / "finetune_gai_s0" / "last.pt")["model"]
+    backbone = [k for k in frozen if k.startswith("backbone.")]
+    assert all(torch.equal(frozen[k], stage1[k]) for k in backbone)  # frozen: bit-identical
+    assert any(not torch.equal(tuned[k], stage1[k]) for k in backbone)  # fine-tuned: moved
+    copied = json.loads((out / "frozen_gai_s0" / "init_from.json").read_text())["copied"]
+    assert copied and all(k.startswith("backbone.") for k in copied)
+    metrics = json.loads((out / "frozen_gai_s0" / "metrics_test.json").read_text())
+    assert set(metrics["mbf_at"]) == {"1", "2", "3"}
+    text = (out / "results.md").read_text()
+    for row in ("| stage 1 (whole network, bilinear) | 1 |", "| frozen bilinear | 1 |",
+                "| frozen gai | 1 |", "| finetune bilinear | 1 |", "| finetune gai | 1 |"):
+        assert row in text, row
+    assert "| gai | " in text and "(1 seed)" in text
+    assert (out / "boundary_crops.png").stat().st_size > 0

@@ -29,6 +29,7 @@ class TrainConfig:
     # Start from another run's weights: every tensor of init_from's model whose name and shape
     # match is copied (the rest keeps its initialisation); both lists are printed and logged.
     init_from: str | None = None
+    init_parts: str | None = None  # comma-separated top-level parts to copy (None: all)
     # Comma-separated top-level parts of the model to freeze (e.g. "backbone"): no gradient,
     # BN statistics frozen, forward under no_grad.
     freeze: str | None = None

@@ -24,7 +24,7 @@ def evaluate(
     stride: tuple[int, int] | None = None,
     scales: Sequence[float] = (1.0,),
     flip: bool = False,
-    boundary_tolerance: int = 2,
+    boundary_tolerance: int | Sequence[int] = 2,
     distributed_info: DistInfo | None = None,
     progress: bool = True,
     limit: int | None = None,
@@ -37,6 +37,8 @@ def evaluate(
 
     Returns the merged :meth:`ConfusionMatrix.compute` and :meth:`BoundaryFScore.compute`
     dicts plus ``images`` and ``pixels`` (the number evaluated and counted, over all ranks).
+    With several boundary tolerances the first gives ``bf``/``mbf`` and every one is also in
+    ``mbf_at`` (``{"1": …, "2": …}``) and ``bf_at`` (per class), from the same predictions.
     """
     from tqdm import tqdm
 
@@ -45,7 +47,9 @@ def evaluate(
     model.eval()
     k, ignore = dataset.num_classes, dataset.ignore_index
     cm = ConfusionMatrix(k, ignore, device)
-    bf = BoundaryFScore(k, boundary_tolerance, ignore, device)
+    tolerances = ([boundary_tolerance] if isinstance(boundary_tolerance, int)
+                  else list(boundary_tolerance))
+    bfs = [BoundaryFScore(k, t, ignore, device) for t in tolerances]
     n = len(dataset) if limit is None else min(limit, len(dataset))
     indices = range(info.rank, n, info.world_size)
     for i in tqdm(indices, desc="eval", disable=not (progress and info.is_main), leave=False):
@@ -55,8 +59,15 @@ def evaluate(
         pred = probs.argmax(1)
         target = label[None].to(device)
         cm.update(pred, target)
-        bf.update(pred, target)
+        for bf in bfs:
+            bf.update(pred, target)
     if info.enabled:
         cm.reduce()
-        bf.reduce()
-    return {**cm.compute(), **bf.compute(), "images": n, "pixels": int(cm.mat.sum())}
+        for bf in bfs:
+            bf.reduce()
+    boundary = [bf.compute() for bf in bfs]
+    res = {**cm.compute(), **boundary[0], "images": n, "pixels": int(cm.mat.sum())}
+    if len(bfs) > 1:
+        res["mbf_at"] = {str(t): b["mbf"] for t, b in zip(tolerances, boundary, strict=True)}
+        res["bf_at"] = {str(t): b["bf"] for t, b in zip(tolerances, boundary, strict=True)}
+    return res

@@ -173,7 +173,8 @@ class Trainer:
         cfg = self.cfg
         model = create_model(cfg.model, self.train_set.num_classes, cfg.pretrained_backbone,
                              aux=True, **cfg.model_kwargs)
-        self.init_report = weights.init_from(model, cfg.init_from) if cfg.init_from else None
+        self.init_report = (weights.init_from(model, cfg.init_from, cfg.init_parts)
+                            if cfg.init_from else None)
         self.frozen = weights.freeze(model, cfg.freeze) if cfg.freeze else []
         self.aux_weights = cfg.aux_weights if cfg.aux_weights is not None else model.aux_weights
         model.to(self.device)

@@ -24,8 +24,12 @@ from ..errors import ConfigError
 from .checkpoint import load_checkpoint
 
 
-def init_from(model: nn.Module, path: str | Path) -> dict[str, list[str]]:
+def init_from(model: nn.Module, path: str | Path,
+              parts: str | None = None) -> dict[str, list[str]]:
     """Copy the matching tensors of the rtseg checkpoint ``path`` into ``model``.
+
+    ``parts`` (comma-separated top-level names, e.g. ``"backbone"``) limits the copy to those
+    parts of the model; the others keep their initialisation.
 
     Returns:
         ``{"copied": [name, ...], "skipped": ["name (reason)", ...], "unused": [name, ...]}``:
@@ -34,10 +38,13 @@ def init_from(model: nn.Module, path: str | Path) -> dict[str, list[str]]:
     """
     theirs = load_checkpoint(path)["model"]
     own = model.state_dict()
+    wanted = _parts(model, parts) if parts else None
     copied, skipped = [], []
     for name, tensor in own.items():
         src = theirs.get(name)
-        if src is None:
+        if wanted is not None and name.split(".")[0] not in wanted:
+            skipped.append(f"{name} (not in init_parts)")
+        elif src is None:
             skipped.append(f"{name} (not in the checkpoint)")
         elif src.shape != tensor.shape:
             skipped.append(f"{name} (shape {tuple(src.shape)} in the checkpoint, "
@@ -61,6 +68,17 @@ def summarize(report: dict[str, list[str]], path: str | Path) -> str:
     return "\n".join(lines)
 
 
+def _parts(model: nn.Module, parts: str) -> list[str]:
+    """The comma-separated top-level part names, checked against the model's children."""
+    names = [p.strip() for p in parts.split(",") if p.strip()]
+    children = [n for n, _ in model.named_children()]
+    for name in names:
+        if name not in children:
+            raise ConfigError(f"the model has no part {name!r}; its parts: "
+                              + ", ".join(children))
+    return names
+
+
 def _keep_eval(module: nn.Module, args: Any) -> None:
     module.training = False
 
@@ -71,12 +89,9 @@ def freeze(model: nn.Module, parts: str) -> list[str]:
     Raises:
         ConfigError: a part the model does not have (the message lists the ones it has).
     """
-    names = [p.strip() for p in parts.split(",") if p.strip()]
     children = dict(model.named_children())
+    names = _parts(model, parts)
     for name in names:
-        if name not in children:
-            raise ConfigError(f"freeze: the model has no part {name!r}; its parts: "
-                              + ", ".join(children))
         part = children[name]
         part.requires_grad_(False)
         for module in part.modules():

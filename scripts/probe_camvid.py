@@ -1,0 +1,243 @@
+"""The upsamplers on a shared, trained backbone: CamVid, two stages, one command, resumable.
+
+Stage 1 trains ``fpn_r18_bilinear`` on CamVid train for several thousand iterations (the recipe
+below: the best this 2-core CPU affords), from scratch. Stage 2 puts a fresh decoder with each
+upsampler (``fpn_r18_<up>``: bilinear, gai, fast_attention, ifa, gum) on stage 1's best
+backbone (``init_from`` + ``init_parts=backbone``), freezes the backbone (``freeze=backbone``)
+and trains only the decoder, same recipe and budget, for every seed. A fine-tuning variant
+trains bilinear and the best stage-2 upsampler with the backbone unfrozen at 0.1× the learning
+rate. Every run is evaluated on the 233 test frames (mIoU, per-class IoU, boundary F at 1, 2
+and 3 px); the five ``fpn_r18`` models are timed in one interleaved ``rtseg bench`` run; the
+report gives the tables with the seed spread, the difference to bilinear, and a figure of
+boundary crops (test-frame windows around poles and sign edges) per upsampler.
+
+Every run lives in ``OUT/<name>/`` and resumes exactly (``last.pt``): re-run the same command
+to continue after a stop. Finished runs (``metrics_test.json``) are skipped::
+
+    python scripts/probe_camvid.py --out runs/probe_camvid            # everything
+    python scripts/probe_camvid.py --stage1-only                      # the CamVid model alone
+    python scripts/probe_camvid.py --report-only                      # tables of what exists
+    python scripts/probe_camvid.py --time-step                        # full vs decoder-only step
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import torch  # noqa: E402
+from study_camvid import by_seed, spread, verdict  # noqa: E402
+
+import rtseg  # noqa: E402
+
+UPSAMPLERS = ["bilinear", "gai", "fast_attention", "ifa", "gum"]
+THIN = ["Pole", "SignSymbol", "Pedestrian", "Bicyclist"]
+TOLERANCES = (1, 2, 3)
+STAGE1 = "stage1_fpn_r18_bilinear"
+# The recipe of both stages (configs/camvid/fpn_r18_bilinear.yaml overridden by these):
+# random 240×320 crops of the 480×360 frames, scale 0.5–2, flip, jitter, batch 8, SGD lr 0.02
+# with 200 warm-up iterations and poly decay, OHEM keeping at least crop/16 pixels per crop,
+# bf16 autocast (2× faster on this CPU's AVX-512 BF16), best checkpoint on val.
+RECIPE = {"lr": 0.02, "warmup_iters": 200, "amp": True, "log_interval": 20}
+
+
+def recipe(args: argparse.Namespace) -> dict[str, Any]:
+    h, w = args.crop
+    return {**RECIPE, "crop_size": [h, w], "batch_size": args.batch, "workers": args.workers,
+            "ohem_min_kept": h * w // 16}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "camvid"))
+    p.add_argument("--out", default="runs/probe_camvid")
+    p.add_argument("--stage1-iters", type=int, default=5000)
+    p.add_argument("--iters", type=int, default=1000, help="stage-2 iterations per run")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    p.add_argument("--upsamplers", nargs="+", default=UPSAMPLERS, choices=UPSAMPLERS)
+    p.add_argument("--crop", nargs=2, type=int, default=[240, 320], metavar=("H", "W"))
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--bench-iters", type=int, default=20)
+    p.add_argument("--no-bench", action="store_true", help="keep an earlier run's timings")
+    p.add_argument("--stage1-only", action="store_true")
+    p.add_argument("--report-only", action="store_true", help="train nothing; report")
+    p.add_argument("--time-step", action="store_true",
+                   help="time a full and a decoder-only training step, interleaved, and exit")
+    return p.parse_args(argv)
+
+
+def run_one(name: str, values: dict[str, Any], args: argparse.Namespace) -> dict | None:
+    """Train (or resume) ``OUT/name`` with ``values``, then evaluate best.pt on test; cached."""
+    run = Path(args.out) / name
+    metrics = run / "metrics_test.json"
+    if metrics.is_file():
+        return json.loads(metrics.read_text())
+    if args.report_only:
+        return None
+    resume = run if (run / "last.pt").is_file() else None
+    config = run / "config.yaml" if resume else ROOT / "configs/camvid/fpn_r18_bilinear.yaml"
+    overrides = {} if resume else {**recipe(args), **values, "data_root": args.data,
+                                   "out_dir": args.out, "run_name": name,
+                                   "device": args.device}
+    rtseg.train(config, resume=resume, **overrides)
+    res = rtseg.evaluate(run / "best.pt", data=args.data, split="test", device=args.device,
+                         tolerance=TOLERANCES)
+    metrics.write_text(json.dumps(res, indent=2))
+    return res
+
+
+def stage2_values(up: str, seed: int, args: argparse.Namespace, finetune: bool) -> dict:
+    best = str(Path(args.out) / STAGE1 / "best.pt")
+    values = {"model": f"fpn_r18_{up}", "seed": seed, "iters": args.iters,
+              "eval_interval": max(args.iters // 4, 1), "ckpt_interval": 100,
+              "warmup_iters": min(200, args.iters // 10), "init_from": best,
+              "init_parts": "backbone"}
+    values.update({"backbone_lr_mult": 0.1} if finetune else {"freeze": "backbone"})
+    return values
+
+
+def latency(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Median latency of the five fpn_r18 models at 360×480, batch 1, one interleaved run."""
+    from rtseg.bench import benchmark
+
+    models = [f"fpn_r18_{u}" for u in args.upsamplers]
+    rows = benchmark(models, size=(360, 480), batch=1, device=args.device, num_classes=11,
+                     iters=args.bench_iters, compare=True, reference=False)
+    return {r["name"]: r for r in rows}
+
+
+def time_step(args: argparse.Namespace, steps: int = 6) -> None:
+    """Seconds per training step of fpn_r18_gai, whole network vs frozen backbone."""
+    from rtseg.engine import weights
+    from rtseg.losses import build_loss
+
+    x, y = torch.randn(8, 3, 240, 320), torch.randint(0, 11, (8, 240, 320))
+    nets = {"full": rtseg.create_model("fpn_r18_gai", 11),
+            "frozen backbone": rtseg.create_model("fpn_r18_gai", 11)}
+    weights.freeze(nets["frozen backbone"], "backbone")
+    loss = build_loss("ohem", (0.4, 0.4), min_kept=4800 * 8)
+    opts = {k: torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.01)
+            for k, m in nets.items()}
+    times: dict[str, list[float]] = {k: [] for k in nets}
+    for i in range(steps + 1):
+        for k, m in nets.items():
+            m.train()
+            t = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out = m(x)
+            value, _ = loss((out[0].float(), [a.float() for a in out[1]]), y)
+            opts[k].zero_grad()
+            value.backward()
+            opts[k].step()
+            if i:  # the first round warms up
+                times[k].append(time.perf_counter() - t)
+    full = statistics.median(times["full"])
+    for k, v in times.items():
+        print(f"{k}: {statistics.median(v):.3f} s/step (median of {steps}, batch 8, 240×320, "
+              f"bf16, {torch.get_num_threads()} threads) = {statistics.median(v) / full:.2f}×")
+
+
+def table(results: dict[str, list[dict]], speed: dict[str, dict], classes: list[str]) -> list[str]:
+    lines = ["| run | seeds | mIoU | BF@1 | BF@2 | BF@3 | " + " | ".join(THIN)
+             + " | latency (ms) |", "|---|---|---|---|---|---|" + "---|" * len(THIN) + "---|"]
+    for name, runs in results.items():
+        bfs = [spread([r["mbf_at"][str(t)] for r in runs]) for t in TOLERANCES]
+        thin = [spread([r["iou"][classes.index(c)] for r in runs]) for c in THIN]
+        model = runs[0].get("model", "")
+        ms = speed.get(model, {}).get("median_ms")
+        lines.append(f"| {name} | {len(runs)} | {spread([r['miou'] for r in runs])} | "
+                     + " | ".join(bfs) + " | " + " | ".join(thin)
+                     + f" | {'' if ms is None else f'{ms:.1f}'} |")
+    return lines
+
+
+def report(results: dict[str, list[dict]], speed: dict[str, dict]) -> str:
+    classes = next(iter(results.values()))[0]["classes"]
+    lines = ["Figures are mean (min–max over seeds) in %; BF@k is the boundary F-score with a "
+             "k-pixel tolerance, averaged over classes.", ""] + table(results, speed, classes)
+    base = results.get("frozen bilinear")
+    others = [n for n in results if n.startswith("frozen ") and n != "frozen bilinear"]
+    if base and others:
+        lines += ["", "Frozen backbone, difference to bilinear in points:", "",
+                  "| upsampler | Δ mIoU | by seed | Δ BF@1 | Δ BF@2 | Δ BF@3 |",
+                  "|---|---|---|---|---|---|"]
+        for n in others:
+            deltas = []
+            for t in TOLERANCES:
+                for r in results[n] + base:
+                    r[f"bf{t}"] = r["mbf_at"][str(t)]
+                deltas.append(verdict(results[n], base, f"bf{t}"))
+            lines.append(f"| {n.split(' ', 1)[1]} | {verdict(results[n], base, 'miou')} | "
+                         f"{by_seed(results[n], base, 'miou')} | " + " | ".join(deltas) + " |")
+    lines += ["", "Per-class IoU (%), seed mean:", "",
+              "| run | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes)]
+    for name, runs in results.items():
+        means = [statistics.fmean(r["iou"][k] for r in runs) for k in range(len(classes))]
+        lines.append(f"| {name} | " + " | ".join(f"{100 * v:.1f}" for v in means) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.time_step:
+        time_step(args)
+        return 0
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, list[dict]] = {}
+    stage1 = run_one(STAGE1, {"iters": args.stage1_iters, "eval_interval": 500,
+                              "ckpt_interval": 100}, args)
+    if stage1 is None:
+        print("stage 1 has not finished: nothing to report")
+        return 1
+    results["stage 1 (whole network, bilinear)"] = [dict(stage1, model="fpn_r18_bilinear")]
+    if args.stage1_only:
+        print(report(results, {}))
+        return 0
+    for finetune in (False, True):
+        ups = args.upsamplers if not finetune else _finetune_choice(results)
+        for seed in args.seeds:
+            for up in ups:
+                prefix = "finetune" if finetune else "frozen"
+                res = run_one(f"{prefix}_{up}_s{seed}", stage2_values(up, seed, args, finetune),
+                              args)
+                if res is not None:
+                    results.setdefault(f"{prefix} {up}", []).append(
+                        dict(res, seed=seed, model=f"fpn_r18_{up}"))
+    saved = out / "results.json"
+    if args.no_bench or args.report_only:
+        speed = json.loads(saved.read_text()).get("latency", {}) if saved.is_file() else {}
+    else:
+        speed = latency(args)
+    text = report(results, speed)
+    (out / "results.md").write_text(text)
+    saved.write_text(json.dumps({"args": vars(args), "runs": results, "latency": speed},
+                                indent=1, default=str))
+    from probe_figure import boundary_figure
+
+    boundary_figure(args, out / "boundary_crops.png")
+    print(text)
+    return 0
+
+
+def _finetune_choice(results: dict[str, list[dict]]) -> list[str]:
+    """Bilinear and the upsampler with the best mean frozen-backbone mIoU (if not bilinear)."""
+    frozen = {n.split(" ", 1)[1]: statistics.fmean(r["miou"] for r in runs)
+              for n, runs in results.items() if n.startswith("frozen ")}
+    best = max((u for u in frozen if u != "bilinear"), key=frozen.get, default=None)
+    return ["bilinear"] + ([best] if best else [])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
