@@ -102,6 +102,10 @@ def evaluate(
         raise UsageError(f"cannot evaluate a {type(model_or_path).__name__}; give a checkpoint "
                          "path, a Segmenter or a model")
     ds = _dataset_for(ckpt_cfg, data, dataset, split)
+    k = ckpt["num_classes"] if checkpoint else _output_classes(model_or_path)
+    if k is not None and k != ds.num_classes:
+        raise UsageError(f"{checkpoint or 'the model'} predicts {k} classes but the "
+                         f"{type(ds).__name__} data has {ds.num_classes}")
     dev = next(model.parameters()).device
     t0 = time.perf_counter()
     res = _evaluate(model, ds, dev, mode=mode, crop=crop, stride=stride, scales=scales,
@@ -110,6 +114,13 @@ def evaluate(
                classes=ds.classes, seconds=time.perf_counter() - t0, mode=mode,
                scales=list(scales), flip=flip, tolerance=tolerance)
     return res
+
+
+def _output_classes(model: Segmenter | nn.Module) -> int | None:
+    """The number of classes a Segmenter or model predicts, where it is known."""
+    if isinstance(model, Segmenter):
+        return model.num_classes
+    return None
 
 
 def train(

@@ -35,3 +35,15 @@ class InputNotFoundError(RtsegError, FileNotFoundError):
 
 class UsageError(RtsegError, ValueError):
     """An argument combination or value that a command cannot honour."""
+
+
+class TrainingError(RtsegError, RuntimeError):
+    """Training cannot go on (a NaN or infinite loss); the last checkpoint is intact."""
+
+
+class RunInterrupted(RtsegError):
+    """A run stopped by SIGINT or SIGTERM after writing ``last.pt``; ``signum`` says which."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum

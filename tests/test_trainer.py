@@ -13,6 +13,7 @@ from rtseg.engine.checkpoint import load_checkpoint, save_atomic
 from rtseg.engine.config import load_config, make_config
 from rtseg.engine.evaluate import evaluate
 from rtseg.engine.trainer import build_data, poly_lambda, train
+from rtseg.errors import CheckpointError
 
 TINY = dict(model="fpn_r18_bilinear", dataset="synthetic", synthetic_size=[32, 48],
             crop_size=[32, 48], synthetic_train_images=12, synthetic_val_images=3, batch_size=4,
@@ -95,7 +96,7 @@ def test_atomic_save_keeps_old_file_on_failure(tmp_path):
         def __reduce__(self):
             raise RuntimeError("disk full")
 
-    with pytest.raises(RuntimeError, match="disk full"):
+    with pytest.raises(CheckpointError, match="ck.pt: cannot write checkpoint.*disk full"):
         save_atomic({"model": {}, "config": {}, "x": Boom()}, path)
     assert torch.equal(load_checkpoint(path)["model"]["w"], torch.ones(2))
     assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]  # no temporary left behind

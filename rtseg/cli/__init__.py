@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import RtsegError
-from . import bench, export, infer, info, train
+from ..errors import RtsegError, RunInterrupted
+from . import bench, data, export, infer, info, train
 
-COMMANDS = (info, train, infer, bench, export)
+COMMANDS = (info, train, infer, data, bench, export)
 
 
 class Parser(argparse.ArgumentParser):
@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.func(args)
+    except RunInterrupted as e:
+        print(f"rtseg {args.command}: {e}", file=sys.stderr)
+        return 128 + e.signum
     except RtsegError as e:
         message = str(e)
     except OSError as e:

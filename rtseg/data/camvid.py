@@ -47,10 +47,12 @@ class CamVid(FilePairDataset):
     ignore_index = IGNORE_INDEX
 
     def __init__(
-        self, root: PathLike, split: str = "train", transform: Transform | None = None
+        self, root: PathLike, split: str = "train", transform: Transform | None = None,
+        strict: bool = True,
     ) -> None:
         if split not in SPLITS:
-            raise ValueError(f"unknown CamVid split {split!r}; use one of {SPLITS}")
+            raise DataError(f"unknown CamVid split {split!r}; use one of {SPLITS}")
+        self.strict, self.problems = strict, []
         self.root = require_dir(root, "CamVid root")
         self.split = split
         self.transform = transform
@@ -67,14 +69,15 @@ class CamVid(FilePairDataset):
         image_names = {p.name for p in images}
         for label_path in sorted_glob(label_dir, "*.png"):
             if label_path.name not in image_names:
-                raise DataError(
+                self._problem(
                     f"{label_path}: label without image; missing {image_dir / label_path.name}"
                 )
         samples = []
         for image_path in images:
             label_path = label_dir / image_path.name
             if not label_path.is_file():
-                raise DataError(f"{image_path}: image without label; missing {label_path}")
+                self._problem(f"{image_path}: image without label; missing {label_path}")
+                continue
             samples.append((image_path, label_path))
         return samples
 

@@ -132,11 +132,13 @@ class Cityscapes(SegmentationDataset):
         split: str = "train",
         transform: Transform | None = None,
         label_type: str = "auto",
+        strict: bool = True,
     ) -> None:
         if split not in SPLITS:
-            raise ValueError(f"unknown Cityscapes split {split!r}; use one of {SPLITS}")
+            raise DataError(f"unknown Cityscapes split {split!r}; use one of {SPLITS}")
         if label_type not in LABEL_TYPES:
-            raise ValueError(f"unknown label_type {label_type!r}; use one of {LABEL_TYPES}")
+            raise DataError(f"unknown label_type {label_type!r}; use one of {LABEL_TYPES}")
+        self.strict, self.problems = strict, []
         self.root = require_dir(root, "Cityscapes root")
         self.split = split
         self.transform = transform
@@ -170,7 +172,8 @@ class Cityscapes(SegmentationDataset):
             if not label_path.is_file():
                 wanted = {"trainIds": train_ids, "labelIds": label_ids}.get(self.label_type)
                 missing = str(wanted) if wanted else f"{train_ids} or {label_ids}"
-                raise DataError(f"{image_path}: image without label; missing {missing}")
+                self._problem(f"{image_path}: image without label; missing {missing}")
+                continue
             samples.append((image_path, label_path, is_train_ids))
         return samples
 

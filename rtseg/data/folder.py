@@ -188,7 +188,9 @@ class FolderDataset(FilePairDataset):
         images: str = "images",
         masks: str = "masks",
         classes_file: PathLike | None = None,
+        strict: bool = True,
     ) -> None:
+        self.strict, self.problems = strict, []
         self.root = require_dir(root, "data set root")
         self.split = split
         self.transform = transform
@@ -209,14 +211,14 @@ class FolderDataset(FilePairDataset):
                     return folder / candidate
         raise DataError(f"{base}: no class file; expected one of {', '.join(CLASS_FILES)}")
 
-    @staticmethod
-    def _pair(image_dir: Path, mask_dir: Path) -> list[tuple[Path, Path]]:
+    def _pair(self, image_dir: Path, mask_dir: Path) -> list[tuple[Path, Path]]:
         images: dict[str, Path] = {}
         for path in sorted(image_dir.iterdir()):
             if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
                 if path.stem in images:
-                    raise DataError(f"{path}: two images with stem {path.stem!r} "
-                                    f"(also {images[path.stem]})")
+                    self._problem(f"{path}: two images with stem {path.stem!r} "
+                                  f"(also {images[path.stem]})")
+                    continue
                 images[path.stem] = path
         masks: dict[str, Path] = {}
         for path in sorted(mask_dir.iterdir()):
@@ -225,15 +227,16 @@ class FolderDataset(FilePairDataset):
             if path.suffix.lower() == ".png":
                 masks[path.stem] = path
             elif path.suffix.lower() in IMAGE_SUFFIXES:
-                raise DataError(f"{path}: masks must be PNG (lossless), not {path.suffix}")
+                self._problem(f"{path}: masks must be PNG (lossless), not {path.suffix}")
         if not images:
             raise DataError(f"{image_dir}: no images ({', '.join(IMAGE_SUFFIXES)})")
         for stem, path in masks.items():
             if stem not in images:
-                raise DataError(f"{path}: mask without image; no {stem}.* in {image_dir}")
+                self._problem(f"{path}: mask without image; no {stem}.* in {image_dir}")
         samples = []
         for stem, path in images.items():
             if stem not in masks:
-                raise DataError(f"{path}: image without mask; missing {mask_dir / stem}.png")
+                self._problem(f"{path}: image without mask; missing {mask_dir / stem}.png")
+                continue
             samples.append((path, masks[stem]))
         return samples

@@ -7,6 +7,7 @@ of a shape error deep inside the model.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,40 +32,98 @@ class DataError(RtsegError, ValueError):
     """A data file or folder is missing, unreadable or inconsistent; the message names it."""
 
 
+# Decoded size limit: Pillow's own default (89 478 485 pixels, 43 Cityscapes frames). A header
+# that claims more is refused before any pixel is decoded (a decompression bomb otherwise).
+MAX_PIXELS = 89_478_485
+_16_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
+
+
 def _open_checked(path: PathLike, what: str) -> Image.Image:
-    """Open ``path`` with PIL, verify its structure and decode it fully."""
+    """Open ``path`` with PIL, check its size, verify its structure and decode it fully.
+
+    Any failure of the decoder on a corrupt file (Pillow raises OSError, SyntaxError,
+    ValueError, EOFError, struct.error, IndexError… depending on the format and the damage)
+    becomes a :class:`DataError` naming the file.
+    """
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: missing {what} file")
     if not path.is_file():
         raise DataError(f"{path}: {what} path is not a file")
     try:
-        # verify() walks the file structure (PNG chunk CRCs, truncation) without decoding;
-        # it leaves the image unusable, so the file is opened again and decoded by load(),
-        # which catches corrupt pixel data that verify() can not see.
-        with Image.open(path) as probe:
-            probe.verify()
-        image = Image.open(path)
-        image.load()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise DataError(f"{path}: unreadable or truncated {what} image ({err})") from err
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # verify() walks the file structure (PNG chunk CRCs, truncation) without decoding;
+            # it leaves the image unusable, so the file is opened again and decoded by load(),
+            # which catches corrupt pixel data that verify() can not see.
+            with Image.open(path) as probe:
+                _check_size(probe, path, what)
+                probe.verify()
+            image = Image.open(path)
+            _check_size(image, path, what)
+            image.load()
+    except DataError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise DataError(f"{path}: {what} file too large to decode safely ({err})") from None
+    except MemoryError:
+        raise DataError(f"{path}: {what} image too large for the memory") from None
+    except Exception as err:  # noqa: BLE001 - a corrupt file may break the decoder anywhere
+        raise DataError(f"{path}: unreadable or truncated {what} file "
+                        f"({type(err).__name__}: {err})") from None
     return image
+
+
+def worker_message(err: Exception) -> str:
+    """The message of an error re-raised by a DataLoader worker, without the worker's traceback.
+
+    PyTorch re-raises a worker's exception with the text "Caught X in DataLoader worker …
+    Original Traceback …"; its last line is ``module.X: <the original message>``.
+    """
+    text = str(err)
+    if "Original Traceback" not in text:
+        return text
+    last = [line for line in text.strip().splitlines() if line.strip()][-1]
+    name = f"{type(err).__module__}.{type(err).__name__}: "
+    for prefix in (name, f"{type(err).__name__}: "):
+        if last.startswith(prefix):
+            return last[len(prefix):]
+    return last
+
+
+def _check_size(image: Image.Image, path: Path, what: str) -> None:
+    w, h = image.size
+    if w < 1 or h < 1:
+        raise DataError(f"{path}: {what} file has an empty size {w}×{h}")
+    if w * h > MAX_PIXELS:
+        raise DataError(f"{path}: {what} file is {w}×{h} = {w * h:,} pixels, more than the "
+                        f"{MAX_PIXELS:,} rtseg decodes (rtseg.data.io.MAX_PIXELS)")
 
 
 def read_image(path: PathLike) -> torch.Tensor:
     """Read an image file as RGB.
 
-    Palette, grey, RGBA (alpha dropped) and other PIL modes are converted to RGB.
+    Palette, grey, RGBA (alpha dropped), CMYK and other PIL modes are converted to RGB;
+    16-bit grey images are scaled to 8 bits (value >> 8).
 
     Returns:
         uint8 tensor 3×H×W.
 
     Raises:
-        DataError: missing file, or a file PIL can not read completely (corrupt or truncated).
+        DataError: missing file, a file PIL can not read completely (corrupt or truncated), an
+            image too large to decode safely, or one with floating-point or 32-bit values.
     """
     with _open_checked(path, "image") as image:
-        rgb = image if image.mode == "RGB" else image.convert("RGB")
-        array = np.array(rgb, dtype=np.uint8)
+        if image.mode in _16_BIT_MODES:
+            grey = (np.array(image).astype(np.uint32) >> 8).astype(np.uint8)
+            array = np.repeat(grey[..., None], 3, axis=2)
+        elif image.mode in ("I", "F"):
+            kind = "32-bit integer" if image.mode == "I" else "floating-point"
+            raise DataError(f"{path}: image has {kind} values (mode {image.mode}); "
+                            "save it as 8-bit RGB")
+        else:
+            rgb = image if image.mode == "RGB" else image.convert("RGB")
+            array = np.array(rgb, dtype=np.uint8)
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
@@ -168,13 +227,24 @@ class SegmentationDataset(Dataset):
       generator is ``torch.Generator().manual_seed(seed)``, so a sample is reproducible in
       any worker process; a bare index seeds the generator from the global torch RNG.
 
-    Subclasses implement ``__len__``, ``name`` and ``load``.
+    Subclasses implement ``__len__``, ``name`` and ``load``, take ``strict`` and report
+    pairing problems through :meth:`_problem`.
     """
 
     classes: list[str]
     palette: list[tuple[int, int, int]]
     ignore_index: int = 255
     transform: Transform | None = None
+    # strict=False (``rtseg check-data``): a sample whose files do not pair up is left out and
+    # its problem kept in ``problems`` instead of raising, so one scan reports them all.
+    strict: bool = True
+    problems: list[str]
+
+    def _problem(self, message: str) -> None:
+        """Raise :class:`DataError` (strict), or keep ``message`` and go on."""
+        if self.strict:
+            raise DataError(message)
+        self.problems.append(message)
 
     @property
     def num_classes(self) -> int:

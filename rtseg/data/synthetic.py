@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .io import SegmentationDataset, Transform
+from .io import DataError, SegmentationDataset, Transform
 
 SYNTHETIC_CLASSES = ["road", "sidewalk", "building", "vegetation", "sky", "pole", "sign", "car"]
 # The Cityscapes colours of the same classes.
@@ -423,10 +423,10 @@ class Synthetic(SegmentationDataset):
         transform: Transform | None = None,
     ) -> None:
         if split not in SPLITS:
-            raise ValueError(f"unknown synthetic split {split!r}; use one of {list(SPLITS)}")
+            raise DataError(f"unknown synthetic split {split!r}; use one of {list(SPLITS)}")
         height, width = (int(v) for v in size)
         if height < 8 or width < 8:
-            raise ValueError(f"synthetic images need H, W >= 8, got {size}")
+            raise DataError(f"synthetic images need H, W >= 8, got {size}")
         self.split = split
         self.num_images = DEFAULT_NUM_IMAGES[split] if num_images is None else int(num_images)
         if self.num_images < 0:

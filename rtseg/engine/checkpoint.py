@@ -9,8 +9,11 @@ would run code when unpickled is refused before anything in it runs.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pickle
 import random
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -38,10 +41,19 @@ def save_atomic(obj: dict[str, Any], path: str | Path) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:  # a full disk, a file-size limit, a lost mount
+        _remove(tmp)
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: cannot write checkpoint ({first}); the previous "
+                              f"{path.name}, if any, is unchanged") from err
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _remove(tmp)
         raise
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -51,8 +63,17 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise InputNotFoundError(f"{path}: checkpoint not found")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL (\S+)", str(e))
+        raise CheckpointError(
+            f"{path}: cannot read checkpoint: it holds a pickled object"
+            + (f" ({found.group(1)})" if found else "") + " that only running code could "
+            "rebuild, and was refused unread (rtseg checkpoints hold tensors and plain values)"
+        ) from None
     except Exception as e:  # noqa: BLE001 - truncated or foreign files
-        raise CheckpointError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e})") from None
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise CheckpointError(f"{path}: cannot read checkpoint ({type(e).__name__}: {first})"
+                              ) from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise CheckpointError(f"{path}: not an rtseg checkpoint (needs 'model' and 'config')")
     fmt = ckpt.get("format", 1)

@@ -10,10 +10,19 @@ package (``pip install "rtseg[tensorboard]"``).
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+
+
+def _iter_of(line: str) -> float:
+    """The ``iter`` of a log line; infinity for a torn line (a kill mid-write), so it goes."""
+    try:
+        return int(json.loads(line).get("iter", 0))
+    except (ValueError, AttributeError, TypeError):
+        return math.inf
 
 
 class RunLog:
@@ -39,6 +48,15 @@ class RunLog:
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     self.writer.add_scalar(f"{kind}/{name}", value, iter)
             self.writer.flush()
+
+    def truncate_after(self, iteration: int) -> None:
+        """Drop rows logged after ``iteration`` (a resumed run replays them)."""
+        if not self.enabled or not self.path.is_file():
+            return
+        lines = self.path.read_text().splitlines()
+        kept = [line for line in lines if line.strip() and _iter_of(line) <= iteration]
+        if len(kept) != len(lines):
+            self.path.write_text("".join(line + "\n" for line in kept))
 
     def close(self) -> None:
         if self.writer is not None:

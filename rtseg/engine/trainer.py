@@ -18,9 +18,12 @@ Run folder: ``config.yaml``, ``log.jsonl`` (one JSON object per logged step or e
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,9 +37,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from .. import create_model
-from ..data import SegmentationDataset, build_dataset
+from ..data import DataError, SegmentationDataset, build_dataset
+from ..data.io import worker_message
 from ..data.transforms import eval_transforms, train_transforms
-from ..errors import ConfigError
+from ..errors import ConfigError, RunInterrupted, TrainingError
 from ..losses import build_loss
 from ..utils import autocast
 from . import distributed, weights
@@ -153,6 +157,7 @@ class Trainer:
         if resume and (self.out / "last.pt").is_file():
             self._restore(self.out / "last.pt")
         self.log = RunLog(self.out / "log.jsonl", info.is_main, cfg.tensorboard)
+        self.log.truncate_after(self.it)  # rows of iterations a kill lost are replayed
 
     # ---- building
 
@@ -201,6 +206,8 @@ class Trainer:
         if not self.info.is_main:
             return
         self.out.mkdir(parents=True, exist_ok=True)
+        for stale in self.out.glob(".*.pt.*.tmp"):  # a checkpoint write a kill interrupted
+            stale.unlink(missing_ok=True)
         (self.out / "config.yaml").write_text(
             yaml.safe_dump(_plain(self.cfg.to_dict()), sort_keys=False))
         if self.init_report is not None:
@@ -231,8 +238,26 @@ class Trainer:
                         desc=cfg.model, dynamic_ncols=True)
         self.ddp.train()
         self._t_last, self._seen = time.perf_counter(), 0
-        while self.it < cfg.iters and self.it != stop_at:
-            epoch, start = divmod(self.it, self.iters_per_epoch)
+        try:
+            with self._signals():
+                while self.it < cfg.iters and self.it != stop_at and not self._stop_signal:
+                    self._epoch(stop_at)
+            if self._stop_signal:
+                self._interrupted()
+        finally:  # an error message then starts on a line of its own
+            self.bar.close()
+            self.log.close()
+        if self.info.is_main and self.it >= cfg.iters:
+            from .plot import plot_log
+
+            plot_log(self.out / "log.jsonl", self.out / "plot.png")
+        return self.out
+
+    def _epoch(self, stop_at: int | None) -> None:
+        """The rest of the current epoch, up to ``cfg.iters``, ``stop_at`` or a signal."""
+        cfg = self.cfg
+        epoch, start = divmod(self.it, self.iters_per_epoch)
+        try:
             for images, labels in self._loader(epoch, start):
                 loss, parts = self._step(images, labels)
                 self.it += 1
@@ -243,15 +268,52 @@ class Trainer:
                     self._validate()
                 if self.it % cfg.ckpt_interval == 0 or self.it in (cfg.iters, stop_at):
                     self._checkpoint(self.out / "last.pt")
-                if self.it >= cfg.iters or self.it == stop_at:
+                if self.it >= cfg.iters or self.it == stop_at or self._signalled():
                     break
-        self.bar.close()
-        self.log.close()
-        if self.info.is_main and self.it >= cfg.iters:
-            from .plot import plot_log
+        except DataError as e:  # from a loader worker: its message, not its traceback
+            raise DataError(worker_message(e)) from None
+        except RuntimeError:
+            if not self._stop_signal:  # a Ctrl-C also stops the loader's workers
+                raise
 
-            plot_log(self.out / "log.jsonl", self.out / "plot.png")
-        return self.out
+    @contextlib.contextmanager
+    def _signals(self):
+        """SIGINT/SIGTERM set a flag: the run stops after the current step with last.pt
+        written. A second signal acts at once (the previous handler)."""
+        self._stop_signal = 0
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+        def handler(signum, frame):
+            self._stop_signal = signum
+            for s, h in saved.items():
+                signal.signal(s, h)
+
+        for s in saved:
+            signal.signal(s, handler)
+        try:
+            yield
+        finally:
+            for s, h in saved.items():
+                signal.signal(s, h)
+
+    def _signalled(self) -> bool:
+        """Whether any process got a stop signal (agreed over DDP ranks every step)."""
+        if not self.info.enabled:
+            return bool(self._stop_signal)
+        flag = torch.tensor([self._stop_signal], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        self._stop_signal = int(flag.item())
+        return bool(self._stop_signal)
+
+    def _interrupted(self) -> None:
+        self._checkpoint(self.out / "last.pt")
+        name = signal.Signals(self._stop_signal).name
+        raise RunInterrupted(f"stopped by {name} at iteration {self.it}; {self.out / 'last.pt'} "
+                             f"written: continue with rtseg train --resume {self.out}",
+                             self._stop_signal)
 
     def _loader(self, epoch: int, start: int) -> DataLoader:
         cfg = self.cfg
@@ -277,7 +339,10 @@ class Trainer:
         self.scheduler.step()
         value = loss.item()
         if not math.isfinite(value):
-            raise FloatingPointError(f"loss is {value} at iteration {self.it + 1}")
+            raise TrainingError(
+                f"loss is {value} at iteration {self.it + 1}; stopped without saving it "
+                f"({self.out / 'last.pt'} is unchanged): lower lr, add warmup_iters, or check "
+                "the data")
         return value, parts
 
     def _log_train(self, epoch: int, loss: float, parts: dict) -> None:

@@ -26,7 +26,6 @@ every choice below is ours; each states why.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..backbones import ResNet, resnet18
@@ -69,8 +68,11 @@ class GUN(SegmentationModel):
 
     def forward(self, x: torch.Tensor):
         high2, high3 = self._stem_to_layer2(x)
-        half = F.interpolate(x, scale_factor=0.5, mode="bilinear", align_corners=False,
-                             recompute_scale_factor=False)
+        # The half-size input by an explicit size (at least 1 pixel), not scale_factor=0.5:
+        # an input side of 1 px would give an empty image, and ONNX runtimes such as OpenCV
+        # DNN mishandle a traced scale factor. Both agree at even sizes.
+        h, w = x.shape[-2:]
+        half = resize(x, (max(h // 2, 1), max(w // 2, 1)))
         _, low3 = self._stem_to_layer2(half)
         low5 = self.backbone.layer4(self.backbone.layer3(low3))
         ctx = self.context(low5)
