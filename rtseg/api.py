@@ -28,16 +28,39 @@ from .segmenter import Segmenter
 from .utils import resolve_device
 
 
-def load(path: str | Path, device: str | torch.device = "auto", **options: Any) -> Segmenter:
-    """A :class:`Segmenter` for the rtseg checkpoint ``path`` (``best.pt``/``last.pt``).
+def load(path: str | Path, device: str | torch.device = "auto", backend: str = "auto",
+         threads: int | None = None, **options: Any) -> Segmenter:
+    """A :class:`Segmenter` for an rtseg checkpoint (``.pt``) or an exported ``.onnx`` file.
 
-    ``options`` set the default test-time options (``mode``, ``crop``, ``stride``, ``scales``,
-    ``flip``). Raises ``CheckpointError`` for a file that is not a readable rtseg checkpoint.
+    Args:
+        path: ``best.pt``/``last.pt`` of a run, or a file written by ``rtseg export --onnx``
+            (its metadata holds the classes, palette and normalisation).
+        device: for a checkpoint, ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``;
+            exported files run on the CPU.
+        backend: ``"torch"`` (checkpoints), ``"onnxruntime"`` or ``"openvino"`` (exported
+            files), or ``"auto"``: torch for a checkpoint, the first installed runtime of
+            :data:`rtseg.backends.AUTO_ORDER` for an exported file.
+        threads: intra-op threads of an exported file's runtime (default: the runtime's).
+        **options: the default test-time options (``mode``, ``crop``, ``stride``, ``scales``,
+            ``flip``).
+
+    Raises ``CheckpointError`` for a file that is not a readable rtseg checkpoint or export,
+    ``UsageError`` for a backend that is not installed or does not fit the file.
     """
-    dev = resolve_device(device)
-    model, ckpt = load_model(path, dev)
-    return Segmenter(model, ckpt["classes"], ckpt["palette"], dev, name=ckpt["config"]["model"],
-                     **options)
+    from . import backends
+
+    name = backends.pick_backend(path, backend)
+    if name == "torch":
+        dev = resolve_device(device)
+        model, ckpt = load_model(path, dev)
+        return Segmenter(model, ckpt["classes"], ckpt["palette"], dev,
+                         name=ckpt["config"]["model"], **options)
+    if resolve_device(device).type != "cpu" and device != "auto":
+        raise UsageError(f"{path}: exported files run on the CPU here, not {device}")
+    meta = backends.read_metadata(path)
+    model = backends.RUNTIMES[name](path, threads)
+    return Segmenter(model, meta["classes"], meta["palette"], "cpu", mean=meta["mean"],
+                     std=meta["std"], name=f"{meta['model']} ({name})", **options)
 
 
 def _dataset_for(ckpt_config: dict[str, Any] | None, data: Any, dataset: str | None,
@@ -69,6 +92,7 @@ def evaluate(
     stride: Sequence[int] | None = None,
     scales: Sequence[float] = (1.0,),
     flip: bool = False,
+    short_side: int | None = None,
     tolerance: int | Sequence[int] = 2,
     limit: int | None = None,
     progress: bool = True,
@@ -81,6 +105,8 @@ def evaluate(
             :class:`~rtseg.data.SegmentationDataset`, or None for the checkpoint's training data.
         split: the split to evaluate.
         mode, crop, stride, scales, flip: test-time options (see ``predict_logits``).
+        short_side: predict each image resized to this shorter side and score the prediction
+            resized back (ADE20K's protocol: ``short_side=512``); None: at its own size.
         tolerance: boundary F-score tolerance in pixels; several (``(1, 2, 3)``) add
             ``mbf_at``/``bf_at`` with one score per tolerance, the first being ``mbf``.
         limit: evaluate only the first ``limit`` images.
@@ -109,10 +135,11 @@ def evaluate(
     dev = next(model.parameters()).device
     t0 = time.perf_counter()
     res = _evaluate(model, ds, dev, mode=mode, crop=crop, stride=stride, scales=scales,
-                    flip=flip, boundary_tolerance=tolerance, progress=progress, limit=limit)
+                    flip=flip, short_side=short_side, boundary_tolerance=tolerance,
+                    progress=progress, limit=limit)
     res.update(split=split, dataset=type(ds).__name__.lower(), checkpoint=checkpoint,
                classes=ds.classes, seconds=time.perf_counter() - t0, mode=mode,
-               scales=list(scales), flip=flip, tolerance=tolerance)
+               scales=list(scales), flip=flip, short_side=short_side, tolerance=tolerance)
     return res
 
 

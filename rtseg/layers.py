@@ -13,9 +13,12 @@ from torch import nn
 
 
 def resize(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
-    """Bilinear resize of a B×C×h×w tensor to B×C×size, cell-centre convention."""
+    """Bilinear resize of a …×C×h×w tensor (B×C×h×w, or B×T×C×h×w clips) to …×C×size,
+    cell-centre convention."""
     if tuple(x.shape[-2:]) == tuple(size):
         return x
+    if x.dim() > 4:
+        return resize(x.flatten(0, x.dim() - 4), size).unflatten(0, x.shape[:-3])
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 

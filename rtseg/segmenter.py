@@ -22,7 +22,7 @@ from .utils import IMAGENET_MEAN, IMAGENET_STD, resolve_device
 
 ImageLike = Any  # np.ndarray H×W×3 uint8 | PIL.Image | str | Path | torch.Tensor (B×)3×H×W
 
-_OPTIONS = ("mode", "crop", "stride", "scales", "flip")
+_OPTIONS = ("mode", "crop", "stride", "scales", "flip", "short_side")
 
 
 class Segmenter:
@@ -60,6 +60,7 @@ class Segmenter:
         self.palette = [tuple(int(v) for v in c) for c in palette]
         self.mean, self.std = tuple(mean), tuple(std)
         self.options = self._check_options({"mode": "whole", "scales": (1.0,), **options})
+        self._state = None  # a temporal model's past frames (see stream)
 
     @property
     def num_classes(self) -> int:
@@ -96,7 +97,7 @@ class Segmenter:
     def _scores(self, x: torch.Tensor, options: dict[str, Any]) -> torch.Tensor:
         opts = self._check_options({**self.options, **options})
         single = (opts["mode"] == "whole" and list(opts["scales"]) == [1.0]
-                  and not opts.get("flip"))
+                  and not opts.get("flip") and opts.get("short_side") is None)
         if single:
             logits = self.model(x)
             if logits.shape[-2:] != x.shape[-2:]:
@@ -141,6 +142,26 @@ class Segmenter:
         mean = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1)
         return (x - mean) / std, batched, as_tensor
+
+    # ---- video
+
+    def reset(self) -> None:
+        """Forget the frames seen by :meth:`stream` (start of a new video)."""
+        self._state = None
+
+    @torch.no_grad()
+    def stream(self, frame: ImageLike) -> np.ndarray | torch.Tensor:
+        """Labels of the next video frame. A temporal model (FANet +Temp) attends over the
+        frames streamed before it (its state is kept here; :meth:`reset` between videos);
+        any other model predicts the frame alone. One whole-image pass, no test-time options.
+        """
+        if not getattr(self.model, "temporal", False):
+            return self(frame)
+        x, batched, as_tensor = self._prepare(frame)
+        logits, self._state = self.model.step(x, self._state)
+        labels = logits.argmax(1).cpu()
+        labels = labels if batched else labels[0]
+        return labels if as_tensor else labels.numpy().astype(np.uint8)
 
     # ---- pictures
 

@@ -128,6 +128,8 @@ def test_create_model_forwards_options():
     assert rtseg.create_model("gun", 3, guidance="large_rf").gum.guidance == "large_rf"
     deeper = rtseg.create_model("fpn_r18_bilinear", 3, backbone="resnet34")
     assert len(deeper.backbone.layer3) == 6
+    with pytest.raises(ConfigError, match="4-level backbone; 'dfnetv2' has 3 levels"):
+        rtseg.create_model("fpn_r18_bilinear", 3, backbone="dfnetv2")
     with pytest.raises(UnknownNameError, match="'fanet18' has no option 'foo'; its options: mean"):
         rtseg.create_model("fanet18", 3, foo=1)
     assert rtseg.model_options("gain_r18") == {"channels": 128, "context": True,

@@ -120,3 +120,28 @@ def test_create_model_passes_pretrained_backbone(tmp_path):
     path, sd = _imagenet_file(tmp_path)
     model = rtseg.create_model("fpn_r18_bilinear", 3, pretrained_backbone=str(path))
     assert torch.equal(model.backbone.layer4[1].conv2.weight, sd["layer4.1.conv2.weight"])
+
+
+def test_dfnetv2_levels_and_official_key_names(tmp_path):
+    bb = create_backbone("dfnetv2").eval()
+    assert bb.out_strides == (8, 16, 32) and bb.out_channels == (128, 256, 512)
+    feats = bb(torch.randn(1, 3, 128, 256))
+    assert [tuple(f.shape) for f in feats] == [(1, c, 128 // s, 256 // s)
+                                               for c, s in zip(bb.out_channels, bb.out_strides)]
+    assert [tuple(f.shape[-2:]) for f in bb(torch.randn(1, 3, 97, 131))] == [
+        (13, 17), (7, 9), (4, 5)]
+    sd = bb.state_dict()  # simpleseg's backbone/dfnet.py names
+    assert tuple(sd["stage1.3.weight"].shape) == (64, 32, 3, 3)
+    assert tuple(sd["stage2_2.0.downsample.0.weight"].shape) == (128, 64, 1, 1)
+    assert tuple(sd["stage3_1.9.conv2.weight"].shape) == (128, 128, 3, 3)
+    assert tuple(sd["stage4_2.1.bn2.running_var"].shape) == (512,)
+    # an ImageNet file (with its classifier) loads strictly
+    src = {k: v.clone().normal_() if v.is_floating_point() else v for k, v in sd.items()}
+    torch.save({**src, "fc.weight": torch.randn(1000, 512), "fc.bias": torch.randn(1000)},
+               tmp_path / "df2_imagenet.pth")
+    loaded = create_backbone("dfnetv2", pretrained=str(tmp_path / "df2_imagenet.pth"))
+    assert all(torch.equal(v, src[k]) for k, v in loaded.state_dict().items())
+    del src["stage3_2.0.conv1.weight"]
+    torch.save(src, tmp_path / "bad.pth")
+    with pytest.raises(ValueError, match="missing keys \\(1\\): stage3_2.0.conv1.weight"):
+        create_backbone("dfnetv2", pretrained=str(tmp_path / "bad.pth"))

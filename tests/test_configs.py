@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from rtseg import list_models
+from rtseg import create_model, list_models
 from rtseg.engine.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-DATASETS = ["cityscapes", "camvid", "synthetic"]
+DATASETS = ["cityscapes", "camvid", "ade20k", "pascal_context", "coco_stuff", "synthetic"]
+CORE = ["cityscapes", "camvid", "synthetic"]  # every model has a recipe for these
 
 
 def load_generator():
@@ -21,9 +22,25 @@ def load_generator():
     return module
 
 
+def test_every_registered_model_has_a_recipe_family() -> None:
+    generator = load_generator()
+    missing = sorted(set(list_models()) - set(generator.FAMILY))
+    assert not missing, f"no recipe in scripts/make_configs.py FAMILY for {missing}"
+    for model in generator.FAMILY:
+        video = getattr(create_model(model, 2, aux=False), "temporal", False)
+        core = [d for d in CORE if not (video and d == "synthetic")]  # no clips there
+        assert set(core) <= set(generator.datasets_of(model)), model
+        assert set(generator.datasets_of(model)) <= set(DATASETS), model
+
+
 @pytest.mark.parametrize("dataset", DATASETS)
 def test_every_model_has_a_valid_config(dataset: str) -> None:
+    generator = load_generator()
     for model in list_models():
+        if model not in generator.FAMILY:
+            continue  # reported by test_every_registered_model_has_a_recipe_family
+        if dataset not in generator.datasets_of(model):
+            continue  # the family has no row for this data set
         path = ROOT / "configs" / dataset / f"{model}.yaml"
         assert path.is_file(), f"missing {path}"
         cfg = load_config(path, ["iters=7"])
@@ -33,8 +50,9 @@ def test_every_model_has_a_valid_config(dataset: str) -> None:
 
 
 def test_committed_configs_equal_the_generator_output(tmp_path: Path) -> None:
-    written = load_generator().main(tmp_path)
-    assert len(written) == len(DATASETS) * len(list_models())
+    generator = load_generator()
+    written = generator.main(tmp_path)
+    assert len(written) == sum(len(generator.datasets_of(m)) for m in generator.FAMILY)
     for path in written:
         committed = ROOT / "configs" / path.relative_to(tmp_path)
         assert committed.read_text() == path.read_text(), (
@@ -51,6 +69,16 @@ def test_paper_recipes_hold_the_published_values() -> None:
     fanet = load_config(ROOT / "configs/cityscapes/fanet18.yaml")
     assert fanet.scale_range == (0.75, 2.0)
     assert fanet.ohem_min_kept == 1024 * 1024 // 16
+    # simpleseg clanet_{r18,df2}_ade20k_train_160k_iters and clanet_df2_cityscapes_80000_iters
+    for model in ("gain_r18", "gain_df2"):
+        ade = load_config(ROOT / f"configs/ade20k/{model}.yaml")
+        assert (ade.crop_size, ade.batch_size, ade.iters, ade.lr, ade.weight_decay) == (
+            (512, 512), 16, 160000, 0.01, 1e-4)
+        assert ade.warmup_iters == 0 and ade.ohem_min_kept == 100000
+    df2 = load_config(ROOT / "configs/cityscapes/gain_df2.yaml")
+    assert (df2.crop_size, df2.batch_size, df2.iters, df2.weight_decay) == (
+        (1024, 1024), 16, 80000, 1e-4)
+    assert load_config(ROOT / "configs/camvid/gain_df2.yaml").iters == 5000
 
 
 def test_bad_config_names_the_file_and_field(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ FANET_DEAD = (128 * 128 * 9 + 2 * 128) + (64 * 32 + 2 * 32)
 
 OFFICIAL = [  # name, params, GMAC at 1024×2048, 19 classes, no aux heads
     ("gain_r18", 11.96e6, 156.5),
+    ("gain_df2", 17.90e6, 89.1),
     ("fanet18", 13.82e6 - FANET_DEAD, 47.4),
     ("fanet34", 23.93e6 - FANET_DEAD, 66.7),
     ("ifa_r50", 25.40e6, 350.0),
@@ -31,6 +32,13 @@ def test_gai_module_size():
     # spec §1.2: 0.055 M parameters per GAI.
     model = rtseg.create_model("gain_r18", 19, aux=False)
     assert count_params(model.gai4) == pytest.approx(0.055e6, rel=0.01)
+
+
+def test_gain_df2_backbone_and_camvid_counts():
+    # spec §1.3: DFNetV2 17.47 M; DF2 CLALightHead 29.0 GMAC at 720×960 with K = 11.
+    model = rtseg.create_model("gain_df2", 11, aux=False)
+    assert count_params(model.backbone) == pytest.approx(17.47e6, rel=0.01)
+    assert count_macs(model, (720, 960)) / 1e9 == pytest.approx(29.0, rel=0.01)
 
 
 def test_ifa_precompute_is_cheaper_for_the_same_function():

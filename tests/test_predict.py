@@ -93,3 +93,28 @@ def test_eval_and_predict_commands(run, tmp_path, capsys):
     assert main(["predict", str(run / "best.pt"), str(img), "--out", str(tmp_path / "p"),
                  "--device", "cpu"]) == 0
     assert (tmp_path / "p" / "x_overlay.png").is_file()
+
+
+def test_predict_writes_an_overlay_video(run, tmp_path, capsys):
+    import av
+
+    rng = np.random.default_rng(0)
+    video = tmp_path / "clip.mp4"
+    _write_video(video, [rng.integers(0, 255, (32, 48, 3), dtype=np.uint8) for _ in range(7)])
+    out = tmp_path / "out" / "overlay.mp4"
+    assert main(["predict", str(run / "best.pt"), str(video), "--out", str(out), "--every", "2",
+                 "--max-frames", "3", "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "3 frame(s) predicted" in printed and "FPS end to end" in printed
+    with av.open(str(out)) as container:
+        stream = container.streams.video[0]
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+        assert float(stream.average_rate) == pytest.approx(2.5)  # 5 fps input, every 2nd
+    assert len(frames) == 3 and frames[0].shape == (32, 48, 3)
+    # the first written frame is the overlay of the first input frame
+    seg = rtseg.load(run / "best.pt", device="cpu")
+    first = next(iter_frames(video))[1]
+    expected = seg.overlay(first, seg(first))
+    assert np.abs(frames[0].astype(int) - expected.astype(int)).mean() < 12  # lossy codec
+    assert main(["predict", str(run / "best.pt"), str(tmp_path / "x.png"), "--out",
+                 str(tmp_path / "o.mp4")]) == 2  # a video out needs a video in

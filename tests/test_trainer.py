@@ -90,7 +90,8 @@ def test_config_file_overrides_and_errors(tmp_path):
 
 def test_atomic_save_keeps_old_file_on_failure(tmp_path):
     path = tmp_path / "ck.pt"
-    save_atomic({"model": {"w": torch.ones(2)}, "config": {}}, path)
+    save_atomic({"model": {"w": torch.ones(2)}, "config": {"model": "m"}, "num_classes": 2},
+                path)
 
     class Boom:
         def __reduce__(self):

@@ -1,8 +1,14 @@
-"""Backbones: each returns ``[c2, c3, c4, c5]`` and declares ``out_channels``/``out_strides``."""
+"""Backbones: each returns its feature levels and declares ``out_channels``/``out_strides``.
+
+The ResNets return ``[c2, c3, c4, c5]`` (four levels); DFNetV2 returns ``[c3, c4, c5]``.
+"""
 
 from ..errors import UnknownNameError
+from .dfnet import DFNetV2, dfnetv2
 from .resnet import (
-    BACKBONES,
+    BACKBONES as _RESNETS,
+)
+from .resnet import (
     ResNet,
     load_state_dict_checked,
     read_state_dict,
@@ -15,8 +21,10 @@ from .resnet import (
     resnet50_deep,
 )
 
+BACKBONES = {**_RESNETS, "dfnetv2": dfnetv2}
 
-def create_backbone(name: str, pretrained: str | None = None, **kwargs) -> ResNet:
+
+def create_backbone(name: str, pretrained: str | None = None, **kwargs) -> ResNet | DFNetV2:
     """Build backbone ``name`` (one of ``BACKBONES``), optionally loading a local weights file."""
     if name not in BACKBONES:
         raise UnknownNameError(
@@ -25,7 +33,7 @@ def create_backbone(name: str, pretrained: str | None = None, **kwargs) -> ResNe
 
 
 __all__ = [
-    "BACKBONES", "ResNet", "create_backbone", "load_state_dict_checked", "read_state_dict",
-    "resnet18", "resnet18_deep", "resnet18_fanet", "resnet34", "resnet34_fanet", "resnet50",
-    "resnet50_deep",
+    "BACKBONES", "DFNetV2", "ResNet", "create_backbone", "dfnetv2", "load_state_dict_checked",
+    "read_state_dict", "resnet18", "resnet18_deep", "resnet18_fanet", "resnet34",
+    "resnet34_fanet", "resnet50", "resnet50_deep",
 ]

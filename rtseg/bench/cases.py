@@ -115,6 +115,8 @@ def build_model(name: str, setup: Setup, num_classes: int = 19,
         model = fold_batchnorm(model)
         extra = {"bn_folded": before - count_bn(model), "bn_left": count_bn(model)}
     x = setup.randn((setup.batch, 3, *setup.size))
+    if getattr(model, "temporal", False):
+        model = Streaming(model, x)
     run = _make_run(setup, setup.prepare(model), (x,), setup.argmax)
     resident = tensor_bytes([*model.parameters(), *model.buffers(), x])
     want = (setup.batch, *setup.size) if setup.argmax else (setup.batch, num_classes, *setup.size)
@@ -124,6 +126,21 @@ def build_model(name: str, setup: Setup, num_classes: int = 19,
             raise RuntimeError(f"{name}: output {tuple(y.shape)}, expected {want}")
 
     return Item(name, _first_call_errors(name, setup, run), params, macs, resident, extra), check
+
+
+class Streaming(nn.Module):
+    """A temporal model timed as it runs on video: one ``step`` per frame, the state of
+    ``model.past`` earlier frames included (their summaries summed, this frame's computed)."""
+
+    def __init__(self, model: nn.Module, frame: torch.Tensor) -> None:
+        super().__init__()
+        self.model, self.state = model, None
+        with torch.inference_mode():
+            for _ in range(model.past):
+                _, self.state = model.step(frame, self.state)
+
+    def forward(self, frame: torch.Tensor) -> torch.Tensor:
+        return self.model.step(frame, self.state)[0]
 
 
 def _module_case(name: str, channels: int, size: tuple[int, int]):

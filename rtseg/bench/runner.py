@@ -52,13 +52,6 @@ def _check_names(names: Sequence[str], valid: Sequence[str], what: str) -> list[
     return out
 
 
-def _device(device: str | torch.device) -> torch.device:
-    try:
-        return resolve_device(device)
-    except ValueError as e:  # a user's choice, reported as one
-        raise UsageError(str(e)) from None
-
-
 def run_benchmark(
     models: Sequence[str] = (),
     size: tuple[int, int] | None = None,
@@ -120,7 +113,7 @@ def run_benchmark(
         raise UsageError("give model names or --module names (not both, not neither)")
     if precision not in PRECISIONS:
         raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    dev = _device(device)
+    dev = resolve_device(device)
     cuda = dev.type == "cuda"
     warmup = (10 if cuda else 2) if warmup is None else warmup
     iters = (50 if cuda else 10) if iters is None else iters

@@ -9,10 +9,13 @@ import sys
 from torch import nn
 
 from .. import export as library
+from ..backends import make_metadata, write_metadata
+from ..data.folder import default_palette
 from ..engine.checkpoint import load_model
 from ..errors import UsageError
 from ..export import STATIC_ONLY, ExportCheckError, second_size
 from ..registry import create_model
+from ..utils import IMAGENET_MEAN, IMAGENET_STD
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -20,8 +23,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("export", help="export a model to ONNX / TorchScript / torch.export",
                               description=library.__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", nargs="?", metavar="MODEL",
-                   help="registered model name (optional with --checkpoint)")
+    p.add_argument("model", nargs="?", metavar="MODEL_OR_CKPT",
+                   help="registered model name, or a checkpoint file (as --checkpoint)")
     p.add_argument("--checkpoint", help="an `rtseg train` checkpoint (model, classes, weights)")
     p.add_argument("--num-classes", type=int, default=19, help="without --checkpoint")
     p.add_argument("--size", nargs=2, type=int, default=[512, 1024], metavar=("H", "W"),
@@ -38,18 +41,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _load(args: argparse.Namespace) -> tuple[nn.Module, str, str]:
-    """(model in eval mode, its name, where its weights come from) for the arguments."""
+def _load(args: argparse.Namespace) -> tuple[nn.Module, str, str, dict]:
+    """(model in eval mode, its name, where its weights come from, its classes and palette)."""
+    if args.model and args.model.endswith(".pt") and not args.checkpoint:
+        args.checkpoint, args.model = args.model, None
     if args.checkpoint:
         model, ckpt = load_model(args.checkpoint, "cpu")
         name = ckpt["config"]["model"]
         if args.model and args.model != name:
             raise UsageError(f"{args.checkpoint} holds a {name!r} model, not {args.model!r}")
-        return model, name, f"{args.checkpoint} ({ckpt['num_classes']} classes)"
+        table = {"classes": ckpt["classes"], "palette": ckpt["palette"]}
+        return model, name, f"{args.checkpoint} ({ckpt['num_classes']} classes)", table
     if not args.model:
         raise UsageError("name a MODEL or give --checkpoint")
     model = create_model(args.model, args.num_classes, aux=False)
-    return model.eval(), args.model, f"random weights, {args.num_classes} classes"
+    table = {"classes": [f"class_{k}" for k in range(args.num_classes)],
+             "palette": default_palette(args.num_classes)}
+    return model.eval(), args.model, f"random weights, {args.num_classes} classes", table
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     if not (args.onnx or args.torchscript or args.exported):
         raise UsageError("nothing to write; give --onnx, --torchscript and/or --exported")
     size = tuple(args.size)
-    model, name, origin = _load(args)
+    model, name, origin, table = _load(args)
     dynamic = not args.static
     if dynamic and name in STATIC_ONLY:
         print(f"{name}: exported with static H and W: {STATIC_ONLY[name]}")
@@ -68,7 +76,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.onnx:
             path = library.export_onnx(model, args.onnx, size, args.opset, dynamic, args.batch)
-            print(f"wrote {path} (ONNX opset {args.opset}, TorchScript-based exporter)")
+            write_metadata(path, make_metadata(name, table["classes"], table["palette"],
+                                               IMAGENET_MEAN, IMAGENET_STD, dynamic, size))
+            print(f"wrote {path} (ONNX opset {args.opset}, TorchScript-based exporter; classes, "
+                  "palette and normalisation in its metadata)")
             for s in checks:
                 d = library.check_onnx(model, path, s, args.atol, args.batch)
                 print(f"  ONNX Runtime vs PyTorch at {s[0]}×{s[1]}: max |diff| {d:.2e}")

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..errors import UsageError
+
 
 def _inference_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -16,11 +18,24 @@ def _inference_options(p: argparse.ArgumentParser) -> None:
                    help="window step of --mode slide (default: the crop, no overlap)")
     p.add_argument("--scales", nargs="+", type=float, default=[1.0])
     p.add_argument("--flip", action="store_true", help="also predict the mirrored image")
+    p.add_argument("--short-side", type=_positive_int, metavar="N",
+                   help="predict each image resized to this shorter side, aspect kept, and "
+                        "resize the prediction back (ADE20K's protocol: 512)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
     return {"mode": args.mode, "crop": args.crop, "stride": args.stride,
-            "scales": args.scales, "flip": args.flip}
+            "scales": args.scales, "flip": args.flip, "short_side": args.short_side}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -38,8 +53,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="label PNGs and overlays for an image, folder or video")
     p.add_argument("checkpoint")
     p.add_argument("input", help="an image, a folder of images, or a video file")
-    p.add_argument("--out", help="output folder (default: predictions/ next to the checkpoint)")
-    p.add_argument("--limit", type=int, help="predict only the first N frames")
+    p.add_argument("--out", help="output folder (default: predictions/ next to the checkpoint),"
+                   " or a video file (.mp4, …) for an overlay video of a video input")
+    p.add_argument("--max-frames", type=int, help="predict at most N frames")
+    p.add_argument("--every", type=int, default=1, help="video: predict every N-th frame")
     _inference_options(p)
     p.set_defaults(func=run_predict)
 
@@ -63,10 +80,20 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def run_predict(args: argparse.Namespace) -> int:
     from ..api import load
-    from ..engine.predict import predict_path
+    from ..engine.predict import predict_path, predict_video
+    from ..utils import VIDEO_SUFFIXES
 
     seg = load(args.checkpoint, device=args.device, **_options(args))
     out = Path(args.out or Path(args.checkpoint).parent / "predictions")
-    written = predict_path(seg, args.input, out, limit=args.limit)
+    if out.suffix.lower() in VIDEO_SUFFIXES:
+        res = predict_video(seg, args.input, out, every=args.every, max_frames=args.max_frames)
+        print(f"{res['frames']} frame(s) predicted in {res['seconds']:.1f} s: "
+              f"{res['fps']:.1f} FPS end to end (decode, predict, encode), "
+              f"{res['model_fps']:.1f} FPS prediction alone; overlay video {out} "
+              f"at {res['rate']:.3g} frames/s")
+        return 0
+    if args.every != 1:
+        raise UsageError("--every applies to a video written with --out FILE.mp4")
+    written = predict_path(seg, args.input, out, limit=args.max_frames)
     print(f"{len(written)} frame(s) predicted; label PNGs and overlays in {out}")
     return 0

@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UnknownNameError
+from .ade20k import ADE20K, is_ade20k
 from .camvid import CamVid
 from .cityscapes import Cityscapes
+from .coco_stuff import COCOStuff, is_coco_stuff
 from .folder import FolderDataset, read_classes
 from .io import (
     DataError,
@@ -24,18 +26,34 @@ from .io import (
     read_image,
     read_label,
 )
+from .pascal_context import PascalContext, is_pascal_context
 from .synthetic import Synthetic
 
 DATASETS: dict[str, type[SegmentationDataset]] = {
     "cityscapes": Cityscapes,
     "camvid": CamVid,
+    "ade20k": ADE20K,
+    "pascal_context": PascalContext,
+    "coco_stuff": COCOStuff,
     "folder": FolderDataset,
     "synthetic": Synthetic,
 }
 
 
 def detect_dataset(root: str | Path) -> str:
-    """The name of the data set laid out in ``root``: cityscapes, camvid or folder.
+    """The name of the data set laid out in ``root``.
+
+    Rules, in this order (the first match wins):
+
+    * cityscapes: ``leftImg8bit/``;
+    * camvid: ``trainannot/``;
+    * ade20k: ``annotations/`` and ``images/training|validation/``, in ``root`` or in its
+      ``ADEChallengeData2016/``;
+    * coco_stuff: ``annotations/`` and ``images/train2017|val2017/``;
+    * pascal_context: ``SegmentationClassContext/`` in ``root``, ``root/VOC2010`` or
+      ``root/VOCdevkit/VOC2010``;
+    * folder: ``images/`` or ``train/images/`` (checked last: ADE20K and COCO-Stuff have an
+      ``images/`` folder too).
 
     Raises:
         DataError: ``root`` is not a folder, or none of the layouts is recognised.
@@ -47,10 +65,18 @@ def detect_dataset(root: str | Path) -> str:
         return "cityscapes"
     if (root / "trainannot").is_dir():
         return "camvid"
+    if is_ade20k(root):
+        return "ade20k"
+    if is_coco_stuff(root):
+        return "coco_stuff"
+    if is_pascal_context(root):
+        return "pascal_context"
     if (root / "images").is_dir() or (root / "train" / "images").is_dir():
         return "folder"
-    raise DataError(f"{root}: not a Cityscapes (leftImg8bit/), CamVid (train/, trainannot/) "
-                    "or folder (images/, masks/) layout")
+    raise DataError(f"{root}: not a Cityscapes (leftImg8bit/), CamVid (train/, trainannot/), "
+                    "ADE20K (images/training/, annotations/), COCO-Stuff (images/train2017/, "
+                    "annotations/), PASCAL-Context (VOC2010/SegmentationClassContext/) or "
+                    "folder (images/, masks/) layout")
 
 
 def build_dataset(
@@ -63,7 +89,8 @@ def build_dataset(
     """Build data set ``name`` (a key of ``DATASETS``).
 
     Args:
-        name: "cityscapes", "camvid", "folder" or "synthetic".
+        name: "cityscapes", "camvid", "ade20k", "pascal_context", "coco_stuff", "folder" or
+            "synthetic".
         root: the data set folder; not used by "synthetic" (made in memory).
         split: e.g. "train", "val", "test" ("trainval" for Cityscapes/CamVid; None for a
             folder data set without split sub-folders).
@@ -88,7 +115,8 @@ def build_dataset(
 
 
 __all__ = [
-    "DATASETS", "CamVid", "Cityscapes", "DataError", "FilePairDataset", "FolderDataset",
-    "SegmentationDataset", "Synthetic", "Transform", "build_dataset", "check_label_values",
-    "check_pair", "detect_dataset", "read_classes", "read_image", "read_label",
+    "ADE20K", "COCOStuff", "DATASETS", "CamVid", "Cityscapes", "DataError", "FilePairDataset",
+    "FolderDataset", "PascalContext", "SegmentationDataset", "Synthetic", "Transform",
+    "build_dataset", "check_label_values", "check_pair", "detect_dataset", "read_classes",
+    "read_image", "read_label",
 ]

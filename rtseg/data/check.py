@@ -56,6 +56,10 @@ def check_dataset(root: str | Path, dataset: str | None = None,
 
 
 def _has_split(root: Path, dataset: str, split: str) -> bool:
-    where = {"cityscapes": root / "leftImg8bit" / split, "camvid": root / split,
-             "folder": root / split}
-    return where.get(dataset, root / split).is_dir()
+    """Whether ``split`` of the data set in ``root`` can be built (a scan problem inside it is
+    still reported: only a split that is not there at all is skipped)."""
+    try:
+        build_dataset(dataset, root, split, strict=False)
+    except DataError:
+        return False
+    return True

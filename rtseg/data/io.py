@@ -8,7 +8,7 @@ of a shape error deep inside the model.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -213,6 +213,27 @@ def sorted_glob(folder: Path, pattern: str) -> list[Path]:
     return sorted(p for p in folder.glob(pattern) if p.is_file())
 
 
+def hex_palette(*rows: str) -> list[tuple[int, int, int]]:
+    """``"rrggbb rrggbb ..."`` strings → RGB tuples, in order (compact colour tables)."""
+    return [(int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16))
+            for row in rows for c in row.split()]
+
+
+def nested_root(root: PathLike, what: str, *inner: str) -> Path:
+    """``root`` (which must be a folder) or the first of its sub-folders ``inner`` that exists,
+    so that a data set's root may be given as the release folder or the folder holding it."""
+    root = require_dir(root, what)
+    return next((root / i for i in inner if (root / i).is_dir()), root)
+
+
+def reduce_zero_label(label: torch.Tensor, num_classes: int, ignore_index: int) -> torch.Tensor:
+    """File value 0 ("other"/background) → ``ignore_index``, 1..K → 0..K-1; any other value is
+    kept as it is, so that the range check names it as it stands in the file."""
+    label = label.long()
+    shifted = torch.where((label >= 1) & (label <= num_classes), label - 1, label)
+    return shifted.masked_fill(label == 0, ignore_index)
+
+
 class SegmentationDataset(Dataset):
     """Base class of every rtseg data set; subclasses set the class table and the samples.
 
@@ -305,6 +326,44 @@ class FilePairDataset(SegmentationDataset):
     def map_label(self, label: torch.Tensor) -> torch.Tensor:
         """File values (H×W) → class indices and ``ignore_index``; the identity by default."""
         return label
+
+    def _start(
+        self, root: PathLike, split: str, splits: Iterable[str], what: str,
+        transform: Transform | None, strict: bool, *inner: str,
+    ) -> None:
+        """The common start of a loader: check ``split``, set ``strict``, ``problems``,
+        ``split``, ``transform`` and ``root`` (``root`` or its first sub-folder ``inner``)."""
+        if split not in splits:
+            raise DataError(f"unknown {what} split {split!r}; use one of {tuple(splits)}")
+        self.strict, self.problems = strict, []
+        self.root = nested_root(root, f"{what} root", *inner)
+        self.split, self.transform = split, transform
+
+    def _pair_by_name(
+        self, image_dir: Path, label_dir: Path, image_suffix: str, label_suffix: str
+    ) -> list[tuple[Path, Path]]:
+        """Pair ``image_dir/{stem}{image_suffix}`` with ``label_dir/{stem}{label_suffix}``.
+
+        An image without its label and a label without its image are reported through
+        :meth:`_problem` (the image is left out); an image folder without any image raises.
+        """
+        images = sorted_glob(image_dir, f"*{image_suffix}")
+        if not images:
+            raise DataError(f"{image_dir}: no *{image_suffix} images found")
+        stems = {p.name[: -len(image_suffix)] for p in images}
+        for label_path in sorted_glob(label_dir, f"*{label_suffix}"):
+            stem = label_path.name[: -len(label_suffix)]
+            if stem not in stems:
+                self._problem(f"{label_path}: label without image; missing "
+                              f"{image_dir / (stem + image_suffix)}")
+        samples = []
+        for image_path in images:
+            label_path = label_dir / (image_path.name[: -len(image_suffix)] + label_suffix)
+            if not label_path.is_file():
+                self._problem(f"{image_path}: image without label; missing {label_path}")
+                continue
+            samples.append((image_path, label_path))
+        return samples
 
     def load(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image_path, label_path = self.samples[self._check_index(index)]

@@ -76,6 +76,15 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
                               ) from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise CheckpointError(f"{path}: not an rtseg checkpoint (needs 'model' and 'config')")
+    if not isinstance(ckpt["config"], dict) or "model" not in ckpt["config"] \
+            or not isinstance(ckpt.get("num_classes"), int):
+        raise CheckpointError(f"{path}: not an rtseg checkpoint (needs config.model and "
+                              "num_classes)")
+    if "classes" not in ckpt or "palette" not in ckpt:  # hand-made files: generic names
+        from ..data.folder import default_palette
+
+        ckpt.setdefault("classes", [f"class_{k}" for k in range(ckpt["num_classes"])])
+        ckpt.setdefault("palette", default_palette(ckpt["num_classes"]))
     fmt = ckpt.get("format", 1)
     if not isinstance(fmt, int) or fmt > CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: written by a newer rtseg (checkpoint format {fmt!r}; "

@@ -21,7 +21,7 @@ class TrainConfig:
     # what to train
     model: str = "fpn_r18_bilinear"
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # create_model(**model_kwargs)
-    dataset: str = "synthetic"  # synthetic | camvid | cityscapes | folder
+    dataset: str = "synthetic"  # a name of rtseg.data.DATASETS
     data_root: str | None = None
     train_split: str = "train"
     val_split: str = "val"  # model selection; never the test split

@@ -24,6 +24,7 @@ def evaluate(
     stride: tuple[int, int] | None = None,
     scales: Sequence[float] = (1.0,),
     flip: bool = False,
+    short_side: int | None = None,
     boundary_tolerance: int | Sequence[int] = 2,
     distributed_info: DistInfo | None = None,
     progress: bool = True,
@@ -32,7 +33,8 @@ def evaluate(
     """mIoU, per-class IoU, pixel accuracy and boundary F-score of ``model`` on ``dataset``.
 
     Images are predicted one at a time at their own size (``mode="whole"``) or by sliding
-    ``crop`` windows (``"slide"``), optionally averaged over ``scales`` and a horizontal flip.
+    ``crop`` windows (``"slide"``), optionally averaged over ``scales`` and a horizontal flip,
+    optionally at the size whose shorter side is ``short_side`` (ADE20K's protocol).
     Under DDP each rank takes every world_size-th image and the counts are summed over ranks.
 
     Returns the merged :meth:`ConfusionMatrix.compute` and :meth:`BoundaryFScore.compute`
@@ -55,7 +57,8 @@ def evaluate(
     for i in tqdm(indices, desc="eval", disable=not (progress and info.is_main), leave=False):
         image, label = dataset[(i, 0)]
         probs = predict_logits(model, image[None].to(device), mode=mode, crop=crop,
-                               stride=stride, scales=scales, flip=flip, num_classes=k)
+                               stride=stride, scales=scales, flip=flip, short_side=short_side,
+                               num_classes=k)
         pred = probs.argmax(1)
         target = label[None].to(device)
         cm.update(pred, target)

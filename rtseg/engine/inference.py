@@ -1,14 +1,17 @@
-"""Test-time prediction: whole-image or sliding-window, multi-scale, horizontal flip."""
+"""Test-time prediction: whole-image or sliding-window, multi-scale, horizontal flip, and
+ADE20K's protocol of predicting at a fixed shorter side."""
 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UsageError
 from ..layers import resize
 
 
@@ -65,6 +68,25 @@ def _slide(
     return (total / count)[..., :h, :w]
 
 
+def check_short_side(short_side: int | None) -> int | None:
+    """``short_side`` as an int (None stays None); ValueError unless a positive integer."""
+    if short_side is None:
+        return None
+    if isinstance(short_side, bool) or not isinstance(short_side, numbers.Integral) \
+            or short_side < 1:
+        raise UsageError(f"short_side must be a positive integer, got {short_side!r}")
+    return int(short_side)
+
+
+def short_side_size(size: Sequence[int], short_side: int) -> tuple[int, int]:
+    """(h, w) of an image of ``size`` (H, W) resized so that its shorter side is
+    ``short_side``, aspect ratio kept (the longer side rounded to the nearest pixel)."""
+    short_side = check_short_side(short_side)
+    h, w = int(size[0]), int(size[1])
+    factor = short_side / min(h, w)
+    return max(round(h * factor), 1), max(round(w * factor), 1)
+
+
 @torch.no_grad()
 def predict_logits(
     model: nn.Module,
@@ -75,6 +97,7 @@ def predict_logits(
     scales: Sequence[float] = (1.0,),
     flip: bool = False,
     num_classes: int | None = None,
+    short_side: int | None = None,
 ) -> torch.Tensor:
     """Class probabilities of ``image`` averaged over scales, flips and windows.
 
@@ -82,6 +105,12 @@ def predict_logits(
     ``round(s·H) × round(s·W)``, predicted whole or by sliding windows, optionally also
     mirrored left-right (and the prediction mirrored back), the softmax probabilities resized
     back to H×W; the result is the plain mean over scales × flips.
+
+    With ``short_side`` the base size is not H×W but H×W scaled so that the shorter side is
+    ``short_side`` (aspect ratio kept, the longer side rounded): ADE20K's usual protocol
+    (``short_side=512``) predicts there and scores the probabilities resized back to H×W.
+    Scales then multiply that base size. (GAIN's own test code resizes the image bicubically
+    and pads it to a multiple of 32; rtseg resizes bilinearly and does not pad.)
 
     Sliding windows: a ``crop``-sized window moves by ``stride``; the last window of a row or
     column is shifted back to end at the image edge, so every pixel is covered; an image (at
@@ -91,19 +120,22 @@ def predict_logits(
     Args:
         model: in eval mode (the caller's job); ``model(x B×3×h×w)`` → logits B×K×h×w. Logits of
             another size are resized to the input size.
-        image: B×3×H×W normalised input.
+        image: B×3×H×W normalised input, or a B×T×3×H×W clip for a temporal model (every
+            frame is scaled, flipped and windowed alike; the model predicts the last).
         mode: ``"whole"`` or ``"slide"``.
         crop: (h, w) window size; required for ``"slide"``.
         stride: (h, w) window step; defaults to ``crop`` (no overlap) for ``"slide"``.
         scales: input scale factors.
         flip: also predict the horizontally mirrored image.
         num_classes: if given, the model's K is checked against it.
+        short_side: if given, the size of the shorter side the image is predicted at.
 
     Returns:
         B×K×H×W probabilities (each pixel sums to 1), on the image's device.
     """
-    if image.dim() != 4:
-        raise ValueError(f"expected a B×3×H×W image, got shape {tuple(image.shape)}")
+    if image.dim() not in (4, 5):
+        raise ValueError(f"expected a B×3×H×W image or B×T×3×H×W clip, got shape "
+                         f"{tuple(image.shape)}")
     if mode not in ("whole", "slide"):
         raise ValueError(f"unknown mode {mode!r}; use 'whole' or 'slide'")
     if not scales:
@@ -117,11 +149,12 @@ def predict_logits(
             raise ValueError(f"crop {crop} and stride {stride} must be positive")
 
     size = image.shape[-2:]
+    base = size if short_side is None else short_side_size(size, short_side)
     total = None
     for s in scales:
         if s <= 0:
             raise ValueError(f"scales must be positive, got {s}")
-        scaled_size = (max(round(size[0] * s), 1), max(round(size[1] * s), 1))
+        scaled_size = (max(round(base[0] * s), 1), max(round(base[1] * s), 1))
         x = resize(image, scaled_size)
         if mode == "whole":
             p = _probs(model, x, flip, num_classes)

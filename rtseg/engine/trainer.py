@@ -182,6 +182,11 @@ class Trainer:
                             if cfg.init_from else None)
         self.frozen = weights.freeze(model, cfg.freeze) if cfg.freeze else []
         self.aux_weights = cfg.aux_weights if cfg.aux_weights is not None else model.aux_weights
+        if getattr(model, "temporal", False):  # clips: a labelled frame and its past frames
+            from ..data.clips import make_clips
+
+            self.train_set = make_clips(self.train_set, model.past)
+            self.val_set = make_clips(self.val_set, model.past)
         model.to(self.device)
         if cfg.sync_bn and self.info.enabled:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)

@@ -2,12 +2,14 @@
 
 from .base import SegmentationModel
 from .fanet import FANet
+from .fanet_temp import FANetTemp
 from .fpn import FPN
 from .fuse import count_bn, fold_batchnorm
-from .gain import GAIN
+from .gain import GAIN, GAINLight
 from .gun import GUN
 from .ifanet import IFANet
 
 __all__ = [
-    "FANet", "FPN", "GAIN", "GUN", "IFANet", "SegmentationModel", "count_bn", "fold_batchnorm",
+    "FANet", "FANetTemp", "FPN", "GAIN", "GAINLight", "GUN", "IFANet", "SegmentationModel",
+    "count_bn", "fold_batchnorm",
 ]

@@ -42,8 +42,11 @@ class FANetLevel(nn.Module):
         self.up = ConvBNAct(channels, channels // 2, 1, act="leaky") if up else None
         self.smooth = ConvBNAct(channels, 128, 3, act="leaky") if smooth else None
 
-    def forward(self, feat: torch.Tensor, up_in: torch.Tensor | None):
-        p = self.attention(feat)
+    def forward(self, feat: torch.Tensor, up_in: torch.Tensor | None,
+                context: tuple[torch.Tensor, int] | None = None):
+        """``context``: a summed K̂ᵀV (B×d×C) and its pixel count to attend to instead of the
+        level's own (FANet +Temp: this frame's and the past frames')."""
+        p = self.attention(feat) if context is None else self.attention.attend(feat, *context)
         if up_in is not None:
             p = p + resize(up_in, p.shape[-2:])
         up = self.up(p) if self.up is not None else None
@@ -76,12 +79,23 @@ class FANet(SegmentationModel):
         if not aux:
             self.aux_weights = ()
 
+    def levels(self) -> list[FANetLevel]:
+        """The decoder levels in the order of the backbone's outputs (strides 8 … 64)."""
+        return [self.level4, self.level8, self.level16, self.level32]
+
     def forward(self, x: torch.Tensor):
-        f4, f8, f16, f32 = self.backbone(x)
-        up32, sm32 = self.level32(f32, None)
-        up16, sm16 = self.level16(f16, up32)
-        up8, _ = self.level8(f8, up16)
-        _, sm4 = self.level4(f4, up8)
+        return self.decode(x, self.backbone(x))
+
+    def decode(self, x: torch.Tensor, feats: list[torch.Tensor],
+               contexts: list | None = None):
+        """Logits (and aux logits in training) for input ``x`` from its backbone features
+        ``[f4, f8, f16, f32]``; ``contexts`` gives each level's attention context (or None)."""
+        f4, f8, f16, f32 = feats
+        c4, c8, c16, c32 = contexts or (None,) * 4
+        up32, sm32 = self.level32(f32, None, c32)
+        up16, sm16 = self.level16(f16, up32, c16)
+        up8, _ = self.level8(f8, up16, c8)
+        _, sm4 = self.level4(f4, up8, c4)
         logits = self.head(torch.cat([resize(sm16, sm4.shape[-2:]), sm4], dim=1))
         aux = None
         if self.training and self.aux_heads is not None:
@@ -94,7 +108,8 @@ def fanet18(num_classes: int, pretrained_backbone: str | None = None, aux: bool 
             mean: bool = True) -> FANet:
     """FANet-18: the paper's 74.4 mIoU @ 72 FPS model (Cityscapes, Titan X).
 
-    Option ``mean``: divide the attention by n (the official code), else not.
+    Option ``mean``: divide the attention by n (the paper's formula, the default), or not
+    (the official code).
     """
     return FANet(num_classes, resnet18_fanet(pretrained_backbone), mean=mean, aux=aux)
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..backbones import ResNet, create_backbone
-from ..errors import UnknownNameError
+from ..errors import ConfigError, UnknownNameError
 from ..layers import ConvBNAct, SegHead
 from ..registry import register_model
 from ..upsample import IFA, UPSAMPLERS, create_upsampler
@@ -94,8 +94,12 @@ def _register_fpn(upsampler: str) -> None:
     def build(num_classes: int, pretrained_backbone: str | None = None, aux: bool = True, *,
               channels: int = 128, backbone: str = "resnet18",
               upsampler_kwargs: dict | None = None) -> FPN:
-        return FPN(num_classes, create_backbone(backbone, pretrained_backbone), upsampler,
-                   channels=channels, aux=aux, upsampler_kwargs=upsampler_kwargs)
+        net = create_backbone(backbone, pretrained_backbone)
+        if len(net.out_channels) != 4:
+            raise ConfigError(f"the FPN needs a 4-level backbone; {backbone!r} has "
+                              f"{len(net.out_channels)} levels")
+        return FPN(num_classes, net, upsampler, channels=channels, aux=aux,
+                   upsampler_kwargs=upsampler_kwargs)
 
     build.__doc__ = (
         f"FPN on ResNet-18 with the ``{upsampler}`` upsampler at every step.\n\n"

@@ -66,6 +66,21 @@ class FastAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.residual(x)
 
+    def summary(self, x: torch.Tensor) -> torch.Tensor:
+        """K̂ᵀV of one frame, B×d×C, without the 1/n: what another frame's queries attend to."""
+        kn = F.normalize(self.key(x).flatten(2), dim=1, eps=1e-12)
+        return torch.bmm(kn, self.value(x).flatten(2).transpose(1, 2))
+
+    def attend(self, x: torch.Tensor, summary: torch.Tensor, pixels: int) -> torch.Tensor:
+        """``x + LReLU(BN(Conv1x1(Q̂ S [/ pixels])))`` for a summed K̂ᵀV ``S`` (B×d×C) over
+        ``pixels`` key pixels; with ``S = summary(x)`` and ``pixels = H·W`` this is
+        ``forward(x)`` exactly."""
+        b, c, h, w = x.shape
+        qn = F.normalize(self.query(x).flatten(2), dim=1, eps=1e-12)
+        kv = summary / pixels if self.mean else summary
+        y = torch.bmm(qn.transpose(1, 2), kv).transpose(1, 2).reshape(b, c, h, w)
+        return x + self.project(y)
+
 
 class FastAttentionUpsample(nn.Module):
     """FANet's fusion step as an upsampler: attend on the fine level, add the upsampled coarse.

@@ -149,9 +149,11 @@ class IFA(nn.Module):
             # a level already on the output grid (the finest, in the networks) keeps every cell
             z = low if tuple(x.shape[-2:]) == (h, w) else gather_cells(low, iy, ix)
             out = z if out is None else out.add_(z)
-        # the position terms of all levels and the bias in one 1×1 conv: 1×hidden×H×W
-        pe = F.conv2d(torch.cat(encodings, dim=1), torch.cat(pos_weights, dim=1)[:, :, None, None],
-                      self.first.bias)
+        # the position terms of all levels and the bias in one 1×1 conv, B×hidden×H×W: the
+        # encoding is expanded to the batch first, so that runtimes fusing the addition into
+        # the convolution (OpenVINO) see two tensors of one shape
+        codes = torch.cat(encodings, dim=1).expand(out.shape[0], -1, -1, -1)
+        pe = F.conv2d(codes, torch.cat(pos_weights, dim=1)[:, :, None, None], self.first.bias)
         return out.add_(pe)
 
     def forward(self, features: Sequence[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:

@@ -1,0 +1,191 @@
+"""Exported models behind the Segmenter: ONNX Runtime and OpenVINO, read from the file alone.
+
+``rtseg export --onnx`` writes into the ONNX file's metadata everything inference needs besides
+the graph (:data:`METADATA_KEYS`): the model name, class names, palette, normalisation and the
+input-size rules, so ``rtseg.load("m.onnx")`` needs no checkpoint and no rtseg config. An
+:class:`OnnxRuntimeModel` / :class:`OpenVINOModel` is a callable that takes and returns torch
+tensors like an eval-mode ``nn.Module`` (B×3×H×W normalised float → B×K×H×W logits), so the
+Segmenter's test-time options (sliding windows, scales, flip) work unchanged on top of it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import CheckpointError, UsageError
+
+METADATA_FORMAT = 1
+METADATA_KEYS = ("rtseg.format", "rtseg.model", "rtseg.classes", "rtseg.palette", "rtseg.mean",
+                 "rtseg.std", "rtseg.dynamic", "rtseg.trace_size", "rtseg.version")
+BACKENDS = ("torch", "onnxruntime", "openvino")
+_INSTALL = {"onnxruntime": 'pip install "rtseg[full]" (onnxruntime)',
+            "openvino": 'pip install "rtseg[openvino]"'}
+
+
+def installed(backend: str) -> bool:
+    """Whether the runtime of ``backend`` can be imported here."""
+    import importlib.util
+
+    return backend == "torch" or importlib.util.find_spec(backend) is not None
+
+
+def require(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise UsageError(f"unknown backend {backend!r}; use auto, {', '.join(BACKENDS)}")
+    if not installed(backend):
+        raise UsageError(f"backend {backend!r} is not installed: {_INSTALL[backend]}")
+
+
+def make_metadata(model_name: str, classes: list[str], palette: list, mean: tuple, std: tuple,
+                  dynamic: bool, trace_size: tuple[int, int]) -> dict[str, str]:
+    """The ONNX metadata of an rtseg export (every value a string; lists as JSON)."""
+    from . import __version__
+
+    return {"rtseg.format": str(METADATA_FORMAT), "rtseg.model": model_name,
+            "rtseg.classes": json.dumps(list(classes)),
+            "rtseg.palette": json.dumps([list(map(int, c)) for c in palette]),
+            "rtseg.mean": json.dumps(list(mean)), "rtseg.std": json.dumps(list(std)),
+            "rtseg.dynamic": json.dumps(bool(dynamic)),
+            "rtseg.trace_size": json.dumps(list(trace_size)), "rtseg.version": __version__}
+
+
+def write_metadata(path: str | Path, metadata: dict[str, str]) -> None:
+    """Store ``metadata`` in the ONNX file at ``path`` (replacing rtseg's earlier keys)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    kept = [p for p in model.metadata_props if p.key not in metadata]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for key, value in metadata.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(path))
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The rtseg metadata of an ONNX file, decoded; CheckpointError when it has none."""
+    import onnx
+
+    path = Path(path)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # noqa: BLE001 - a truncated or foreign file
+        raise CheckpointError(f"{path}: cannot read ONNX file ({type(e).__name__}: "
+                              f"{(str(e).splitlines() or [''])[0]})") from None
+    props = {p.key: p.value for p in model.metadata_props}
+    missing = [k for k in METADATA_KEYS[:6] if k not in props]
+    if missing:
+        raise CheckpointError(f"{path}: no rtseg metadata ({', '.join(missing)} missing): "
+                              "export the model with `rtseg export CHECKPOINT --onnx FILE`, "
+                              "which records its classes, palette and normalisation")
+    if int(props["rtseg.format"]) > METADATA_FORMAT:
+        raise CheckpointError(f"{path}: written by a newer rtseg (metadata format "
+                              f"{props['rtseg.format']}): upgrade rtseg")
+    meta: dict[str, Any] = {"model": props["rtseg.model"]}
+    for key in ("classes", "palette", "mean", "std", "dynamic", "trace_size"):
+        if f"rtseg.{key}" in props:
+            meta[key] = json.loads(props[f"rtseg.{key}"])
+    return meta
+
+
+class _ExportedModel:
+    """The nn.Module surface the Segmenter uses: ``to``, ``eval``, ``parameters``, a call."""
+
+    def to(self, device: Any) -> _ExportedModel:
+        if torch.device(device).type != "cpu":
+            raise UsageError(f"{type(self).__name__} runs on the CPU here; use device='cpu'")
+        return self
+
+    def eval(self) -> _ExportedModel:
+        return self
+
+    def parameters(self):
+        return iter([torch.zeros(0)])  # a CPU tensor: where the inputs must be
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4:
+            raise UsageError(f"an exported model takes B×3×H×W images, got {tuple(x.shape)}")
+        out = self._run(np.ascontiguousarray(x.detach().float().cpu().numpy()))
+        return torch.from_numpy(np.asarray(out))
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class OnnxRuntimeModel(_ExportedModel):
+    """An ONNX file run by ONNX Runtime's CPU provider (``threads``: intra-op threads)."""
+
+    backend = "onnxruntime"
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(path), opts,
+                                                providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - ONNX Runtime's own errors
+            raise CheckpointError(f"{path}: ONNX Runtime cannot load it ({type(e).__name__}: "
+                                  f"{(str(e).splitlines() or [''])[0]})") from None
+        self.input = self.session.get_inputs()[0].name
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input: x})[0]
+
+
+class OpenVINOModel(_ExportedModel):
+    """An ONNX file compiled by OpenVINO for its CPU plugin."""
+
+    backend = "openvino"
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        # fp32 as exported: on CPUs with AVX-512 BF16 or AMX the plugin would otherwise run
+        # in bf16 (logits ~1e-2 off); int8 and bf16 are deliberate choices, not a default.
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        try:
+            self.compiled = core.compile_model(str(path), "CPU", config)
+        except Exception as e:  # noqa: BLE001 - OpenVINO's own errors
+            raise CheckpointError(f"{path}: OpenVINO cannot compile it ({type(e).__name__}: "
+                                  f"{(str(e).splitlines() or [''])[0]})") from None
+        self.request = self.compiled.create_infer_request()
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        return self.request.infer({0: x})[0].copy()
+
+
+RUNTIMES = {"onnxruntime": OnnxRuntimeModel, "openvino": OpenVINOModel}
+# The order "auto" tries for an exported file: ONNX Runtime first (it ran every rtseg model in
+# 0.43–0.91× of PyTorch's CPU latency when measured), then OpenVINO.
+AUTO_ORDER = ("onnxruntime", "openvino")
+
+
+def pick_backend(path: str | Path, backend: str = "auto") -> str:
+    """The backend for the file at ``path``: a .pt checkpoint runs in torch, an .onnx file in
+    the named runtime, or with ``"auto"`` in the first installed of :data:`AUTO_ORDER`."""
+    exported = Path(path).suffix.lower() == ".onnx"
+    if backend == "auto":
+        if not exported:
+            return "torch"
+        for name in AUTO_ORDER:
+            if installed(name):
+                return name
+        raise UsageError(f"{path}: no runtime for it is installed: {_INSTALL['onnxruntime']}")
+    require(backend)
+    if backend == "torch" and exported:
+        raise UsageError(f"{path}: an exported file runs in onnxruntime or openvino, not torch")
+    if backend != "torch" and not exported:
+        raise UsageError(f"{path}: backend {backend!r} runs an exported .onnx file; export "
+                         f"the checkpoint first: rtseg export {path} --onnx model.onnx")
+    return backend

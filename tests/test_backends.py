@@ -1,0 +1,73 @@
+"""rtseg.load on exported files: ONNX metadata, ONNX Runtime and OpenVINO behind a Segmenter."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import rtseg
+from rtseg.backends import installed, read_metadata
+from rtseg.cli import main
+from rtseg.errors import CheckpointError, UsageError
+
+TINY = dict(model="fpn_r18_bilinear", dataset="synthetic", synthetic_size=[32, 48],
+            crop_size=[32, 48], synthetic_train_images=4, synthetic_val_images=1,
+            batch_size=4, iters=1, eval_interval=1, workers=0)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    out = tmp_path_factory.mktemp("exp")
+    run = rtseg.train(TINY, out_dir=str(out), run_name="r")
+    onnx = out / "m.onnx"
+    assert main(["export", str(run / "best.pt"), "--onnx", str(onnx), "--size", "64", "96"]) == 0
+    return run / "best.pt", onnx
+
+
+def test_metadata_round_trip(exported):
+    ckpt, onnx = exported
+    meta = read_metadata(onnx)
+    seg = rtseg.load(ckpt, device="cpu")
+    assert meta["model"] == "fpn_r18_bilinear" and meta["classes"] == seg.classes
+    assert [tuple(c) for c in meta["palette"]] == seg.palette
+    assert meta["mean"] == [0.485, 0.456, 0.406] and meta["dynamic"] is True
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_exported_file_gives_the_checkpoints_labels(exported, backend, one_thread):
+    if not installed(backend):
+        pytest.skip(f"{backend} is not installed (an optional extra)")
+    ckpt, onnx = exported
+    torch_seg = rtseg.load(ckpt, device="cpu")
+    seg = rtseg.load(onnx, backend=backend, threads=1)
+    assert seg.classes == torch_seg.classes and backend in seg.name
+    for seed, (h, w) in enumerate([(32, 48), (45, 61)]):  # the export size is 64×96
+        image = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+        a, b = torch_seg.logits(image), seg.logits(image)
+        assert (a - b).abs().max() <= 1e-4 * max(1.0, float(a.abs().max()))
+        assert np.array_equal(seg(image), torch_seg(image))
+    batch = np.random.default_rng(5).integers(0, 256, (2, 3, 40, 56), dtype=np.uint8)
+    import torch
+
+    assert torch.equal(seg(torch.from_numpy(batch)), torch_seg(torch.from_numpy(batch)))
+    assert seg(image, flip=True, scales=[0.75, 1]).shape == image.shape[:2]
+
+
+def test_auto_backend_and_clear_errors(exported, tmp_path):
+    ckpt, onnx = exported
+    assert "onnxruntime" in rtseg.load(onnx).name  # auto: the first installed runtime
+    bare = tmp_path / "bare.onnx"
+    rtseg.export.export_onnx(rtseg.create_model("fpn_r18_bilinear", 3, aux=False), bare,
+                             (32, 32))
+    with pytest.raises(CheckpointError, match="bare.onnx: no rtseg metadata"):
+        rtseg.load(bare)
+    with pytest.raises(UsageError, match="runs an exported .onnx file; export the checkpoint"):
+        rtseg.load(ckpt, backend="onnxruntime")
+    with pytest.raises(UsageError, match="not torch"):
+        rtseg.load(onnx, backend="torch")
+    with pytest.raises(UsageError, match="unknown backend 'tensorrt'"):
+        rtseg.load(onnx, backend="tensorrt")
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(onnx.read_bytes()[:200])
+    with pytest.raises(CheckpointError, match="broken.onnx: cannot read ONNX file"):
+        rtseg.load(broken)
