@@ -71,3 +71,20 @@ def test_auto_backend_and_clear_errors(exported, tmp_path):
     broken.write_bytes(onnx.read_bytes()[:200])
     with pytest.raises(CheckpointError, match="broken.onnx: cannot read ONNX file"):
         rtseg.load(broken)
+
+
+def test_int8_export_runs_and_stays_close(tmp_path, capsys):
+    out = tmp_path / "m.onnx"
+    assert main(["export", "fpn_r18_bilinear", "--num-classes", "4", "--onnx", str(out),
+                 "--size", "32", "48", "--int8", "--calib", "synthetic", "--calib-images",
+                 "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "int8 QDQ, 3 calibration images" in printed and "Conv ×" in printed
+    int8 = tmp_path / "m.int8.onnx"
+    assert int8.stat().st_size < out.stat().st_size / 2  # int8 weights
+    q = rtseg.load(int8, backend="onnxruntime")
+    f = rtseg.load(out, backend="onnxruntime")
+    image = np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8)
+    assert q.classes == f.classes
+    assert (q(image) == f(image)).mean() > 0.8
+    assert main(["export", "fpn_r18_bilinear", "--onnx", str(out), "--int8"]) == 2

@@ -32,6 +32,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, default=1, help="batch of the trace input")
     p.add_argument("--onnx", metavar="FILE", help="write ONNX here")
     p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--int8", action="store_true",
+                   help="also write <onnx>.int8.onnx: static QDQ int8, per-channel weights, "
+                        "calibrated on --calib images")
+    p.add_argument("--calib", metavar="DATA",
+                   help="calibration images: a data folder (its train split) or 'synthetic'")
+    p.add_argument("--calib-images", type=int, default=64, help="calibration images (64)")
     p.add_argument("--torchscript", metavar="FILE", help="write a torch.jit.trace file here")
     p.add_argument("--exported", metavar="FILE", help="write a torch.export .pt2 file here")
     p.add_argument("--static", action="store_true", help="fixed batch, H and W")
@@ -60,10 +66,37 @@ def _load(args: argparse.Namespace) -> tuple[nn.Module, str, str, dict]:
     return model.eval(), args.model, f"random weights, {args.num_classes} classes", table
 
 
+def _int8(path, args: argparse.Namespace, size: tuple[int, int], name: str, table: dict,
+          dynamic: bool) -> None:
+    """Write and report the int8 version of the ONNX file ``path``."""
+    from ..quantize import agreement, calibration_batches, quantize_int8
+
+    out = path.with_suffix(".int8.onnx")
+    report = quantize_int8(path, out, calibration_batches(args.calib, size, args.calib_images))
+    write_metadata(out, make_metadata(name, table["classes"], table["palette"], IMAGENET_MEAN,
+                                      IMAGENET_STD, dynamic, size))
+    held_out = calibration_batches(args.calib, size, min(8, args.calib_images), seed=1)
+    close = agreement(path, out, held_out)
+    print(f"wrote {out} (int8 QDQ, {report['calibration_images']} calibration images from "
+          f"{args.calib}); quantised: "
+          + ", ".join(f"{k} ×{v}" for k, v in sorted(report["quantized"].items())))
+    if report["float"]:
+        print("  still float (no int8 form in ONNX Runtime's quantiser): "
+              + ", ".join(f"{k} ×{v}" for k, v in sorted(report["float"].items())))
+    print(f"  int8 vs fp32 on {close['images']} images (another sample): "
+          f"{100 * close['pixels_changed']:.2f} % of pixels "
+          f"change class, max |logit diff| {close['max_logit_diff']:.3f}")
+
+
 def run(args: argparse.Namespace) -> int:
     """Write the requested files and check each against PyTorch: 0, or 1 when a check fails."""
     if not (args.onnx or args.torchscript or args.exported):
         raise UsageError("nothing to write; give --onnx, --torchscript and/or --exported")
+    if args.int8 and not (args.onnx and args.calib):
+        raise UsageError("--int8 needs --onnx FILE and --calib DATA (a data folder or "
+                         "'synthetic')")
+    if args.int8 and args.calib_images < 1:
+        raise UsageError(f"--calib-images must be >= 1, got {args.calib_images}")
     size = tuple(args.size)
     model, name, origin, table = _load(args)
     dynamic = not args.static
@@ -83,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
             for s in checks:
                 d = library.check_onnx(model, path, s, args.atol, args.batch)
                 print(f"  ONNX Runtime vs PyTorch at {s[0]}×{s[1]}: max |diff| {d:.2e}")
+            if args.int8:
+                _int8(path, args, size, name, table, dynamic)
         if args.torchscript:
             path = library.export_torchscript(model, args.torchscript, size, args.batch)
             print(f"wrote {path} (torch.jit.trace)")
