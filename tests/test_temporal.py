@@ -186,3 +186,23 @@ def test_bench_times_the_streaming_step():
     rows = benchmark(["fanet18_temp"], size=(64, 64), iters=1, warmup=1, device="cpu",
                      reference=False)
     assert rows[0]["error"] is None and rows[0]["median_ms"] > 0
+
+
+def test_temporal_camvid_script_compares_both_models(tmp_path, one_thread):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("tc", root / "scripts/temporal_camvid.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    names = {**CAMVID_NAMES, "test": ["0001TP_008550", "0001TP_008580"]}
+    _camvid_fixture(tmp_path / "camvid", names, size=(64, 64))
+    argv = ["--data", str(tmp_path / "camvid"), "--out", str(tmp_path / "out"), "--iters", "2",
+            "--crop", "64", "64", "--batch", "2", "--workers", "0", "--device", "cpu"]
+    assert script.main(argv) == 0
+    text = (tmp_path / "out" / "results.md").read_text()
+    assert "| fanet18 | 0 |" in text and "| fanet18_temp | 0 |" in text
+    res = json.loads((tmp_path / "out" / "fanet18_temp_s0" / "metrics_test.json").read_text())
+    assert res["images"] == 2
