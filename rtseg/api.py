@@ -96,6 +96,7 @@ def evaluate(
     tolerance: int | Sequence[int] = 2,
     limit: int | None = None,
     progress: bool = True,
+    backend: str = "auto",
 ) -> dict[str, Any]:
     """mIoU, per-class IoU, pixel accuracy and boundary F-score on a split of a data set.
 
@@ -110,12 +111,15 @@ def evaluate(
         tolerance: boundary F-score tolerance in pixels; several (``(1, 2, 3)``) add
             ``mbf_at``/``bf_at`` with one score per tolerance, the first being ``mbf``.
         limit: evaluate only the first ``limit`` images.
+        backend: for an exported ``.onnx`` file, its runtime (see :func:`load`).
 
     Returns:
         The metrics (``miou``, ``iou``, ``pixel_acc``, ``mbf``, …) with ``classes``, ``split``,
         ``dataset``, ``images``, ``seconds`` and the options used.
     """
     ckpt_cfg, checkpoint = None, None
+    if isinstance(model_or_path, (str, Path)) and Path(model_or_path).suffix.lower() == ".onnx":
+        model_or_path = load(model_or_path, device, backend)  # its data must be given
     if isinstance(model_or_path, (str, Path)):
         checkpoint = str(model_or_path)
         model, ckpt = load_model(model_or_path, resolve_device(device))

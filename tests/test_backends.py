@@ -88,3 +88,25 @@ def test_int8_export_runs_and_stays_close(tmp_path, capsys):
     assert q.classes == f.classes
     assert (q(image) == f(image)).mean() > 0.8
     assert main(["export", "fpn_r18_bilinear", "--onnx", str(out), "--int8"]) == 2
+
+
+def test_predict_and_eval_commands_take_an_exported_file(exported, tmp_path, capsys):
+    from PIL import Image
+
+    ckpt, onnx = exported
+    image = np.random.default_rng(3).integers(0, 256, (32, 48, 3), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "x.png")
+    for source, backend in ((ckpt, "auto"), (onnx, "onnxruntime")):
+        out = tmp_path / backend
+        assert main(["predict", str(source), str(tmp_path / "x.png"), "--out", str(out),
+                     "--backend", backend, "--device", "cpu"]) == 0
+    a = np.asarray(Image.open(tmp_path / "auto" / "x_label.png"))
+    b = np.asarray(Image.open(tmp_path / "onnxruntime" / "x_label.png"))
+    assert np.array_equal(a, b)
+    res = rtseg.evaluate(onnx, data=rtseg.data.Synthetic(
+        "val", size=(32, 48), num_images=1,
+        transform=rtseg.data.transforms.eval_transforms()), progress=False)
+    ref = rtseg.evaluate(ckpt, split="val", device="cpu", progress=False)
+    assert res["miou"] == pytest.approx(ref["miou"])
+    assert main(["eval", str(onnx)]) == 2  # an exported file has no training data to default to
+    assert "give data=PATH" in capsys.readouterr().err

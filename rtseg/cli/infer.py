@@ -12,6 +12,10 @@ from ..errors import UsageError
 
 def _inference_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--backend", default="auto",
+                   choices=["auto", "torch", "onnxruntime", "openvino"],
+                   help="runtime: torch for a checkpoint, onnxruntime or openvino for an "
+                        ".onnx file; auto picks by the file")
     p.add_argument("--mode", choices=["whole", "slide"], default="whole")
     p.add_argument("--crop", nargs=2, type=int, metavar=("H", "W"), help="window of --mode slide")
     p.add_argument("--stride", nargs=2, type=int, metavar=("H", "W"),
@@ -67,7 +71,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
     res = evaluate(args.checkpoint, data=args.data_root, split=args.split, dataset=args.dataset,
                    device=args.device, tolerance=args.tolerance, limit=args.limit,
-                   **_options(args))
+                   backend=args.backend, **_options(args))
     print(f"{res['dataset']} {args.split}: {res['images']} images, mIoU {100 * res['miou']:.2f}, "
           f"pixel acc {100 * res['pixel_acc']:.2f}, boundary F {100 * res['mbf']:.2f} "
           f"(tolerance {args.tolerance} px)")
@@ -83,7 +87,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from ..engine.predict import predict_path, predict_video
     from ..utils import VIDEO_SUFFIXES
 
-    seg = load(args.checkpoint, device=args.device, **_options(args))
+    seg = load(args.checkpoint, device=args.device, backend=args.backend, **_options(args))
     out = Path(args.out or Path(args.checkpoint).parent / "predictions")
     if out.suffix.lower() in VIDEO_SUFFIXES:
         res = predict_video(seg, args.input, out, every=args.every, max_frames=args.max_frames)
