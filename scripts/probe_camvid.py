@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import torch  # noqa: E402
-from study_camvid import by_seed, spread, verdict  # noqa: E402
+from study_camvid import by_seed, per_class_table, spread, verdict  # noqa: E402
 
 import rtseg  # noqa: E402
 
@@ -180,11 +180,7 @@ def report(results: dict[str, list[dict]], speed: dict[str, dict]) -> str:
                 deltas.append(verdict(results[n], base, f"bf{t}"))
             lines.append(f"| {n.split(' ', 1)[1]} | {verdict(results[n], base, 'miou')} | "
                          f"{by_seed(results[n], base, 'miou')} | " + " | ".join(deltas) + " |")
-    lines += ["", "Per-class IoU (%), seed mean:", "",
-              "| run | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes)]
-    for name, runs in results.items():
-        means = [statistics.fmean(r["iou"][k] for r in runs) for k in range(len(classes))]
-        lines.append(f"| {name} | " + " | ".join(f"{100 * v:.1f}" for v in means) + " |")
+    lines += [""] + per_class_table(results, classes, head="run")
     return "\n".join(lines) + "\n"
 
 

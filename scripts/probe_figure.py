@@ -47,10 +47,7 @@ def best_window(label: torch.Tensor) -> tuple[int, int, float]:
 
 
 def boundary_figure(args: argparse.Namespace, path: Path, rows: int = 4) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from study_camvid import load_runs, save_grid
 
     ds = rtseg.data.CamVid(args.data, "test")
     palette = torch.tensor(ds.palette + [(0, 0, 0)] * (256 - len(ds.palette)), dtype=torch.uint8)
@@ -62,27 +59,14 @@ def boundary_figure(args: argparse.Namespace, path: Path, rows: int = 4) -> None
             chosen.append(((top, left), i))
         if len(chosen) == rows:
             break
-    seed = args.seeds[0]
-    segs = {}
-    for up in args.upsamplers:
-        ckpt = Path(args.out) / f"frozen_{up}_s{seed}" / "best.pt"
-        if ckpt.is_file():
-            segs[up] = rtseg.load(ckpt, device=args.device)
-    cols = 2 + len(segs)
-    fig, axes = plt.subplots(len(chosen), cols, figsize=(2.2 * cols, 1.8 * len(chosen)),
-                             squeeze=False)
-    for r, ((top, left), i) in enumerate(chosen):
+    segs = load_runs({up: Path(args.out) / f"frozen_{up}_s{args.seeds[0]}"
+                      for up in args.upsamplers}, args.device)
+    grid = []
+    for (top, left), i in chosen:
         image, label = ds.load(i)
         h, w = window(label)
         crop = (slice(top, top + h), slice(left, left + w))
-        panels = [(f"test {ds.name(i)}", image.permute(1, 2, 0)[crop]),
-                  ("ground truth", palette[label][crop])]
-        panels += [(up, palette[seg(image)][crop])
-                   for up, seg in segs.items()]
-        for c, (title, picture) in enumerate(panels):
-            axes[r, c].imshow(picture.numpy(), interpolation="nearest")
-            axes[r, c].set_axis_off()
-            axes[r, c].set_title(title, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        grid.append([(f"test {ds.name(i)}", image.permute(1, 2, 0)[crop]),
+                     ("ground truth", palette[label][crop])]
+                    + [(up, palette[seg(image)][crop]) for up, seg in segs.items()])
+    save_grid(grid, path, cell=(2.2, 1.8))

@@ -144,39 +144,58 @@ def by_seed(runs: list[dict[str, Any]], baseline: list[dict[str, Any]], key: str
     return ", ".join(f"s{seed} {100 * d:+.1f}" for seed, d in pairs)
 
 
-def figure(models: list[str], args: argparse.Namespace, path: Path) -> None:
-    """The same test frames: image, ground truth, then each model's prediction (seed 0 runs)."""
+def load_runs(runs: dict[str, Path], device: str) -> dict:
+    """Segmenters of the runs whose ``best.pt`` exists, by title."""
+    return {title: rtseg.load(run / "best.pt", device=device)
+            for title, run in runs.items() if (run / "best.pt").is_file()}
+
+
+def save_grid(rows: list[list[tuple[str, torch.Tensor]]], path: Path,
+              cell: tuple[float, float] = (2.4, 1.9)) -> None:
+    """A figure of H×W×3 uint8 pictures, one row per list of (title, picture)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    cols = max(len(r) for r in rows)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(cell[0] * cols, cell[1] * len(rows)),
+                             squeeze=False)
+    for r, panels in enumerate(rows):
+        for c, (title, picture) in enumerate(panels):
+            axes[r, c].imshow(picture.numpy(), interpolation="nearest")
+            axes[r, c].set_axis_off()
+            axes[r, c].set_title(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def per_class_table(results: dict[str, list[dict[str, Any]]], classes: list[str],
+                    head: str = "model") -> list[str]:
+    """Markdown rows of the seed-mean IoU (%) of every class, one row per entry."""
+    lines = ["Per-class IoU (%), seed mean:", "",
+             f"| {head} | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes)]
+    for name, runs in results.items():
+        means = [statistics.fmean(r["iou"][k] for r in runs) for k in range(len(classes))]
+        lines.append(f"| {name} | " + " | ".join(f"{100 * v:.1f}" for v in means) + " |")
+    return lines
+
+
+def figure(models: list[str], args: argparse.Namespace, path: Path) -> None:
+    """The same test frames: image, ground truth, then each model's prediction (seed 0 runs)."""
     from rtseg.data import CamVid
 
     ds = CamVid(args.data, "test")
     palette = torch.tensor(ds.palette + [(0, 0, 0)] * (256 - len(ds.palette)), dtype=torch.uint8)
-    frames = [i for i in args.figure_frames if i < len(ds)]
-    nets = {}
-    for m in models:
-        ckpt = Path(args.out) / f"{m}_s{args.seeds[0]}" / "best.pt"
-        if ckpt.is_file():
-            nets[m] = rtseg.load(ckpt, device=args.device)
-    cols = 2 + len(nets)
-    fig, axes = plt.subplots(len(frames), cols, figsize=(2.4 * cols, 1.9 * len(frames)),
-                             squeeze=False)
-    for r, index in enumerate(frames):
+    segs = load_runs({m.replace("fpn_r18_", ""): Path(args.out) / f"{m}_s{args.seeds[0]}"
+                      for m in models}, args.device)
+    rows = []
+    for index in [i for i in args.figure_frames if i < len(ds)]:
         image, label = ds.load(index)
-        panels = [("image", image.permute(1, 2, 0)), ("ground truth", palette[label])]
-        for name, seg in nets.items():
-            panels.append((name.replace("fpn_r18_", ""), palette[seg(image)]))
-        for c, (title, picture) in enumerate(panels):
-            axes[r, c].imshow(picture.numpy())
-            axes[r, c].set_axis_off()
-            if r == 0:
-                axes[r, c].set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        rows.append([("image", image.permute(1, 2, 0)), ("ground truth", palette[label])]
+                    + [(name, palette[seg(image)]) for name, seg in segs.items()])
+    save_grid(rows, path)
 
 
 def report(results: dict[str, list[dict[str, Any]]], speed: dict[str, dict[str, Any]],
@@ -215,11 +234,7 @@ def report(results: dict[str, list[dict[str, Any]]], speed: dict[str, dict[str, 
                          f"{by_seed(results[model], baseline, 'miou')} | "
                          f"{verdict(results[model], baseline, 'mbf')} | "
                          f"{by_seed(results[model], baseline, 'mbf')} |")
-    lines += ["", "Per-class IoU (%), seed mean:", "",
-              "| model | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes)]
-    for model, runs in results.items():
-        means = [statistics.fmean(r["iou"][k] for r in runs) for k in range(len(classes))]
-        lines.append(f"| {model} | " + " | ".join(f"{100 * v:.1f}" for v in means) + " |")
+    lines += [""] + per_class_table(results, classes)
     return "\n".join(lines) + "\n"
 
 
