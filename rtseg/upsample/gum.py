@@ -128,7 +128,12 @@ def guided_sample(coarse: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
         grid = torch.addcmul(grid0, off, scale)  # one fused pass
     else:
         grid0 = base_grid(out_size, (h, w), off)
-        grid = grid0 + torch.cat([off[..., :1] * (2.0 / w), off[..., 1:] * (2.0 / h)], dim=-1)
+        if torch.jit.is_tracing():  # ONNX export: [2/w, 2/h] from the traced shape as one
+            # float vector (OpenCV DNN rejects the 0-d integer arithmetic of the form below)
+            wh = torch._shape_as_tensor(coarse)[2:].flip(0).to(dtype)
+            grid = grid0 + off * (2.0 / wh)
+        else:  # torch.export / compile (symbolic sizes), meta tensors
+            grid = grid0 + torch.cat([off[..., :1] * (2.0 / w), off[..., 1:] * (2.0 / h)], -1)
     out = F.grid_sample(coarse.to(dtype), grid, mode="bilinear", padding_mode="border",
                         align_corners=False)
     return out.to(coarse.dtype)
