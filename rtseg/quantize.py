@@ -102,6 +102,18 @@ def float_nodes(path: str | Path) -> tuple[dict[str, int], dict[str, int]]:
     return dict(quantized), dict(floating)
 
 
+def convert_fp16(src: str | Path, dst: str | Path) -> None:
+    """Write the fp16 version of the ONNX model ``src`` (ONNX Runtime's converter; float32
+    input and output kept, so callers do not change)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    onnx.save(model, str(dst))
+
+
 def calibration_batches(calib: str | Path, size: tuple[int, int], count: int,
                         seed: int = 0) -> Iterator[np.ndarray]:
     """``count`` normalised 1×3×H×W training images at ``size`` from a data folder (layout

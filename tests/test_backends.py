@@ -110,3 +110,14 @@ def test_predict_and_eval_commands_take_an_exported_file(exported, tmp_path, cap
     assert res["miou"] == pytest.approx(ref["miou"])
     assert main(["eval", str(onnx)]) == 2  # an exported file has no training data to default to
     assert "give data=PATH" in capsys.readouterr().err
+
+
+def test_fp16_export_runs(tmp_path, capsys):
+    out = tmp_path / "m.onnx"
+    assert main(["export", "fpn_r18_gai", "--num-classes", "4", "--onnx", str(out), "--size",
+                 "32", "48", "--fp16", "--no-check"]) == 0
+    assert "fp16 weights and arithmetic" in capsys.readouterr().out
+    half, full = rtseg.load(tmp_path / "m.fp16.onnx"), rtseg.load(out)
+    image = np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8)
+    assert (half.logits(image) - full.logits(image)).abs().max() < 0.05
+    assert main(["export", "gun", "--torchscript", str(tmp_path / "t.pt"), "--fp16"]) == 2

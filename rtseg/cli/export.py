@@ -38,6 +38,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--calib", metavar="DATA",
                    help="calibration images: a data folder (its train split) or 'synthetic'")
     p.add_argument("--calib-images", type=int, default=64, help="calibration images (64)")
+    p.add_argument("--fp16", action="store_true",
+                   help="also write <onnx>.fp16.onnx (ONNX Runtime's converter, fp32 I/O)")
     p.add_argument("--torchscript", metavar="FILE", help="write a torch.jit.trace file here")
     p.add_argument("--exported", metavar="FILE", help="write a torch.export .pt2 file here")
     p.add_argument("--static", action="store_true", help="fixed batch, H and W")
@@ -88,6 +90,24 @@ def _int8(path, args: argparse.Namespace, size: tuple[int, int], name: str, tabl
           f"change class, max |logit diff| {close['max_logit_diff']:.3f}")
 
 
+def _fp16(path, size: tuple[int, int], name: str, table: dict, dynamic: bool) -> None:
+    """Write and check the fp16 version of the ONNX file ``path``."""
+    import torch
+
+    from ..quantize import agreement, convert_fp16
+
+    out = path.with_suffix(".fp16.onnx")
+    convert_fp16(path, out)
+    write_metadata(out, make_metadata(name, table["classes"], table["palette"], IMAGENET_MEAN,
+                                      IMAGENET_STD, dynamic, size))
+    g = torch.Generator().manual_seed(2)
+    close = agreement(path, out, [torch.randn(1, 3, *size, generator=g).numpy()
+                                  for _ in range(2)])
+    print(f"wrote {out} (fp16 weights and arithmetic, fp32 input/output); vs fp32 on 2 random "
+          f"inputs: {100 * close['pixels_changed']:.2f} % of pixels change class, max |logit "
+          f"diff| {close['max_logit_diff']:.3g}")
+
+
 def run(args: argparse.Namespace) -> int:
     """Write the requested files and check each against PyTorch: 0, or 1 when a check fails."""
     if not (args.onnx or args.torchscript or args.exported):
@@ -95,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
     if args.int8 and not (args.onnx and args.calib):
         raise UsageError("--int8 needs --onnx FILE and --calib DATA (a data folder or "
                          "'synthetic')")
+    if args.fp16 and not args.onnx:
+        raise UsageError("--fp16 needs --onnx FILE")
     if args.int8 and args.calib_images < 1:
         raise UsageError(f"--calib-images must be >= 1, got {args.calib_images}")
     size = tuple(args.size)
@@ -118,6 +140,8 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  ONNX Runtime vs PyTorch at {s[0]}×{s[1]}: max |diff| {d:.2e}")
             if args.int8:
                 _int8(path, args, size, name, table, dynamic)
+            if args.fp16:
+                _fp16(path, size, name, table, dynamic)
         if args.torchscript:
             path = library.export_torchscript(model, args.torchscript, size, args.batch)
             print(f"wrote {path} (torch.jit.trace)")
