@@ -121,3 +121,17 @@ def test_fp16_export_runs(tmp_path, capsys):
     image = np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8)
     assert (half.logits(image) - full.logits(image)).abs().max() < 0.05
     assert main(["export", "gun", "--torchscript", str(tmp_path / "t.pt"), "--fp16"]) == 2
+
+
+def test_bench_times_every_backend_in_one_run():
+    from rtseg.bench import run_benchmark
+
+    res = run_benchmark(["fpn_r18_bilinear"], size=(32, 48), iters=1, warmup=1, device="cpu",
+                        reference=False, compare=True, backends=("torch", "onnxruntime"))
+    rows = {r["name"]: r for r in res["results"]}
+    assert set(rows) == {"fpn_r18_bilinear", "fpn_r18_bilinear [onnxruntime]"}
+    assert all(r["error"] is None and r["median_ms"] > 0 for r in rows.values())
+    with pytest.raises(UsageError, match="without --channels-last, --compile or --fold-bn"):
+        run_benchmark(["gun"], backends=("onnxruntime",), fold_bn=True, device="cpu")
+    with pytest.raises(UsageError, match="unknown backend 'trt'"):
+        run_benchmark(["gun"], backends=("trt",), device="cpu")

@@ -104,9 +104,27 @@ def _first_call_errors(name: str, setup: Setup, run: Callable[[], Any]) -> Calla
     return wrapped
 
 
+def _exported(model: nn.Module, setup: Setup, backend: str) -> nn.Module:
+    """``model`` exported to ONNX (static, the run's batch and size) and loaded in
+    ``backend`` with the run's thread count: a callable on torch tensors like the model."""
+    import tempfile
+    import warnings
+
+    from ..backends import RUNTIMES
+    from ..export import export_onnx
+
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = export_onnx(model, f"{tmp}/model.onnx", setup.size, dynamic=False,
+                           batch=setup.batch)
+        return RUNTIMES[backend](path, threads=torch.get_num_threads())
+
+
 def build_model(name: str, setup: Setup, num_classes: int = 19,
                 fold_bn: bool = False) -> tuple[Item, Check]:
-    """Registered model ``name`` (eval, no auxiliary heads) on a batch×3×H×W random input."""
+    """Registered model ``name`` (eval, no auxiliary heads) on a batch×3×H×W random input;
+    ``"<model>@<backend>"`` runs its ONNX export in that runtime (onnxruntime, openvino)."""
+    name, _, backend = name.partition("@")
     model = create_model(name, num_classes, aux=False).eval()
     params, macs = count_params(model), count_macs(model, setup.size)
     extra = {"bn_folded": None, "bn_left": count_bn(model)}
@@ -115,10 +133,14 @@ def build_model(name: str, setup: Setup, num_classes: int = 19,
         model = fold_batchnorm(model)
         extra = {"bn_folded": before - count_bn(model), "bn_left": count_bn(model)}
     x = setup.randn((setup.batch, 3, *setup.size))
-    if getattr(model, "temporal", False):
-        model = Streaming(model, x)
-    run = _make_run(setup, setup.prepare(model), (x,), setup.argmax)
     resident = tensor_bytes([*model.parameters(), *model.buffers(), x])
+    if backend and backend != "torch":
+        run = _make_run(setup, _exported(model, setup, backend), (x,), setup.argmax)
+        name = f"{name} [{backend}]"
+    else:
+        if getattr(model, "temporal", False):
+            model = Streaming(model, x)
+        run = _make_run(setup, setup.prepare(model), (x,), setup.argmax)
     want = (setup.batch, *setup.size) if setup.argmax else (setup.batch, num_classes, *setup.size)
 
     def check(y: torch.Tensor) -> None:

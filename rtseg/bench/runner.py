@@ -52,6 +52,21 @@ def _check_names(names: Sequence[str], valid: Sequence[str], what: str) -> list[
     return out
 
 
+def _with_backends(names: list[str], backends: Sequence[str], modules: Sequence[str],
+                   device: torch.device, precision: str, torch_only: bool) -> list[str]:
+    """Model names with ``@backend`` for every runtime other than torch (checked)."""
+    from ..backends import require
+
+    backends = list(dict.fromkeys(backends)) or ["torch"]
+    for b in backends:
+        require(b)
+    exported = [b for b in backends if b != "torch"]
+    if exported and (modules or device.type != "cpu" or precision != "fp32" or torch_only):
+        raise UsageError(f"--backend {','.join(exported)} times whole models in fp32 on the "
+                         "CPU, without --channels-last, --compile or --fold-bn")
+    return [n if b == "torch" else f"{n}@{b}" for n in names for b in backends]
+
+
 def run_benchmark(
     models: Sequence[str] = (),
     size: tuple[int, int] | None = None,
@@ -75,6 +90,7 @@ def run_benchmark(
     cudnn_benchmark: bool = True,
     compile_mode: str | None = None,
     progress: Callable[[str], None] | None = None,
+    backends: Sequence[str] = ("torch",),
 ) -> dict[str, Any]:
     """Time models (or, with ``modules``, upsampler/attention modules); see :mod:`rtseg.bench`.
 
@@ -95,6 +111,9 @@ def run_benchmark(
             :func:`matmul_reference`) for the efficiency column.
         tf32: allow TF32 in cuDNN convolutions and CUDA matmuls (off: "fp32" is true fp32).
         cudnn_benchmark: cuDNN autotuning (CUDA).
+        backends: run every model in each of these: ``torch`` (eager), ``onnxruntime`` or
+            ``openvino`` (its static ONNX export at the run's batch and size, fp32, the run's
+            thread count); with ``compare`` all of them interleaved in one run.
 
     Returns:
         ``{"settings": {...}, "reference": {...} or None, "results": [row, ...]}``; a row has
@@ -122,6 +141,8 @@ def run_benchmark(
     kind = "modules" if modules else "models"
     names = (_check_names(modules, MODULES, "module") if modules
              else _check_names(models, list_models(), "model"))
+    names = _with_backends(names, backends, modules, dev, precision,
+                           channels_last or compile or fold_bn)
     size = tuple(size or ((128, 256) if modules else (1024, 2048)))
     if len(size) != 2 or min(size) < 1:
         raise UsageError(f"size must be two positive integers (H W), got {size}")

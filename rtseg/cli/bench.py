@@ -40,6 +40,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, help="torch.set_num_threads")
     p.add_argument("--warmup", type=int, help="untimed calls (default 10 CUDA, 2 CPU)")
     p.add_argument("--iters", type=int, help="timed calls (default 50 CUDA, 10 CPU)")
+    p.add_argument("--backend", default="torch", metavar="B[,B…]",
+                   help="runtimes to time each model in: torch, onnxruntime, openvino "
+                        "(comma-separated; with --compare interleaved in one run)")
     p.add_argument("--compare", action="store_true",
                    help="interleave the timed calls of all models (round robin)")
     p.add_argument("--num-classes", type=int, default=19)
@@ -68,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         reference=not args.no_reference, reference_size=args.matmul_size, tf32=args.tf32,
         cudnn_benchmark=args.cudnn_benchmark,
         compile_mode=None if args.compile_mode in (None, "default") else args.compile_mode,
-        progress=_progress)
+        progress=_progress, backends=[b for b in args.backend.split(",") if b])
     print(format_report(result))
     if args.json:
         path = Path(args.json)
