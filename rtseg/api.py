@@ -59,6 +59,8 @@ def load(path: str | Path, device: str | torch.device = "auto", backend: str = "
         raise UsageError(f"{path}: exported files run on the CPU here, not {device}")
     meta = backends.read_metadata(path)
     model = backends.RUNTIMES[name](path, threads)
+    if meta.get("dynamic") is False and meta.get("trace_size"):
+        model.static_shape = (meta.get("batch", 1), 3, *meta["trace_size"])
     return Segmenter(model, meta["classes"], meta["palette"], "cpu", mean=meta["mean"],
                      std=meta["std"], name=f"{meta['model']} ({name})", **options)
 
@@ -101,7 +103,10 @@ def evaluate(
     """mIoU, per-class IoU, pixel accuracy and boundary F-score on a split of a data set.
 
     Args:
-        model_or_path: a checkpoint path, a :class:`Segmenter` or an eval-mode model.
+        model_or_path: a checkpoint path, an exported ``.onnx`` file, a :class:`Segmenter`
+            or an eval-mode model. The images are normalised as in training (ImageNet
+            statistics) and predicted with the options given here, not a Segmenter's defaults;
+            a temporal model is scored on clips of each frame and its past frames.
         data: a data set folder (its layout is detected unless ``dataset`` names it), a
             :class:`~rtseg.data.SegmentationDataset`, or None for the checkpoint's training data.
         split: the split to evaluate.
@@ -118,7 +123,13 @@ def evaluate(
         ``dataset``, ``images``, ``seconds`` and the options used.
     """
     ckpt_cfg, checkpoint = None, None
-    if isinstance(model_or_path, (str, Path)) and Path(model_or_path).suffix.lower() == ".onnx":
+    from .backends import pick_backend
+    from .segmenter import check_options
+
+    options = check_options({"mode": mode, "crop": crop, "stride": stride, "scales": scales,
+                             "flip": flip, "short_side": short_side})
+    if isinstance(model_or_path, (str, Path)) and \
+            pick_backend(model_or_path, backend) != "torch":
         model_or_path = load(model_or_path, device, backend)  # its data must be given
     if isinstance(model_or_path, (str, Path)):
         checkpoint = str(model_or_path)
@@ -132,14 +143,17 @@ def evaluate(
         raise UsageError(f"cannot evaluate a {type(model_or_path).__name__}; give a checkpoint "
                          "path, a Segmenter or a model")
     ds = _dataset_for(ckpt_cfg, data, dataset, split)
+    if getattr(model, "temporal", False) and not hasattr(ds, "context"):
+        from .data.clips import make_clips  # a video model is scored on clips
+
+        ds = make_clips(ds, model.past)
     k = ckpt["num_classes"] if checkpoint else _output_classes(model_or_path)
     if k is not None and k != ds.num_classes:
         raise UsageError(f"{checkpoint or 'the model'} predicts {k} classes but the "
                          f"{type(ds).__name__} data has {ds.num_classes}")
     dev = next(model.parameters()).device
     t0 = time.perf_counter()
-    res = _evaluate(model, ds, dev, mode=mode, crop=crop, stride=stride, scales=scales,
-                    flip=flip, short_side=short_side, boundary_tolerance=tolerance,
+    res = _evaluate(model, ds, dev, **options, boundary_tolerance=tolerance,
                     progress=progress, limit=limit)
     res.update(split=split, dataset=type(ds).__name__.lower(), checkpoint=checkpoint,
                classes=ds.classes, seconds=time.perf_counter() - t0, mode=mode,
@@ -170,7 +184,7 @@ def train(
     from .engine.trainer import train as run_training
 
     if resume is not None:
-        run = Path(resume)
+        run = Path(resume).resolve()
         if not (run / "config.yaml").is_file() and config is None:
             raise ConfigError(f"{run}: not a run folder (no config.yaml)")
         config = config if config is not None else run / "config.yaml"

@@ -42,7 +42,7 @@ def require(backend: str) -> None:
 
 
 def make_metadata(model_name: str, classes: list[str], palette: list, mean: tuple, std: tuple,
-                  dynamic: bool, trace_size: tuple[int, int]) -> dict[str, str]:
+                  dynamic: bool, trace_size: tuple[int, int], batch: int = 1) -> dict[str, str]:
     """The ONNX metadata of an rtseg export (every value a string; lists as JSON)."""
     from . import __version__
 
@@ -51,7 +51,8 @@ def make_metadata(model_name: str, classes: list[str], palette: list, mean: tupl
             "rtseg.palette": json.dumps([list(map(int, c)) for c in palette]),
             "rtseg.mean": json.dumps(list(mean)), "rtseg.std": json.dumps(list(std)),
             "rtseg.dynamic": json.dumps(bool(dynamic)),
-            "rtseg.trace_size": json.dumps(list(trace_size)), "rtseg.version": __version__}
+            "rtseg.trace_size": json.dumps(list(trace_size)), "rtseg.batch": str(batch),
+            "rtseg.version": __version__}
 
 
 def write_metadata(path: str | Path, metadata: dict[str, str]) -> None:
@@ -87,7 +88,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: written by a newer rtseg (metadata format "
                               f"{props['rtseg.format']}): upgrade rtseg")
     meta: dict[str, Any] = {"model": props["rtseg.model"]}
-    for key in ("classes", "palette", "mean", "std", "dynamic", "trace_size"):
+    for key in ("classes", "palette", "mean", "std", "dynamic", "trace_size", "batch"):
         if f"rtseg.{key}" in props:
             meta[key] = json.loads(props[f"rtseg.{key}"])
     return meta
@@ -107,9 +108,16 @@ class _ExportedModel:
     def parameters(self):
         return iter([torch.zeros(0)])  # a CPU tensor: where the inputs must be
 
+    static_shape: tuple[int, ...] | None = None  # (B, 3, H, W) of a --static export
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4:
             raise UsageError(f"an exported model takes B×3×H×W images, got {tuple(x.shape)}")
+        if self.static_shape is not None and tuple(x.shape) != self.static_shape:
+            b, _, h, w = self.static_shape
+            raise UsageError(f"this export is static: it takes {b}×3×{h}×{w} inputs, not "
+                             f"{'×'.join(map(str, x.shape))}; use mode='slide', "
+                             f"crop=({h}, {w}) (batch {b}) or export without --static")
         out = self._run(np.ascontiguousarray(x.detach().float().cpu().numpy()))
         return torch.from_numpy(np.asarray(out))
 

@@ -59,7 +59,7 @@ class Segmenter:
         self.classes, self.name = list(classes), name
         self.palette = [tuple(int(v) for v in c) for c in palette]
         self.mean, self.std = tuple(mean), tuple(std)
-        self.options = self._check_options({"mode": "whole", "scales": (1.0,), **options})
+        self.options = check_options({"mode": "whole", "scales": (1.0,), **options})
         self._state = None  # a temporal model's past frames (see stream)
 
     @property
@@ -95,7 +95,7 @@ class Segmenter:
 
     @torch.no_grad()
     def _scores(self, x: torch.Tensor, options: dict[str, Any]) -> torch.Tensor:
-        opts = self._check_options({**self.options, **options})
+        opts = check_options({**self.options, **options})
         single = (opts["mode"] == "whole" and list(opts["scales"]) == [1.0]
                   and not opts.get("flip") and opts.get("short_side") is None)
         if single:
@@ -107,22 +107,6 @@ class Segmenter:
             return logits
         probs = predict_logits(self.model, x, num_classes=self.num_classes, **opts)
         return probs.clamp_min(1e-12).log()
-
-    def _check_options(self, options: dict[str, Any]) -> dict[str, Any]:
-        unknown = sorted(set(options) - set(_OPTIONS))
-        if unknown:
-            raise UsageError(f"unknown inference option(s) {', '.join(unknown)}; "
-                             f"valid: {', '.join(_OPTIONS)}")
-        if options.get("mode") not in ("whole", "slide"):
-            raise UsageError(f"mode must be 'whole' or 'slide', got {options.get('mode')!r}")
-        if options["mode"] == "slide" and not options.get("crop"):
-            raise UsageError("mode='slide' needs crop=(h, w)")
-        if options.get("stride") is not None and options["mode"] != "slide":
-            raise UsageError("stride applies to mode='slide' only")
-        scales = tuple(float(s) for s in options.get("scales") or ())
-        if not scales or min(scales) <= 0:
-            raise UsageError(f"scales must be positive numbers, got {options.get('scales')!r}")
-        return {**options, "scales": scales}
 
     def _prepare(self, image: ImageLike) -> tuple[torch.Tensor, bool, bool]:
         """Normalised B×3×H×W float input on the device, whether a batch was given, and
@@ -161,7 +145,9 @@ class Segmenter:
         logits, self._state = self.model.step(x, self._state)
         labels = logits.argmax(1).cpu()
         labels = labels if batched else labels[0]
-        return labels if as_tensor else labels.numpy().astype(np.uint8)
+        if as_tensor:
+            return labels
+        return labels.numpy().astype(np.uint8 if self.num_classes <= 256 else np.int32)
 
     # ---- pictures
 
@@ -175,6 +161,39 @@ class Segmenter:
                 alpha: float = 0.5) -> np.ndarray:
         """The prediction's colours blended over the image (H×W×3 uint8)."""
         return viz.overlay(to_rgb_array(image), self.colorize(labels), alpha)
+
+
+def check_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Test-time options checked and normalised (``scales`` a tuple, ``crop``/``stride`` pairs
+    of positive ints); UsageError naming the first bad one."""
+    from .engine.inference import check_short_side
+
+    unknown = sorted(set(options) - set(_OPTIONS))
+    if unknown:
+        raise UsageError(f"unknown inference option(s) {', '.join(unknown)}; "
+                         f"valid: {', '.join(_OPTIONS)}")
+    out = dict(options)
+    if out.get("mode", "whole") not in ("whole", "slide"):
+        raise UsageError(f"mode must be 'whole' or 'slide', got {out.get('mode')!r}")
+    for key in ("crop", "stride"):
+        if out.get(key) is not None:
+            value = out[key]
+            pair = (value, value) if isinstance(value, int) else tuple(value)
+            if len(pair) != 2 or not all(isinstance(v, int) and v > 0 for v in pair):
+                raise UsageError(f"{key} must be two positive integers (h, w), got {value!r}")
+            out[key] = pair
+    if out.get("mode") == "slide" and not out.get("crop"):
+        raise UsageError("mode='slide' needs crop=(h, w)")
+    if out.get("stride") is not None and out.get("mode") != "slide":
+        raise UsageError("stride applies to mode='slide' only")
+    scales = out.get("scales", (1.0,))
+    scales = (scales,) if isinstance(scales, (int, float)) else tuple(scales or ())
+    if not scales or not all(isinstance(v, (int, float)) and v > 0 for v in scales):
+        raise UsageError(f"scales must be positive numbers, got {out.get('scales')!r}")
+    out["scales"] = tuple(float(v) for v in scales)
+    if "short_side" in out:
+        out["short_side"] = check_short_side(out["short_side"])
+    return out
 
 
 def to_rgb_array(image: ImageLike) -> np.ndarray:

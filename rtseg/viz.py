@@ -23,9 +23,13 @@ def overlay(image: np.ndarray, colors: np.ndarray, alpha: float = 0.5) -> np.nda
 
 
 def save_label_png(labels: np.ndarray, palette: Sequence[Sequence[int]], path: Path) -> None:
-    """A palette ('P' mode) PNG: pixel values are class indices, shown in the palette colours."""
+    """A palette ('P' mode) PNG: pixel values are class indices, shown in the palette colours;
+    with more than 256 classes a 16-bit grey PNG of the indices."""
     from PIL import Image
 
+    if labels.max(initial=0) > 255:
+        Image.fromarray(labels.astype(np.uint16)).save(path)
+        return
     img = Image.fromarray(labels.astype(np.uint8), mode="P")
     flat = [c for rgb in palette[:256] for c in rgb]
     img.putpalette(flat + [0] * (768 - len(flat)))

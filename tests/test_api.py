@@ -86,6 +86,17 @@ def test_segmenter_rejects_bad_input(seg):
         seg("no/such/file.png")
 
 
+def test_options_are_checked_everywhere(run, seg):
+    assert seg(_image(), scales=1.0).shape == (32, 48)  # a number is one scale
+    for bad, match in [({"mode": "slide"}, "needs crop"), ({"scales": [0]}, "scales must be"),
+                       ({"mode": "slide", "crop": (0, 0)}, "crop must be two positive"),
+                       ({"stride": (4, 4)}, "stride applies")]:
+        with pytest.raises(UsageError, match=match):
+            rtseg.evaluate(run / "best.pt", split="test", device="cpu", **bad)
+        with pytest.raises(UsageError, match=match):
+            seg(_image(), **bad)
+
+
 def test_load_refuses_non_checkpoints(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")

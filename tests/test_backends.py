@@ -135,3 +135,16 @@ def test_bench_times_every_backend_in_one_run():
         run_benchmark(["gun"], backends=("onnxruntime",), fold_bn=True, device="cpu")
     with pytest.raises(UsageError, match="unknown backend 'trt'"):
         run_benchmark(["gun"], backends=("trt",), device="cpu")
+
+
+def test_a_static_export_says_what_it_takes(exported, tmp_path):
+    ckpt, _ = exported
+    out = tmp_path / "s.onnx"
+    assert main(["export", str(ckpt), "--onnx", str(out), "--size", "32", "48", "--static",
+                 "--no-check"]) == 0
+    seg = rtseg.load(out)
+    image = np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8)
+    assert seg(image).shape == (32, 48)
+    with pytest.raises(UsageError, match="static: it takes 1×3×32×48 inputs, not 1×3×40×48"):
+        seg(np.zeros((40, 48, 3), np.uint8))
+    assert seg(np.zeros((40, 48, 3), np.uint8), mode="slide", crop=(32, 48)).shape == (40, 48)

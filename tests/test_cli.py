@@ -26,6 +26,7 @@ def _bad_inputs(tmp_path, ckpt):
     garbage.write_bytes(b"\x00" * 64)
     text = tmp_path / "notes.txt"
     text.write_text("x")
+    (tmp_path / "bad.mp4").write_bytes(b"\x00" * 64)
     bad_yaml = tmp_path / "bad.yaml"
     bad_yaml.write_text("iters: [1,\n")
     out = str(tmp_path / "runs")
@@ -51,6 +52,14 @@ def _bad_inputs(tmp_path, ckpt):
         "eval wrong type": ["eval", str(ckpt), "--tolerance", "x"],
         "eval bad device": ["eval", str(ckpt), "--device", "tpu"],
         "eval bad data": ["eval", str(ckpt), "--data-root", str(tmp_path)],
+        "eval slide without crop": ["eval", str(ckpt), "--mode", "slide"],
+        "eval zero scale": ["eval", str(ckpt), "--scales", "0"],
+        "eval zero crop": ["eval", str(ckpt), "--mode", "slide", "--crop", "0", "0"],
+        "eval backend for a checkpoint": ["eval", str(ckpt), "--backend", "onnxruntime"],
+        "train freeze not a string": ["train", "freeze=[backbone]", f"out_dir={out}"],
+        "resume another model": ["train", "--resume", str(ckpt.parent), "model=fanet18"],
+        "predict broken video out": ["predict", str(ckpt), str(tmp_path / "bad.mp4"), "--out",
+                                     str(tmp_path / "o.mp4")],
         "predict missing input": ["predict", str(ckpt), str(tmp_path / "none.png")],
         "predict text input": ["predict", str(ckpt), str(text)],
         "predict slide without crop": ["predict", str(ckpt), str(text), "--mode", "slide"],

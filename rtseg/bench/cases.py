@@ -135,11 +135,14 @@ def build_model(name: str, setup: Setup, num_classes: int = 19,
     x = setup.randn((setup.batch, 3, *setup.size))
     resident = tensor_bytes([*model.parameters(), *model.buffers(), x])
     if backend and backend != "torch":
+        if getattr(model, "temporal", False):
+            raise UsageError(f"{name}: the ONNX export of a temporal model is its single-frame "
+                             "graph; time it with --backend torch (the streaming step)")
         run = _make_run(setup, _exported(model, setup, backend), (x,), setup.argmax)
         name = f"{name} [{backend}]"
     else:
         if getattr(model, "temporal", False):
-            model = Streaming(model, x)
+            model = Streaming(model.to(setup.device), x)
         run = _make_run(setup, setup.prepare(model), (x,), setup.argmax)
     want = (setup.batch, *setup.size) if setup.argmax else (setup.batch, num_classes, *setup.size)
 

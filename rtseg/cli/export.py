@@ -117,6 +117,9 @@ def run(args: argparse.Namespace) -> int:
                          "'synthetic')")
     if args.fp16 and not args.onnx:
         raise UsageError("--fp16 needs --onnx FILE")
+    if (args.int8 or args.fp16) and args.static and args.batch != 1:
+        raise UsageError("--int8/--fp16 are calibrated and checked on single images: export "
+                         "with --batch 1 (or without --static)")
     if args.int8 and args.calib_images < 1:
         raise UsageError(f"--calib-images must be >= 1, got {args.calib_images}")
     size = tuple(args.size)
@@ -132,7 +135,8 @@ def run(args: argparse.Namespace) -> int:
         if args.onnx:
             path = library.export_onnx(model, args.onnx, size, args.opset, dynamic, args.batch)
             write_metadata(path, make_metadata(name, table["classes"], table["palette"],
-                                               IMAGENET_MEAN, IMAGENET_STD, dynamic, size))
+                                               IMAGENET_MEAN, IMAGENET_STD, dynamic, size,
+                                               args.batch))
             print(f"wrote {path} (ONNX opset {args.opset}, TorchScript-based exporter; classes, "
                   "palette and normalisation in its metadata)")
             for s in checks:

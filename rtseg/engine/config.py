@@ -118,6 +118,9 @@ def _coerce(name: str, value: Any) -> Any:
         raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
     if name in _CHOICES and value not in _CHOICES[name]:
         raise ConfigError(f"{name} must be one of {', '.join(_CHOICES[name])}, got {value!r}")
+    if default is None and name not in ("aux_weights", "eval_crop") and value is not None \
+            and not isinstance(value, str):
+        raise ConfigError(f"{name} must be a string, got {value!r}")
     if name == "model_kwargs" and not isinstance(value, dict):
         raise ConfigError(f"model_kwargs must be a mapping such as {{mean: false}}, got {value!r}")
     return value

@@ -86,7 +86,7 @@ def predict_path(
         if limit is not None and n >= limit:
             break
         labels = seg.stream(image) if video else seg(image)
-        save_label_png(labels.numpy().astype(np.uint8), seg.palette, out_dir / f"{name}_label.png")
+        save_label_png(np.asarray(labels), seg.palette, out_dir / f"{name}_label.png")
         path = out_dir / f"{name}_overlay.png"
         Image.fromarray(seg.overlay(image, labels)).save(path)
         written.append(path)
@@ -118,9 +118,14 @@ def predict_video(
         raise UsageError(f"{source}: a video output needs a video input "
                          f"({', '.join(VIDEO_SUFFIXES)})")
     frames = iter_frames(source)
-    with av.open(str(source)) as probe:
-        rate = probe.streams.video[0].average_rate or 25
-        total = probe.streams.video[0].frames or None
+    try:
+        with av.open(str(source)) as probe:
+            if not probe.streams.video:
+                raise DataError(f"{source}: no video stream")
+            rate = probe.streams.video[0].average_rate or 25
+            total = probe.streams.video[0].frames or None
+    except av.error.FFmpegError as e:
+        raise DataError(f"{source}: cannot open video ({e})") from None
     out_path.parent.mkdir(parents=True, exist_ok=True)
     seg.reset()
     written, model_seconds, t0 = 0, 0.0, time.perf_counter()

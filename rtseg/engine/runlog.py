@@ -28,15 +28,26 @@ def _iter_of(line: str) -> float:
 class RunLog:
     """Append-only JSON lines, plus optional TensorBoard scalars; only rank 0 writes."""
 
-    def __init__(self, path: Path, enabled: bool = True, tensorboard: bool = False) -> None:
+    def __init__(self, path: Path, enabled: bool = True, tensorboard: bool = False,
+                 start: int = 0) -> None:
+        """``start``: the iteration a resumed run continues from; TensorBoard's events after
+        it (replayed by the run) are purged."""
         self.path, self.enabled, self.writer = Path(path), enabled, None
         if enabled and tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                raise UsageError("tensorboard=true needs the tensorboard package: "
-                                 'pip install "rtseg[tensorboard]"') from None
-            self.writer = SummaryWriter(str(self.path.parent / "tb"))
+            self.require_tensorboard()
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.path.parent / "tb"),
+                                        purge_step=start + 1 if start else None)
+
+    @staticmethod
+    def require_tensorboard() -> None:
+        """UsageError unless TensorBoard's writer can be imported."""
+        try:
+            from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+        except ImportError:
+            raise UsageError("tensorboard=true needs the tensorboard package: "
+                             'pip install "rtseg[tensorboard]"') from None
 
     def write(self, kind: str, iter: int, **values: Any) -> None:
         if not self.enabled:

@@ -40,7 +40,7 @@ from .. import create_model
 from ..data import DataError, SegmentationDataset, build_dataset
 from ..data.io import worker_message
 from ..data.transforms import eval_transforms, train_transforms
-from ..errors import ConfigError, RunInterrupted, TrainingError
+from ..errors import CheckpointError, ConfigError, RunInterrupted, TrainingError
 from ..losses import build_loss
 from ..utils import autocast
 from . import distributed, weights
@@ -153,10 +153,13 @@ class Trainer:
         self._build_optimiser()
         self.it, self.best = 0, -1.0
         self.out = Path(distributed.broadcast_object(str(run_dir(cfg)), info))
+        if cfg.tensorboard and info.is_main:
+            RunLog.require_tensorboard()  # before the run folder exists
         self._make_run_dir()
         if resume and (self.out / "last.pt").is_file():
             self._restore(self.out / "last.pt")
-        self.log = RunLog(self.out / "log.jsonl", info.is_main, cfg.tensorboard)
+        self.log = RunLog(self.out / "log.jsonl", info.is_main, cfg.tensorboard,
+                          start=self.it)
         self.log.truncate_after(self.it)  # rows of iterations a kill lost are replayed
 
     # ---- building
@@ -180,7 +183,6 @@ class Trainer:
                              aux=True, **cfg.model_kwargs)
         self.init_report = (weights.init_from(model, cfg.init_from, cfg.init_parts)
                             if cfg.init_from else None)
-        self.frozen = weights.freeze(model, cfg.freeze) if cfg.freeze else []
         self.aux_weights = cfg.aux_weights if cfg.aux_weights is not None else model.aux_weights
         if getattr(model, "temporal", False):  # clips: a labelled frame and its past frames
             from ..data.clips import make_clips
@@ -190,6 +192,8 @@ class Trainer:
         model.to(self.device)
         if cfg.sync_bn and self.info.enabled:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        # after the SyncBN conversion, which makes new BN modules without freeze's hooks
+        self.frozen = weights.freeze(model, cfg.freeze) if cfg.freeze else []
         self.model = model
         ids = [self.device.index] if self.device.type == "cuda" else None
         self.ddp = DistributedDataParallel(model, device_ids=ids) if self.info.enabled else model
@@ -224,10 +228,16 @@ class Trainer:
 
     def _restore(self, path: Path) -> None:
         ckpt = load_checkpoint(path)
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.scaler.load_state_dict(ckpt["scaler"])
+        try:
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+            self.scaler.load_state_dict(ckpt["scaler"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            first = (str(e).strip().splitlines() or [""])[0]
+            raise CheckpointError(f"{path}: cannot resume with this configuration (the model, "
+                                  f"freeze or learning-rate groups differ from the run's: "
+                                  f"{first})") from None
         rank = self.info.rank
         set_rng_state(ckpt["rng"][rank] if rank < len(ckpt["rng"]) else ckpt["rng"][0])
         self.it, self.best = ckpt["iteration"], ckpt["best_miou"]
@@ -245,9 +255,9 @@ class Trainer:
         self._t_last, self._seen = time.perf_counter(), 0
         try:
             with self._signals():
-                while self.it < cfg.iters and self.it != stop_at and not self._stop_signal:
+                while self.it < cfg.iters and self.it != stop_at and not self._agree()[0]:
                     self._epoch(stop_at)
-            if self._stop_signal:
+            if self._agree()[0] and self.it < cfg.iters:  # a finished run is not interrupted
                 self._interrupted()
         finally:  # an error message then starts on a line of its own
             self.bar.close()
@@ -265,6 +275,12 @@ class Trainer:
         try:
             for images, labels in self._loader(epoch, start):
                 loss, parts = self._step(images, labels)
+                stop, diverged = self._agree(not math.isfinite(loss))
+                if diverged:  # every process stops here, before anything is saved
+                    raise TrainingError(
+                        f"loss is {loss} at iteration {self.it + 1}; stopped without saving it "
+                        f"({self.out / 'last.pt'} is unchanged): lower lr, add warmup_iters, "
+                        "or check the data")
                 self.it += 1
                 self.bar.update(1)
                 if self.it % cfg.log_interval == 0 or self.it == cfg.iters:
@@ -273,13 +289,10 @@ class Trainer:
                     self._validate()
                 if self.it % cfg.ckpt_interval == 0 or self.it in (cfg.iters, stop_at):
                     self._checkpoint(self.out / "last.pt")
-                if self.it >= cfg.iters or self.it == stop_at or self._signalled():
+                if self.it >= cfg.iters or self.it == stop_at or stop:
                     break
         except DataError as e:  # from a loader worker: its message, not its traceback
             raise DataError(worker_message(e)) from None
-        except RuntimeError:
-            if not self._stop_signal:  # a Ctrl-C also stops the loader's workers
-                raise
 
     @contextlib.contextmanager
     def _signals(self):
@@ -304,14 +317,15 @@ class Trainer:
             for s, h in saved.items():
                 signal.signal(s, h)
 
-    def _signalled(self) -> bool:
-        """Whether any process got a stop signal (agreed over DDP ranks every step)."""
+    def _agree(self, diverged: bool = False) -> tuple[bool, bool]:
+        """(stop signal, non-finite loss) of any process, agreed over DDP ranks every step, so
+        that every process stops at the same iteration and takes the same path."""
         if not self.info.enabled:
-            return bool(self._stop_signal)
-        flag = torch.tensor([self._stop_signal], device=self.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        self._stop_signal = int(flag.item())
-        return bool(self._stop_signal)
+            return bool(self._stop_signal), diverged
+        flags = torch.tensor([self._stop_signal, int(diverged)], device=self.device)
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        self._stop_signal = int(flags[0].item())
+        return bool(self._stop_signal), bool(flags[1].item())
 
     def _interrupted(self) -> None:
         self._checkpoint(self.out / "last.pt")
@@ -324,7 +338,7 @@ class Trainer:
         cfg = self.cfg
         sampler = SeededSampler(self.base_sampler, cfg.seed, epoch, start * self.per_rank)
         return DataLoader(self.train_set, self.per_rank, sampler=sampler,
-                          num_workers=cfg.workers, drop_last=True,
+                          num_workers=cfg.workers, drop_last=True, worker_init_fn=_quiet_worker,
                           pin_memory=self.device.type == "cuda",
                           generator=torch.Generator().manual_seed(cfg.seed + epoch))
 
@@ -342,13 +356,7 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
-        value = loss.item()
-        if not math.isfinite(value):
-            raise TrainingError(
-                f"loss is {value} at iteration {self.it + 1}; stopped without saving it "
-                f"({self.out / 'last.pt'} is unchanged): lower lr, add warmup_iters, or check "
-                "the data")
-        return value, parts
+        return loss.item(), parts
 
     def _log_train(self, epoch: int, loss: float, parts: dict) -> None:
         now = time.perf_counter()
@@ -390,6 +398,13 @@ class Trainer:
                      "classes": ts.classes, "palette": [list(c) for c in ts.palette],
                      "num_classes": ts.num_classes, "config": _plain(self.cfg.to_dict()),
                      **(extra or {})}, path)
+
+
+def _quiet_worker(worker_id: int) -> None:
+    """Loader workers leave SIGINT/SIGTERM to the main process, which stops the run cleanly
+    (a Ctrl-C reaches the whole process group)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _plain(obj: Any) -> Any:
