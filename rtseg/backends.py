@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import CheckpointError, UsageError
+from .errors import CheckpointError, UsageError, first_line
 
 METADATA_FORMAT = 1
 METADATA_KEYS = ("rtseg.format", "rtseg.model", "rtseg.classes", "rtseg.palette", "rtseg.mean",
@@ -77,7 +77,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # noqa: BLE001 - a truncated or foreign file
         raise CheckpointError(f"{path}: cannot read ONNX file ({type(e).__name__}: "
-                              f"{(str(e).splitlines() or [''])[0]})") from None
+                              f"{first_line(e)})") from None
     props = {p.key: p.value for p in model.metadata_props}
     missing = [k for k in METADATA_KEYS[:6] if k not in props]
     if missing:
@@ -141,7 +141,7 @@ class OnnxRuntimeModel(_ExportedModel):
                                                 providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001 - ONNX Runtime's own errors
             raise CheckpointError(f"{path}: ONNX Runtime cannot load it ({type(e).__name__}: "
-                                  f"{(str(e).splitlines() or [''])[0]})") from None
+                                  f"{first_line(e)})") from None
         self.input = self.session.get_inputs()[0].name
 
     def _run(self, x: np.ndarray) -> np.ndarray:
@@ -166,7 +166,7 @@ class OpenVINOModel(_ExportedModel):
             self.compiled = core.compile_model(str(path), "CPU", config)
         except Exception as e:  # noqa: BLE001 - OpenVINO's own errors
             raise CheckpointError(f"{path}: OpenVINO cannot compile it ({type(e).__name__}: "
-                                  f"{(str(e).splitlines() or [''])[0]})") from None
+                                  f"{first_line(e)})") from None
         self.request = self.compiled.create_infer_request()
 
     def _run(self, x: np.ndarray) -> np.ndarray:

@@ -10,6 +10,13 @@ Python caller would expect (``ValueError``, ``KeyError``, ``FileNotFoundError``)
 from __future__ import annotations
 
 
+def first_line(err: BaseException) -> str:
+    """The first non-empty line of ``err``'s message (libraries' messages run over many
+    lines), or its type's name when it has no message."""
+    lines = [line for line in str(err).strip().splitlines() if line.strip()]
+    return lines[0].strip() if lines else type(err).__name__
+
+
 class RtsegError(Exception):
     """Base of the expected, user-facing errors."""
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import first_line
 from .memory import peak_extra_bytes
 
 Check = Callable[[Any], None]  # raises when the first call's output is wrong
@@ -103,7 +104,7 @@ def _prepared(build: Build, name: str, warmup: int, device: torch.device) -> Ite
     except Exception as e:  # noqa: BLE001 - only out-of-memory is turned into a result
         if not _is_oom(e):
             raise
-        error = f"out of memory ({type(e).__name__}: {str(e).splitlines()[0][:160]})"
+        error = f"out of memory ({type(e).__name__}: {first_line(e)[:160]})"
     # outside the except block, so the failed call's tensors can be freed
     _free(device)
     return Item(name, None, 0, 0, 0, error=error)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, InputNotFoundError
+from ..errors import CheckpointError, InputNotFoundError, first_line
 
 CHECKPOINT_FORMAT = 1  # bumped when the layout changes; files without the field are format 1
 
@@ -43,8 +43,7 @@ def save_atomic(obj: dict[str, Any], path: str | Path) -> None:
         os.replace(tmp, path)
     except (OSError, RuntimeError) as err:  # a full disk, a file-size limit, a lost mount
         _remove(tmp)
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path}: cannot write checkpoint ({first}); the previous "
+        raise CheckpointError(f"{path}: cannot write checkpoint ({first_line(err)}); the previous "
                               f"{path.name}, if any, is unchanged") from err
     except BaseException:
         _remove(tmp)
@@ -71,9 +70,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             "rebuild, and was refused unread (rtseg checkpoints hold tensors and plain values)"
         ) from None
     except Exception as e:  # noqa: BLE001 - truncated or foreign files
-        first = (str(e).strip().splitlines() or [""])[0]
-        raise CheckpointError(f"{path}: cannot read checkpoint ({type(e).__name__}: {first})"
-                              ) from None
+        raise CheckpointError(f"{path}: cannot read checkpoint ({type(e).__name__}: "
+                              f"{first_line(e)})") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise CheckpointError(f"{path}: not an rtseg checkpoint (needs 'model' and 'config')")
     if not isinstance(ckpt["config"], dict) or "model" not in ckpt["config"] \
@@ -103,9 +101,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:
-        first = str(e).strip().splitlines()
         raise CheckpointError(f"{path}: weights do not fit {cfg['model']!r} "
-                              f"({first[0] if first else e})") from None
+                              f"({first_line(e)})") from None
     return model.to(device).eval(), ckpt
 
 

@@ -40,7 +40,7 @@ from .. import create_model
 from ..data import DataError, SegmentationDataset, build_dataset
 from ..data.io import worker_message
 from ..data.transforms import eval_transforms, train_transforms
-from ..errors import CheckpointError, ConfigError, RunInterrupted, TrainingError
+from ..errors import CheckpointError, ConfigError, RunInterrupted, TrainingError, first_line
 from ..losses import build_loss
 from ..utils import autocast
 from . import distributed, weights
@@ -234,10 +234,9 @@ class Trainer:
             self.scheduler.load_state_dict(ckpt["scheduler"])
             self.scaler.load_state_dict(ckpt["scaler"])
         except (RuntimeError, ValueError, KeyError) as e:
-            first = (str(e).strip().splitlines() or [""])[0]
             raise CheckpointError(f"{path}: cannot resume with this configuration (the model, "
                                   f"freeze or learning-rate groups differ from the run's: "
-                                  f"{first})") from None
+                                  f"{first_line(e)})") from None
         rank = self.info.rank
         set_rng_state(ckpt["rng"][rank] if rank < len(ckpt["rng"]) else ckpt["rng"][0])
         self.it, self.best = ckpt["iteration"], ckpt["best_miou"]
