@@ -76,7 +76,12 @@ class Segmenter:
         """Class indices at the input size: H×W (uint8 numpy) for one image given as numpy,
         PIL or a path; H×W or B×H×W (int64 tensor, on CPU) for a tensor input."""
         x, batched, as_tensor = self._prepare(image)
-        labels = self._scores(x, options).argmax(1).cpu()
+        return self._labels(self._scores(x, options), batched, as_tensor)
+
+    def _labels(self, scores: torch.Tensor, batched: bool,
+                as_tensor: bool) -> np.ndarray | torch.Tensor:
+        """Argmax of B×K×H×W scores, shaped and typed as the input was given."""
+        labels = scores.argmax(1).cpu()
         labels = labels if batched else labels[0]
         if as_tensor:
             return labels
@@ -143,11 +148,7 @@ class Segmenter:
             return self(frame)
         x, batched, as_tensor = self._prepare(frame)
         logits, self._state = self.model.step(x, self._state)
-        labels = logits.argmax(1).cpu()
-        labels = labels if batched else labels[0]
-        if as_tensor:
-            return labels
-        return labels.numpy().astype(np.uint8 if self.num_classes <= 256 else np.int32)
+        return self._labels(logits, batched, as_tensor)
 
     # ---- pictures
 
