@@ -122,10 +122,10 @@ def evaluate(
         The metrics (``miou``, ``iou``, ``pixel_acc``, ``mbf``, …) with ``classes``, ``split``,
         ``dataset``, ``images``, ``seconds`` and the options used.
     """
-    ckpt_cfg, checkpoint = None, None
     from .backends import pick_backend
     from .segmenter import check_options
 
+    ckpt_cfg, checkpoint, k = None, None, None
     options = check_options({"mode": mode, "crop": crop, "stride": stride, "scales": scales,
                              "flip": flip, "short_side": short_side})
     if isinstance(model_or_path, (str, Path)) and \
@@ -134,11 +134,11 @@ def evaluate(
     if isinstance(model_or_path, (str, Path)):
         checkpoint = str(model_or_path)
         model, ckpt = load_model(model_or_path, resolve_device(device))
-        ckpt_cfg = ckpt["config"]
+        ckpt_cfg, k, dev = ckpt["config"], ckpt["num_classes"], next(model.parameters()).device
     elif isinstance(model_or_path, Segmenter):
-        model = model_or_path.model
+        model, k, dev = model_or_path.model, model_or_path.num_classes, model_or_path.device
     elif isinstance(model_or_path, nn.Module):
-        model = model_or_path
+        model, dev = model_or_path, next(model_or_path.parameters()).device
     else:
         raise UsageError(f"cannot evaluate a {type(model_or_path).__name__}; give a checkpoint "
                          "path, a Segmenter or a model")
@@ -147,25 +147,17 @@ def evaluate(
         from .data.clips import make_clips  # a video model is scored on clips
 
         ds = make_clips(ds, model.past)
-    k = ckpt["num_classes"] if checkpoint else _output_classes(model_or_path)
     if k is not None and k != ds.num_classes:
         raise UsageError(f"{checkpoint or 'the model'} predicts {k} classes but the "
                          f"{type(ds).__name__} data has {ds.num_classes}")
-    dev = next(model.parameters()).device
     t0 = time.perf_counter()
     res = _evaluate(model, ds, dev, **options, boundary_tolerance=tolerance,
                     progress=progress, limit=limit)
     res.update(split=split, dataset=type(ds).__name__.lower(), checkpoint=checkpoint,
-               classes=ds.classes, seconds=time.perf_counter() - t0, mode=mode,
-               scales=list(scales), flip=flip, short_side=short_side, tolerance=tolerance)
+               classes=ds.classes, seconds=time.perf_counter() - t0, mode=options["mode"],
+               scales=list(options["scales"]), flip=options["flip"],
+               short_side=options["short_side"], tolerance=tolerance)
     return res
-
-
-def _output_classes(model: Segmenter | nn.Module) -> int | None:
-    """The number of classes a Segmenter or model predicts, where it is known."""
-    if isinstance(model, Segmenter):
-        return model.num_classes
-    return None
 
 
 def train(

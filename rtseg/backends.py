@@ -95,7 +95,9 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 
 
 class _ExportedModel:
-    """The nn.Module surface the Segmenter uses: ``to``, ``eval``, ``parameters``, a call."""
+    """The nn.Module surface the Segmenter uses: ``to``, ``eval`` and a call."""
+
+    static_shape: tuple[int, ...] | None = None  # (B, 3, H, W) of a --static export
 
     def to(self, device: Any) -> _ExportedModel:
         if torch.device(device).type != "cpu":
@@ -104,11 +106,6 @@ class _ExportedModel:
 
     def eval(self) -> _ExportedModel:
         return self
-
-    def parameters(self):
-        return iter([torch.zeros(0)])  # a CPU tensor: where the inputs must be
-
-    static_shape: tuple[int, ...] | None = None  # (B, 3, H, W) of a --static export
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4:

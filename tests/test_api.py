@@ -88,6 +88,8 @@ def test_segmenter_rejects_bad_input(seg):
 
 def test_options_are_checked_everywhere(run, seg):
     assert seg(_image(), scales=1.0).shape == (32, 48)  # a number is one scale
+    res = rtseg.evaluate(run / "best.pt", split="test", device="cpu", scales=1.0, progress=False)
+    assert res["scales"] == [1.0]
     for bad, match in [({"mode": "slide"}, "needs crop"), ({"scales": [0]}, "scales must be"),
                        ({"mode": "slide", "crop": (0, 0)}, "crop must be two positive"),
                        ({"stride": (4, 4)}, "stride applies")]:
