@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import DataError, build_dataset, detect_dataset
+from . import DataError, SegmentationDataset, build_dataset, detect_dataset
 
 
 def check_dataset(root: str | Path, dataset: str | None = None,
@@ -21,7 +21,7 @@ def check_dataset(root: str | Path, dataset: str | None = None,
 
     Args:
         root: the data set folder.
-        dataset: its kind (cityscapes, camvid, folder); detected from the layout if None.
+        dataset: its kind (a name of ``rtseg.data.DATASETS``); detected from the layout if None.
         splits: the splits to check; default: train, val and test, those that exist (a folder
             data set without split folders is checked as one split).
 
@@ -32,17 +32,18 @@ def check_dataset(root: str | Path, dataset: str | None = None,
 
     dataset = dataset or detect_dataset(root)
     root = Path(root)
-    if splits is None:
-        splits = [s for s in ("train", "val", "test") if _has_split(root, dataset, s)]
-        if not splits:
-            splits = [None] if dataset == "folder" else ["train"]
     problems: list[str] = []
+    if splits is None:  # the usual splits that are there; a folder data set may have none
+        found = {s: ds for s in ("train", "val", "test")
+                 if (ds := _build(dataset, root, s, [])) is not None}
+        if not found:
+            split = None if dataset == "folder" else "train"
+            found = {split: _build(dataset, root, split, problems)}
+    else:
+        found = {s: _build(dataset, root, s, problems) for s in splits}
     checked: dict[str, int] = {}
-    for split in splits:
-        try:
-            ds = build_dataset(dataset, root, split, strict=False)
-        except DataError as e:
-            problems.append(str(e))
+    for split, ds in found.items():
+        if ds is None:
             continue
         problems += ds.problems
         for i in tqdm(range(len(ds)), desc=f"check {split or 'all'}", disable=not progress,
@@ -55,11 +56,11 @@ def check_dataset(root: str | Path, dataset: str | None = None,
     return {"dataset": dataset, "root": str(root), "splits": checked, "problems": problems}
 
 
-def _has_split(root: Path, dataset: str, split: str) -> bool:
-    """Whether ``split`` of the data set in ``root`` can be built (a scan problem inside it is
-    still reported: only a split that is not there at all is skipped)."""
+def _build(dataset: str, root: Path, split: str | None,
+           problems: list[str]) -> SegmentationDataset | None:
+    """The split scanned in collect mode, or None with its problem added to ``problems``."""
     try:
-        build_dataset(dataset, root, split, strict=False)
-    except DataError:
-        return False
-    return True
+        return build_dataset(dataset, root, split, strict=False)
+    except DataError as e:
+        problems.append(str(e))
+        return None

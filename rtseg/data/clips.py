@@ -64,21 +64,12 @@ class ClipDataset(SegmentationDataset):
             frames.append(frame)
         return torch.stack(frames + [image]), label
 
-    def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        index, seed = index if isinstance(index, tuple) else (index, None)
-        if seed is None:
-            seed = int(torch.randint(0, 2**62, ()).item())
-        clip, label = self.load(self._check_index(int(index)))
-        if self.transform is None:
-            return clip.float().div_(255.0), label
-        out = []
-        for t, frame in enumerate(clip):
-            generator = torch.Generator().manual_seed(int(seed))  # the same draws every frame
-            x, y = self.transform(frame, label, generator)
-            out.append(x)
-            if t == len(clip) - 1:
-                label = y
-        return torch.stack(out), label
+    def _transformed(self, clip: torch.Tensor, label: torch.Tensor,
+                     seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every frame with the same seed, so the same draws; the label goes with the last."""
+        apply = super()._transformed
+        frames = [apply(frame, label, seed) for frame in clip]
+        return torch.stack([x for x, _ in frames]), frames[-1][1]
 
 
 _CAMVID_NAME = re.compile(r"^(?P<drive>.+)_f?(?P<frame>\d+)$")

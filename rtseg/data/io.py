@@ -291,16 +291,18 @@ class SegmentationDataset(Dataset):
         return index % n
 
     def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        if isinstance(index, tuple):
-            index, seed = index
-            generator = torch.Generator().manual_seed(int(seed))
-        else:
+        index, seed = index if isinstance(index, tuple) else (index, None)
+        if seed is None:
             seed = int(torch.randint(0, 2**62, ()).item())
-            generator = torch.Generator().manual_seed(seed)
         image, label = self.load(self._check_index(int(index)))
         if self.transform is None:
             return image.float().div_(255.0), label
-        return self.transform(image, label, generator)
+        return self._transformed(image, label, int(seed))
+
+    def _transformed(self, image: torch.Tensor, label: torch.Tensor,
+                     seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``transform`` with a generator seeded by ``seed`` (a clip applies it per frame)."""
+        return self.transform(image, label, torch.Generator().manual_seed(seed))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(samples={len(self)}, classes={self.num_classes})"
