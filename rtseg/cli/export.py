@@ -68,15 +68,13 @@ def _load(args: argparse.Namespace) -> tuple[nn.Module, str, str, dict]:
     return model.eval(), args.model, f"random weights, {args.num_classes} classes", table
 
 
-def _int8(path, args: argparse.Namespace, size: tuple[int, int], name: str, table: dict,
-          dynamic: bool) -> None:
+def _int8(path, args: argparse.Namespace, size: tuple[int, int], metadata: dict) -> None:
     """Write and report the int8 version of the ONNX file ``path``."""
     from ..quantize import agreement, calibration_batches, quantize_int8
 
     out = path.with_suffix(".int8.onnx")
     report = quantize_int8(path, out, calibration_batches(args.calib, size, args.calib_images))
-    write_metadata(out, make_metadata(name, table["classes"], table["palette"], IMAGENET_MEAN,
-                                      IMAGENET_STD, dynamic, size))
+    write_metadata(out, metadata)
     held_out = calibration_batches(args.calib, size, min(8, args.calib_images), seed=1)
     close = agreement(path, out, held_out)
     print(f"wrote {out} (int8 QDQ, {report['calibration_images']} calibration images from "
@@ -90,7 +88,7 @@ def _int8(path, args: argparse.Namespace, size: tuple[int, int], name: str, tabl
           f"change class, max |logit diff| {close['max_logit_diff']:.3f}")
 
 
-def _fp16(path, size: tuple[int, int], name: str, table: dict, dynamic: bool) -> None:
+def _fp16(path, size: tuple[int, int], metadata: dict) -> None:
     """Write and check the fp16 version of the ONNX file ``path``."""
     import torch
 
@@ -98,8 +96,7 @@ def _fp16(path, size: tuple[int, int], name: str, table: dict, dynamic: bool) ->
 
     out = path.with_suffix(".fp16.onnx")
     convert_fp16(path, out)
-    write_metadata(out, make_metadata(name, table["classes"], table["palette"], IMAGENET_MEAN,
-                                      IMAGENET_STD, dynamic, size))
+    write_metadata(out, metadata)
     g = torch.Generator().manual_seed(2)
     close = agreement(path, out, [torch.randn(1, 3, *size, generator=g).numpy()
                                   for _ in range(2)])
@@ -134,18 +131,18 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.onnx:
             path = library.export_onnx(model, args.onnx, size, args.opset, dynamic, args.batch)
-            write_metadata(path, make_metadata(name, table["classes"], table["palette"],
-                                               IMAGENET_MEAN, IMAGENET_STD, dynamic, size,
-                                               args.batch))
+            metadata = make_metadata(name, table["classes"], table["palette"], IMAGENET_MEAN,
+                                     IMAGENET_STD, dynamic, size, args.batch)
+            write_metadata(path, metadata)
             print(f"wrote {path} (ONNX opset {args.opset}, TorchScript-based exporter; classes, "
                   "palette and normalisation in its metadata)")
             for s in checks:
                 d = library.check_onnx(model, path, s, args.atol, args.batch)
                 print(f"  ONNX Runtime vs PyTorch at {s[0]}×{s[1]}: max |diff| {d:.2e}")
             if args.int8:
-                _int8(path, args, size, name, table, dynamic)
+                _int8(path, args, size, metadata)
             if args.fp16:
-                _fp16(path, size, name, table, dynamic)
+                _fp16(path, size, metadata)
         if args.torchscript:
             path = library.export_torchscript(model, args.torchscript, size, args.batch)
             print(f"wrote {path} (torch.jit.trace)")

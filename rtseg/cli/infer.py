@@ -7,13 +7,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..backends import BACKENDS
 from ..errors import UsageError
 
 
 def _inference_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--backend", default="auto",
-                   choices=["auto", "torch", "onnxruntime", "openvino"],
+    p.add_argument("--backend", default="auto", choices=["auto", *BACKENDS],
                    help="runtime: torch for a checkpoint, onnxruntime or openvino for an "
                         ".onnx file; auto picks by the file")
     p.add_argument("--mode", choices=["whole", "slide"], default="whole")

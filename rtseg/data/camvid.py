@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from ..utils import IGNORE_INDEX
-from .io import DataError, FilePairDataset, PathLike, Transform, require_dir, sorted_glob
+from .io import FilePairDataset, PathLike, Transform, require_dir
 
 CAMVID_CLASSES = [
     "Sky", "Building", "Pole", "Road", "Sidewalk", "Tree", "SignSymbol", "Fence", "Car",
@@ -50,36 +50,12 @@ class CamVid(FilePairDataset):
         self, root: PathLike, split: str = "train", transform: Transform | None = None,
         strict: bool = True,
     ) -> None:
-        if split not in SPLITS:
-            raise DataError(f"unknown CamVid split {split!r}; use one of {SPLITS}")
-        self.strict, self.problems = strict, []
-        self.root = require_dir(root, "CamVid root")
-        self.split = split
-        self.transform = transform
+        self._start(root, split, SPLITS, "CamVid", transform, strict)
         self.samples: list[tuple[Path, Path]] = []
         for part in ("train", "val") if split == "trainval" else (split,):
-            self.samples += self._scan(part)
-
-    def _scan(self, split: str) -> list[tuple[Path, Path]]:
-        image_dir = require_dir(self.root / split, "CamVid image")
-        label_dir = require_dir(self.root / f"{split}annot", "CamVid label")
-        images = sorted_glob(image_dir, "*.png")
-        if not images:
-            raise DataError(f"{image_dir}: no .png images found")
-        image_names = {p.name for p in images}
-        for label_path in sorted_glob(label_dir, "*.png"):
-            if label_path.name not in image_names:
-                self._problem(
-                    f"{label_path}: label without image; missing {image_dir / label_path.name}"
-                )
-        samples = []
-        for image_path in images:
-            label_path = label_dir / image_path.name
-            if not label_path.is_file():
-                self._problem(f"{image_path}: image without label; missing {label_path}")
-                continue
-            samples.append((image_path, label_path))
-        return samples
+            self.samples += self._pair_by_name(
+                require_dir(self.root / part, "CamVid image"),
+                require_dir(self.root / f"{part}annot", "CamVid label"), ".png", ".png")
 
     def map_label(self, label: torch.Tensor) -> torch.Tensor:
         return label.masked_fill(label == VOID, IGNORE_INDEX)
