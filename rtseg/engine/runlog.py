@@ -30,9 +30,10 @@ class RunLog:
 
     def __init__(self, path: Path, enabled: bool = True, tensorboard: bool = False,
                  start: int = 0) -> None:
-        """``start``: the iteration a resumed run continues from; TensorBoard's events after
-        it (replayed by the run) are purged."""
+        """``start``: the iteration a resumed run continues from; the rows and TensorBoard
+        events after it (iterations a kill lost, which the run replays) are dropped."""
         self.path, self.enabled, self.writer = Path(path), enabled, None
+        self.truncate_after(start)
         if enabled and tensorboard:
             self.require_tensorboard()
             from torch.utils.tensorboard import SummaryWriter

@@ -160,7 +160,6 @@ class Trainer:
             self._restore(self.out / "last.pt")
         self.log = RunLog(self.out / "log.jsonl", info.is_main, cfg.tensorboard,
                           start=self.it)
-        self.log.truncate_after(self.it)  # rows of iterations a kill lost are replayed
 
     # ---- building
 
