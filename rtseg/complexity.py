@@ -4,6 +4,8 @@ MACs are counted with ``torch.utils.flop_counter`` on a batch of one in eval mod
 matrix products (``einsum``/``bmm``/``scaled_dot_product_attention``) only; interpolation,
 ``grid_sample``, softmax, normalisation and BN are not counted — the same rule as the figures
 of the seed papers' code in the spec. 1 GMAC = 1e9 multiply-adds (papers often say "GFLOPs").
+The count is that of each method's plain formula (:func:`rtseg.layers.reference_paths`): the
+inference fast paths compute the same function, IFA's with fewer MACs (its position term).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from .layers import reference_paths
 
 
 def count_params(model: nn.Module) -> int:
@@ -35,7 +39,7 @@ def count_call_macs(
     meta = copy.deepcopy(module).to("meta").eval() if module is not None else None
     inputs = [torch.zeros(*shape, device="meta") for shape in shapes]
     counter = FlopCounterMode(display=False)
-    with counter:
+    with counter, reference_paths():
         fn(meta, *inputs)
     return counter.get_total_flops() // 2
 

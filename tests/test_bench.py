@@ -11,6 +11,7 @@ from torch import nn
 import rtseg
 from rtseg import cli
 from rtseg.bench import benchmark, cases, format_report, run_benchmark, timing
+from rtseg.bench.timing import add_floors
 from rtseg.cli import bench as bench_cli
 from rtseg.complexity import count_macs, count_params
 from rtseg.errors import UnknownNameError, UsageError
@@ -191,13 +192,51 @@ def test_cli_prints_a_usage_error_as_one_line(capsys):
 def test_module_micro_benchmark():
     names = ["fast_attention", "gai_nonlocal", "gum", "ifa", "attention:criss_cross"]
     rows = run_benchmark(modules=names, channels=16, size=(16, 24), device="cpu", warmup=1,
-                         iters=2, reference=False)["results"]
+                         iters=2, reference=False, floor=False)["results"]
     assert [r["name"] for r in rows] == names
     for r in rows:
         assert r["gmac"] > 0 and r["p10_ms"] <= r["median_ms"] <= r["p90_ms"]
     # non-local attention is quadratic in the 384 positions, fast attention linear
     by = {r["name"]: r for r in rows}
     assert by["gai_nonlocal"]["gmac"] > by["fast_attention"]["gmac"]
+
+
+def test_floor_of_hand_made_rows():
+    rows = [
+        {"name": "fpn_r18_bilinear (rate)", "error": None, "gmac": 4.0, "gflops": 100.0,
+         "median_ms": 80.0},
+        {"name": "bilinear", "error": None, "gmac": 1.0, "median_ms": 30.0},
+        {"name": "gai", "error": None, "gmac": 3.0, "median_ms": 140.0},
+        {"name": "attention:fast", "error": None, "gmac": 0.5, "median_ms": 40.0},
+        {"name": "ifa", "error": "out of memory"},
+    ]
+    add_floors(rows, "fpn_r18_bilinear (rate)", "bilinear", batch=1)
+    # 2 GFLOP per GMAC at 100 GFLOP/s: 20 ms per GMAC
+    assert rows[2]["floor_ms"] == pytest.approx(30.0 + 2.0 * 20)  # base + extra MACs
+    assert rows[2]["over_floor"] == pytest.approx(140 / 70)
+    assert rows[3]["floor_ms"] == pytest.approx(0.5 * 20)  # a bare kernel: all its MACs
+    assert rows[1]["floor_ms"] == pytest.approx(30.0)
+    assert "floor_ms" not in rows[4]
+    # batch 2: the rate network did 2·4 GMAC·2 images in 80 ms, 200 GFLOP/s
+    models = [dict(rows[0], name="fpn_r18_bilinear", gflops=200.0),
+              {"name": "fpn_r18_gai", "error": None, "gmac": 5.0, "median_ms": 120.0}]
+    add_floors(models, "fpn_r18_bilinear", None, batch=2)
+    assert models[0]["over_floor"] == pytest.approx(1.0)  # the rate row sits on its floor
+    assert models[1]["floor_ms"] == pytest.approx(100.0)
+
+
+def test_module_run_times_the_rate_network_and_reports_floors():
+    result = run_benchmark(modules=["bilinear", "gai", "attention:criss_cross"], channels=16,
+                           size=(8, 12), device="cpu", warmup=1, iters=2, reference=False,
+                           compare=True)
+    by = {r["name"]: r for r in result["results"]}
+    rate = by["fpn_r18_bilinear (input 32×48, rate)"]
+    per_gmac = 2 / rate["gflops"] * 1e3
+    assert by["gai"]["floor_ms"] == pytest.approx(
+        by["bilinear"]["median_ms"] + (by["gai"]["gmac"] - by["bilinear"]["gmac"]) * per_gmac)
+    assert by["attention:criss_cross"]["floor_ms"] == pytest.approx(
+        by["attention:criss_cross"]["gmac"] * per_gmac)
+    assert "× floor" in format_report(result)
 
 
 def test_low_precision_on_cpu_runs_or_says_why():

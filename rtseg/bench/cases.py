@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -35,6 +35,14 @@ from .timing import Check, Item, sync
 
 ATTENTIONS = ("attention:fast", "attention:criss_cross", "attention:nonlocal")
 MODULES = (*PAIRWISE, "ifa", *ATTENTIONS)
+# the network whose achieved GFLOP/s sets every row's floor (see timing.add_floors)
+RATE_MODEL = "fpn_r18_bilinear"
+
+
+def rate_name(size: tuple[int, int]) -> str:
+    """Name of the rate row in a module run at feature size ``size``: the baseline network on
+    an input 4× larger, whose stride-4 feature (where its last upsampling runs) is ``size``."""
+    return f"{RATE_MODEL} (input {4 * size[0]}×{4 * size[1]}, rate)"
 
 
 @dataclass
@@ -188,8 +196,14 @@ def _module_case(name: str, channels: int, size: tuple[int, int]):
     return None, lambda m, q, k, v: attend(q, k, v), [(1, d, h, w)] * 2 + [(1, cv, h, w)]
 
 
-def build_module(name: str, setup: Setup, channels: int = 128) -> tuple[Item, None]:
-    """Module ``name`` of :data:`MODULES` with C = ``channels`` at the feature size H×W."""
+def build_module(name: str, setup: Setup, channels: int = 128) -> tuple[Item, Check | None]:
+    """Module ``name`` of :data:`MODULES` with C = ``channels`` at the feature size H×W (or
+    the rate row, :func:`rate_name`)."""
+    if name == rate_name(setup.size):
+        h, w = setup.size
+        item, check = build_model(RATE_MODEL, replace(setup, size=(4 * h, 4 * w)))
+        item.name = name
+        return item, check
     module, call, shapes = _module_case(name, channels, setup.size)
     macs = count_call_macs(call, module, shapes)
     inputs = tuple(setup.randn((setup.batch, *s[1:])) for s in shapes)

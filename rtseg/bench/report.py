@@ -63,7 +63,8 @@ def _header(s: dict[str, Any]) -> list[str]:
         f"precision {s['precision']} | channels-last {s['channels_last']} | compile "
         f"{s['compile']}{compile_mode} | fold-bn {s['fold_bn']} | argmax {s['argmax']} | "
         f"{shape} {s['size'][0]}×{s['size'][1]} | batch {s['batch']} | warm-up {s['warmup']} | "
-        f"timed {s['iters']}" + (" | interleaved (--compare)" if s["compare"] else ""),
+        f"timed {s['iters']}" + (" | interleaved (--compare)" if s["compare"] else "")
+        + (" | reference paths" if s.get("reference_paths") else ""),
     ]
 
 
@@ -76,15 +77,18 @@ def format_report(result: dict[str, Any]) -> str:
                      f"{ref['gflops']:.1f} GFLOP/s (median of {ref['repeats']})")
     head = ["model" if s["kind"] == "models" else "module", "params (M)", "GMAC",
             "median ms", "p10 ms", "p90 ms", "FPS", "GFLOP/s", "% matmul", "peak MB", "× fastest"]
+    floors = any("floor_ms" in r for r in rows)
     table = [
         [r["name"], _short(r["params_m"]), _short(r["gmac"]), f"{r['median_ms']:.2f}",
          f"{r['p10_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['fps']:.2f}", f"{r['gflops']:.1f}",
          "n/a" if r["efficiency_pct"] is None else f"{r['efficiency_pct']:.1f}",
          "n/a" if r["peak_mem_mb"] is None else f"{r['peak_mem_mb']:.0f}",
          f"{r['relative']:.2f}"]
+        + ([_short(r["floor_ms"]), "n/a" if r["over_floor"] is None
+            else f"{r['over_floor']:.2f}"] if floors else [])
         for r in rows if r["error"] is None
     ]
-    lines.append(format_table(head, table))
+    lines.append(format_table(head + (["floor ms", "× floor"] if floors else []), table))
     lines += [f"{r['name']}: not timed: {r['error']}" for r in rows if r["error"] is not None]
     if s["fold_bn"] and s["kind"] == "models":
         left = {r["name"]: r["bn_left"] for r in rows if r.get("bn_left")}
@@ -92,5 +96,8 @@ def format_report(result: dict[str, Any]) -> str:
     lines.append("GMAC per sample (conv + matmul/attention products); GFLOP/s = 2·GMAC·batch / "
                  "median; peak MB = weights + input + the largest extra during one call ("
                  + ("torch.cuda.max_memory_allocated" if s["device_type"] == "cuda"
-                    else "peak-RSS rise, approximate") + ").")
+                    else "peak-RSS rise, approximate") + ")."
+                 + (" floor = the latency of the row's MACs (a module: the bilinear module's "
+                    "latency plus its extra MACs) at the GFLOP/s fpn_r18_bilinear reached in "
+                    "this run." if floors else ""))
     return "\n".join(lines)

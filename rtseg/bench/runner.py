@@ -10,12 +10,13 @@ from typing import Any
 
 import torch
 
+from .. import layers
 from ..errors import UnknownNameError, UsageError
 from ..registry import list_models
 from ..utils import PRECISIONS, resolve_device
-from .cases import MODULES, Setup, build_model, build_module
+from .cases import MODULES, RATE_MODEL, Setup, build_model, build_module, rate_name
 from .report import describe_settings
-from .timing import matmul_reference, result_rows, time_items
+from .timing import add_floors, matmul_reference, result_rows, time_items
 
 
 @contextlib.contextmanager
@@ -91,6 +92,8 @@ def run_benchmark(
     compile_mode: str | None = None,
     progress: Callable[[str], None] | None = None,
     backends: Sequence[str] = ("torch",),
+    floor: bool = True,
+    reference_paths: bool = False,
 ) -> dict[str, Any]:
     """Time models (or, with ``modules``, upsampler/attention modules); see :mod:`rtseg.bench`.
 
@@ -114,6 +117,12 @@ def run_benchmark(
         backends: run every model in each of these: ``torch`` (eager), ``onnxruntime`` or
             ``openvino`` (its static ONNX export at the run's batch and size, fp32, the run's
             thread count); with ``compare`` all of them interleaved in one run.
+        floor: give every row a floor (``floor_ms``, ``over_floor``; see
+            :func:`~rtseg.bench.timing.add_floors`): model runs that include
+            ``fpn_r18_bilinear`` take its rate; module runs also time ``fpn_r18_bilinear`` on
+            the input whose stride-4 feature is ``size`` (interleaved like the rest) for it.
+        reference_paths: run the upsamplers' plain formulas instead of their inference fast
+            paths (:func:`rtseg.layers.reference_paths`): the "before" of every speed-up.
 
     Returns:
         ``{"settings": {...}, "reference": {...} or None, "results": [row, ...]}``; a row has
@@ -148,6 +157,8 @@ def run_benchmark(
         raise UsageError(f"size must be two positive integers (H W), got {size}")
     if threads is not None and threads < 1:
         raise UsageError(f"threads must be >= 1, got {threads}")
+    if modules and floor:
+        names.append(rate_name(size))
     setup = Setup(dev, size, batch, precision, channels_last, compile, compile_mode, argmax)
     build = (functools.partial(build_module, setup=setup, channels=channels) if modules else
              functools.partial(build_model, setup=setup, num_classes=num_classes, fold_bn=fold_bn))
@@ -159,16 +170,22 @@ def run_benchmark(
             ref = matmul_reference(dev, reference_size) if reference else None
             if ref is not None and progress:
                 progress(f"reference fp32 matmul {ref['n']}: {ref['gflops']:.1f} GFLOP/s")
-            items = time_items(build, names, warmup, iters, compare, dev, progress)
+            paths = layers.reference_paths() if reference_paths else contextlib.nullcontext()
+            with paths:
+                items = time_items(build, names, warmup, iters, compare, dev, progress)
             settings = describe_settings(
                 dev, kind=kind, precision=precision, channels_last=channels_last,
                 compile=compile, compile_mode=compile_mode, fold_bn=fold_bn, argmax=argmax,
                 size=size, batch=batch, warmup=warmup, iters=iters, compare=compare,
                 num_classes=num_classes, channels=channels if modules else None, tf32=tf32,
-                cudnn_benchmark=cudnn_benchmark)
+                cudnn_benchmark=cudnn_benchmark, reference_paths=reference_paths)
     finally:
         torch.set_num_threads(saved_threads)
-    return {"settings": settings, "reference": ref, "results": result_rows(items, batch, ref)}
+    rows = result_rows(items, batch, ref)
+    if floor:
+        add_floors(rows, rate_name(size) if modules else RATE_MODEL,
+                   "bilinear" if modules else None, batch)
+    return {"settings": settings, "reference": ref, "results": rows}
 
 
 def benchmark(models: Sequence[str], **kwargs: Any) -> list[dict]:

@@ -187,6 +187,31 @@ def result_rows(items: Sequence[Item], batch: int, reference: dict | None) -> li
     return rows
 
 
+def add_floors(rows: list[dict], rate_name: str, base_name: str | None, batch: int) -> None:
+    """Add ``floor_ms`` and ``over_floor`` to every timed row, in place.
+
+    The floor is the latency a row's arithmetic would take at the rate the ``rate_name`` row
+    (the bilinear baseline network) achieved in the same run: ``2·GMAC·batch / rate``. With a
+    ``base_name`` row (the bilinear module in a module run) a module's floor is instead the
+    base's measured latency plus its *extra* MACs over the base at that rate, i.e. what the
+    module would cost if everything it adds ran as fast as the baseline network does. Rows are
+    left as they are when the rate row is missing or failed.
+    """
+    rate = next((r for r in rows if r["name"] == rate_name and r["error"] is None), None)
+    if rate is None:
+        return
+    base = next((r for r in rows if r["name"] == base_name and r["error"] is None), None)
+    per_gmac_ms = 2 * batch / rate["gflops"] * 1e3
+    for r in rows:
+        if r["error"] is not None:
+            continue
+        if base is not None and r["name"] != rate_name and ":" not in r["name"]:
+            r["floor_ms"] = base["median_ms"] + max(r["gmac"] - base["gmac"], 0) * per_gmac_ms
+        else:  # the bare attention kernels (``attention:*``) and whole networks
+            r["floor_ms"] = r["gmac"] * per_gmac_ms
+        r["over_floor"] = r["median_ms"] / r["floor_ms"] if r["floor_ms"] > 0 else None
+
+
 def matmul_reference(device: torch.device, n: int | None = None, repeats: int = 5) -> dict:
     """GFLOP/s of a plain fp32 n×n @ n×n product on ``device`` (median of ``repeats`` runs).
 

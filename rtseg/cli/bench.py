@@ -52,6 +52,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tf32", action="store_true", help="allow TF32 (CUDA; default: true fp32)")
     p.add_argument("--cudnn-benchmark", action=argparse.BooleanOptionalAction, default=True,
                    help="cuDNN autotuning (CUDA)")
+    p.add_argument("--reference-paths", action="store_true",
+                   help="the upsamplers' plain formulas, not their inference fast paths")
+    p.add_argument("--no-floor", action="store_true",
+                   help="no floor column (module runs then skip timing fpn_r18_bilinear)")
     p.add_argument("--json", metavar="FILE", help="write settings and results as JSON")
     p.set_defaults(func=run)
 
@@ -71,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
         reference=not args.no_reference, reference_size=args.matmul_size, tf32=args.tf32,
         cudnn_benchmark=args.cudnn_benchmark,
         compile_mode=None if args.compile_mode in (None, "default") else args.compile_mode,
-        progress=_progress, backends=[b for b in args.backend.split(",") if b])
+        progress=_progress, backends=[b for b in args.backend.split(",") if b],
+        floor=not args.no_floor, reference_paths=args.reference_paths)
     print(format_report(result))
     if args.json:
         path = Path(args.json)

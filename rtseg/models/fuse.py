@@ -75,7 +75,9 @@ def _conv_bn_pairs(model: nn.Module, example: torch.Tensor) -> list[tuple[str, s
             handles.append(m.register_forward_pre_hook(bn_hook))
     counter = _UseCounter(produced)
     try:
-        with torch.no_grad(), counter:
+        # with gradients on, so that the upsamplers take their plain formulas: their inference
+        # fast paths read the conv weights without calling the convs (no hooks would fire)
+        with torch.enable_grad(), counter:
             model(example)
     finally:
         for h in handles:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..layers import ConvBNAct, resize
+from ..layers import ConvBNAct, fast_inference, pointwise, resize
 
 
 class BilinearUpsample(nn.Module):
@@ -33,4 +33,7 @@ class BilinearUpsample(nn.Module):
 
     def forward(self, coarse: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
         up = resize(coarse, fine.shape[-2:])
+        if fast_inference(self, up):  # the 1×1 layers as GEMMs, as in every upsampler
+            rows = up.permute(0, 2, 3, 1)
+            return pointwise([pointwise([rows], self.project), rows], self.fuse).permute(0, 3, 1, 2)
         return self.fuse(torch.cat([self.project(up), up], dim=1))

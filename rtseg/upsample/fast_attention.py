@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import ConvBNAct, resize
+from ..layers import ConvBNAct, fast_inference, folded, pointwise, resize
 
 
 def fast_attention(
@@ -60,8 +60,30 @@ class FastAttention(nn.Module):
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         """LReLU(BN(Conv1x1(Q̂(K̂ᵀV)))): the attention term without the identity."""
+        if fast_inference(self, x):
+            return self.residual_rows(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         y = fast_attention(self.query(x), self.key(x), self.value(x), self.mean)
         return self.project(y)
+
+    def residual_rows(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`residual` for inference on channels-last B×H×W×C (returned the same way).
+
+        Q, K and V come from one GEMM (their BatchNorms folded, weights stacked), so the
+        input is read once; the attention and the projection are GEMMs on B×HW×· rows.
+        """
+        b, h, w, c = x.shape
+        (wq, bq, _), (wk, bk, _), (wv, bv, act) = (folded(m) for m in (
+            self.query, self.key, self.value))
+        d = wq.shape[0]
+        qkv = F.linear(x.reshape(b, h * w, c), torch.cat([wq, wk, wv]), torch.cat([bq, bk, bv]))
+        q, k, v = qkv.split([d, d, qkv.shape[-1] - 2 * d], dim=-1)
+        qn = F.normalize(q, dim=-1, eps=1e-12)
+        kn = F.normalize(k, dim=-1, eps=1e-12)
+        kv = torch.bmm(kn.transpose(1, 2), act(v))  # B×d×C
+        if self.mean:
+            kv = kv.div_(h * w)
+        y = torch.bmm(qn, kv).view(b, h, w, -1)
+        return pointwise([y], self.project)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.residual(x)

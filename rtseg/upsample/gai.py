@@ -9,6 +9,14 @@ once, no temperature; γ starts at 0. Output ``CBR1x1(cat[V_2, S↑])``.
 
 ``attention="nonlocal"`` swaps CC for full softmax attention over all H·W positions (scaled by
 1/√d, one pass), the ablation the paper compares against.
+
+Speed (inference only; training, tracing, export and ``torch.compile`` take the plain formula of
+:func:`criss_cross_attention`, which the tests hold as the oracle): the query is computed once
+for both recurrences (the official code recomputes it), the attention runs on channels-last
+tensors so that no per-pixel layout copy of q, k or v is made for the row part, and
+:func:`criss_cross_attention_blocked` never materialises the B×H×W×(H+W) energies: it
+walks rows and columns in blocks whose energies stay in cache, and merges the two softmaxes
+exactly through their log-sum-exps.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import ConvBNAct, resize
+from ..layers import ConvBNAct, fast_inference, pointwise, resize
 
 
 def criss_cross_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -62,6 +70,75 @@ def criss_cross_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> 
     return out.permute(0, 3, 1, 2)
 
 
+# energies per block of lines (2^20 floats, 4 MB): big enough for every thread to get several
+# lines of a batched GEMM, small enough to stay in this CPU's L2 + L3 between the four passes
+_BLOCK_ENERGIES = 1 << 20
+
+
+def _line_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, skip_self: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax attention of each line over its own positions, in blocks of lines.
+
+    Args:
+        q, k: N×L×d (N lines of L positions); v: N×L×c; any strides.
+        skip_self: leave each position's own key out (needs L ≥ 2).
+
+    Returns:
+        (N×L×c outputs, each normalised by its own softmax; N×L log-sum-exps of the
+        energies), so that two such parts over disjoint keys merge exactly.
+    """
+    n, length, _ = q.shape
+    out = v.new_empty(n, length, v.shape[-1])
+    lse = v.new_empty(n, length)
+    kt = k.transpose(-1, -2)
+    step = max(1, _BLOCK_ENERGIES // (length * length))
+    for s in range(0, n, step):
+        e = torch.bmm(q[s:s + step], kt[s:s + step])  # n'×L×L
+        if skip_self:
+            e.diagonal(dim1=-2, dim2=-1).fill_(float("-inf"))
+        m = e.amax(-1, keepdim=True)
+        z = e.sub_(m).exp_().sum(-1, keepdim=True)
+        torch.bmm(e, v[s:s + step], out=out[s:s + step]).div_(z)
+        lse[s:s + step] = z.log_().add_(m).squeeze(-1)
+    return out, lse
+
+
+def criss_cross_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """:func:`criss_cross_attention` for inference, on B×H×W×· tensors, in blocks.
+
+    Args:
+        q, k: B×H×W×d; v: B×H×W×c (channels last; any strides).
+
+    Returns:
+        B×H×W×c, equal to the reference. The row part (every pixel over its row, itself
+        included) and the column part (over its column, itself excluded) are each a
+        :func:`_line_attention` that never holds more than a cache-sized block of energies;
+        with ``l`` their log-sum-exps, ``out = o_col + σ(l_row − l_col)·(o_row − o_col)`` is
+        the joint softmax. In-place and ``out=`` writes: no autograd.
+    """
+    b, h, w, c = v.shape
+    out = v.new_empty(b, h, w, c)
+    for i in range(b):
+        o_row, l_row = _line_attention(q[i], k[i], v[i], skip_self=False)  # H×W×·
+        if h == 1:  # the column holds only the pixel itself, already counted in its row
+            out[i] = o_row
+            continue
+        cols = (t[i].transpose(0, 1) for t in (q, k, v))  # W×H×· views
+        o_col, l_col = _line_attention(*cols, skip_self=True)
+        weight = torch.sigmoid_(l_row.sub_(l_col.t())).unsqueeze(-1)
+        torch.lerp(o_col.transpose(0, 1), o_row, weight, out=out[i])
+    return out
+
+
+def criss_cross_attention_blocked(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+) -> torch.Tensor:
+    """:func:`criss_cross_rows` on the reference's B×d×H×W, B×d×H×W, B×c×H×W → B×c×H×W."""
+    rows = (t.permute(0, 2, 3, 1) for t in (q, k, v))
+    return criss_cross_rows(*rows).permute(0, 3, 1, 2)
+
+
 def nonlocal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Full softmax attention over all H·W positions, scaled by 1/√d.
 
@@ -93,8 +170,17 @@ class CrossLayerAttention(nn.Module):
         self.gamma = nn.Parameter(torch.zeros(1))
 
     def forward(self, qsrc: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return self.attend(self.query(qsrc), x)
+
+    def attend(self, q: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``forward`` for an already projected query ``q`` (B×d×H×W): ``γ·attn + x``."""
         attend = criss_cross_attention if self.kind == "criss_cross" else nonlocal_attention
-        return self.gamma * attend(self.query(qsrc), self.key(x), self.value(x)) + x
+        return self.gamma * attend(q, self.key(x), self.value(x)) + x
+
+    def attend_rows(self, q: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`attend` for inference on channels-last B×H×W×· tensors (criss-cross)."""
+        out = criss_cross_rows(q, pointwise([x], self.key), pointwise([x], self.value))
+        return out.mul_(self.gamma).add_(x)
 
 
 class GAI(nn.Module):
@@ -128,10 +214,17 @@ class GAI(nn.Module):
 
     def forward(self, coarse: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
         up = resize(coarse, fine.shape[-2:])
-        qsrc = self.query_source(torch.cat([up, fine], dim=1))
+        if self.attention.kind == "criss_cross" and fast_inference(self, up, fine):
+            up, fine = up.permute(0, 2, 3, 1), fine.permute(0, 2, 3, 1)  # B×H×W×C views
+            q = pointwise([pointwise([up, fine], self.query_source)], self.attention.query)
+            v = pointwise([up], self.value_source)
+            for _ in range(self.recurrence):
+                v = self.attention.attend_rows(q, v)
+            return pointwise([v, up], self.fuse).permute(0, 3, 1, 2)
+        q = self.attention.query(self.query_source(torch.cat([up, fine], dim=1)))
         v = self.value_source(up)
         for _ in range(self.recurrence):
-            v = self.attention(qsrc, v)
+            v = self.attention.attend(q, v)
         return self.fuse(torch.cat([v, up], dim=1))
 
 

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from ..layers import ConvBNAct, resize
+from ..layers import ConvBNAct, fast_inference, pointwise, resize, tracing_or_compiling
 
 GUIDANCE = ("large_rf", "high_res", "fusion")
 
@@ -42,17 +42,6 @@ _GRID_CACHE_SIZE = 4
 _GRID_LOCK = threading.Lock()
 
 
-def _tracing_or_compiling() -> bool:
-    """True under ``torch.jit.trace``, ONNX export, ``torch.compile`` or ``torch.export``."""
-    compiler = getattr(torch, "compiler", None)
-    return bool(
-        torch.jit.is_tracing()
-        or torch.onnx.is_in_onnx_export()
-        or (compiler is not None and getattr(compiler, "is_compiling", lambda: False)())
-        or (compiler is not None and getattr(compiler, "is_exporting", lambda: False)())
-    )
-
-
 def grid_cache_enabled(like: torch.Tensor) -> bool:
     """Whether :func:`guided_sample` may reuse a cached grid for tensors like ``like``.
 
@@ -61,7 +50,7 @@ def grid_cache_enabled(like: torch.Tensor) -> bool:
     ``torch.export``, the meta copies of :func:`rtseg.complexity.count_macs`).
     """
     return (type(like) is torch.Tensor and like.device.type != "meta"
-            and not _tracing_or_compiling())
+            and not tracing_or_compiling())
 
 
 def clear_grid_cache() -> None:
@@ -197,6 +186,9 @@ class GuidedUpsample(nn.Module):
             return resize(self.offset(self.refine(self.from_coarse(coarse))), size)
         if self.guidance == "high_res":
             g = self.from_fine(fine)
+        elif fast_inference(self, coarse, fine):  # the 1×1 layer as a GEMM (see pointwise)
+            g = pointwise([fine.permute(0, 2, 3, 1)], self.from_fine).permute(0, 3, 1, 2)
+            g = F.relu(g.add_(resize(self.from_coarse(coarse), size)), inplace=True)
         else:
             g = F.relu(self.from_fine(fine) + resize(self.from_coarse(coarse), size), inplace=True)
         return self.offset(self.refine(g))

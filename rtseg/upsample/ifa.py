@@ -24,11 +24,14 @@ ensemble is not reproduced.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..layers import fast_inference
 
 
 class SpatialEncoding(nn.Module):
@@ -157,7 +160,107 @@ class IFA(nn.Module):
         return out.add_(pe)
 
     def forward(self, features: Sequence[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+        if self.precompute and fast_inference(self, *features):
+            return self.forward_rows(features, size).permute(0, 3, 1, 2)
         return self.rest(self.first_layer(features, size))
+
+    def forward_rows(self, features: Sequence[torch.Tensor], size: tuple[int, int]
+                     ) -> torch.Tensor:
+        """:meth:`forward` for inference, channels-last: B×H×W×out.
+
+        Every 1×1 layer is a GEMM on B×H×W×C rows with the BatchNorm after it folded in. A
+        level whose grid divides the output grid evenly is added by broadcasting each cell
+        over its r_y×r_x block (no gathered copy); others are gathered. The position term
+        depends only on each row's and each column's offsets to the cells of every level:
+        it is computed once per distinct pattern (8×8 when every level divides the output
+        evenly, then added by broadcasting) instead of by a 1×1 layer over B×(4·26)×H×W codes.
+        """
+        if len(features) != len(self.in_channels):
+            raise ValueError(f"IFA expects {len(self.in_channels)} levels, got {len(features)}")
+        h, w = size
+        blocks, bias = self._split_first(), self.first.bias
+        bn = self.rest[0]  # folded into the first layer here (or already, by fold_batchnorm)
+        if isinstance(bn, nn.BatchNorm2d):
+            scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+            blocks = [(wp * scale[:, None], wf * scale[:, None]) for wp, wf in blocks]
+            bias = (bias - bn.running_mean) * scale + bn.bias
+        out = None
+        for x, (_, w_feat) in zip(features, blocks, strict=True):
+            z = F.linear(x.permute(0, 2, 3, 1), w_feat)  # B×h_l×w_l×hidden, level's own grid
+            out = _add_nearest(out, z, (h, w))
+        like = features[0]
+        cells = [(nearest_cells(h, x.shape[-2], like), nearest_cells(w, x.shape[-1], like))
+                 for x in features]
+        period = (math.lcm(*(h // x.shape[-2] for x in features)),
+                  math.lcm(*(w // x.shape[-1] for x in features)))
+        even = all(h % x.shape[-2] == 0 and w % x.shape[-1] == 0 for x in features)
+        if even and h % period[0] == 0 and w % period[1] == 0:
+            dys = torch.stack([dy[:period[0]] for (_, dy), _ in cells])
+            dxs = torch.stack([dx[:period[1]] for _, (_, dx) in cells])
+            table = self._position_table(dys, dxs, [wp for wp, _ in blocks], bias)
+            out = _add_nearest(out, table.unsqueeze(0), (h, w), tile=True)
+        else:
+            dys = torch.stack([dy for (_, dy), _ in cells])
+            dxs = torch.stack([dx for _, (_, dx) in cells])
+            uy, row_class = torch.unique(dys, dim=1, return_inverse=True)  # L×U_y, H
+            ux, col_class = torch.unique(dxs, dim=1, return_inverse=True)  # L×U_x, W
+            table = self._position_table(uy, ux, [wp for wp, _ in blocks], bias)
+            out.add_(table[row_class[:, None], col_class[None, :]])
+        return _mlp_rows(out.relu_(), list(self.rest)[2:])
+
+    def _position_table(self, dys: torch.Tensor, dxs: torch.Tensor,
+                        w_pos: Sequence[torch.Tensor], bias: torch.Tensor) -> torch.Tensor:
+        """``Σ_l W_l^pos γ_l(δy_l, δx_l) + bias`` for L×P row and L×Q column offsets: P×Q×C."""
+        codes = [relative_encoding(enc, dy, dx)
+                 for enc, dy, dx in zip(self.encodings, dys, dxs, strict=True)]
+        return F.linear(torch.cat(codes, dim=1)[0].permute(1, 2, 0), torch.cat(w_pos, 1), bias)
+
+
+def _add_nearest(out: torch.Tensor | None, z: torch.Tensor, size: tuple[int, int],
+                 tile: bool = False) -> torch.Tensor:
+    """``out + z`` sampled at the nearest cell of the H×W grid (``out`` None: the sample).
+
+    z: B×h×w×C rows. A grid dividing H×W evenly is broadcast over its r_y×r_x blocks (with
+    ``tile``, z is instead repeated as a tile of h×w over the grid); others are gathered.
+    """
+    (h, w), (hz, wz) = size, z.shape[1:3]
+    if (hz, wz) == (h, w):
+        return z if out is None else out.add_(z)
+    if h % hz or w % wz:
+        iy, _ = nearest_cells(h, hz, z)
+        ix, _ = nearest_cells(w, wz, z)
+        z = z.index_select(2, ix).index_select(1, iy)
+        return z if out is None else out.add_(z)
+    ry, rx = h // hz, w // wz
+    if out is None:
+        out = z.new_zeros(z.shape[0], h, w, z.shape[-1])
+    b, c = out.shape[0], out.shape[-1]
+    if tile:  # period pattern: out[:, i, j] += z[:, i % hz, j % wz]
+        out.view(b, ry, hz, rx, wz, c).add_(z.view(-1, 1, hz, 1, wz, c))
+    else:  # nearest cell: out[:, i, j] += z[:, i // ry, j // rx]
+        out.view(b, hz, ry, wz, rx, c).add_(z.view(-1, hz, 1, wz, 1, c))
+    return out
+
+
+def _mlp_rows(x: torch.Tensor, layers: Sequence[nn.Module]) -> torch.Tensor:
+    """``nn.Sequential(*layers)`` (1×1 Conv2d, each optionally followed by BatchNorm2d and
+    ReLU; eval mode) on channels-last B×H×W×C rows, every BatchNorm folded into its GEMM."""
+    layers = [m for m in layers if not isinstance(m, nn.Identity)]  # BNs already folded
+    i = 0
+    while i < len(layers):
+        conv = layers[i]
+        w, b = conv.weight.flatten(1), conv.bias
+        i += 1
+        if i < len(layers) and isinstance(layers[i], nn.BatchNorm2d):
+            bn = layers[i]
+            scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+            w, b = w * scale[:, None], (b - bn.running_mean) * scale + bn.bias
+            i += 1
+        x = F.linear(x, w, b)
+        if i < len(layers) and isinstance(layers[i], nn.ReLU):
+            x = x.relu_()
+            i += 1
+    return x
 
 
 __all__ = ["IFA", "SpatialEncoding", "nearest_cells"]
