@@ -44,13 +44,18 @@ def reference_paths() -> Iterator[None]:
 
 def fast_inference(module: nn.Module, *tensors: torch.Tensor) -> bool:
     """Whether ``module`` may take its inference fast path on ``tensors``: eval mode, no
-    gradient wanted, not tracing/exporting/compiling (fast paths write in place, loop over
-    blocks and fold BatchNorm on the fly), not inside :func:`reference_paths`."""
+    gradient wanted (fast paths write in place and fold BatchNorm on the fly), not inside
+    :func:`reference_paths`, and not being traced or exported: an exported graph holds the
+    plain formula, which every runtime can run. ``torch.compile`` does take the fast paths
+    (measured faster there too; docs/benchmarks.md)."""
     if not _FAST_PATHS[-1]:
         return False
     needs_grad = torch.is_grad_enabled() and (
         any(t.requires_grad for t in tensors) or any(p.requires_grad for p in module.parameters()))
-    return not module.training and not needs_grad and not tracing_or_compiling()
+    compiler = getattr(torch, "compiler", None)
+    exporting = bool(torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or (
+        compiler is not None and getattr(compiler, "is_exporting", lambda: False)()))
+    return not module.training and not needs_grad and not exporting
 
 
 def folded(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None, nn.Module | None]:

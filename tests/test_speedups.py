@@ -221,3 +221,18 @@ def test_reference_paths_turns_the_fast_paths_off(monkeypatch):
     row = rtseg.bench.run_benchmark(["fpn_r18_bilinear"], size=(32, 32), device="cpu",
                                     warmup=1, iters=1, reference=False, reference_paths=True)
     assert row["settings"]["reference_paths"] is True
+
+
+def test_fast_paths_under_torch_compile_equal_the_reference(monkeypatch):
+    # torch.compile takes the fast paths (an export does not: see test_export_takes_...);
+    # only they call F.linear, which dynamo traces through the spy
+    calls = []
+    linear = F.linear
+    monkeypatch.setattr(F, "linear", lambda *a, **k: calls.append(1) or linear(*a, **k))
+    ifa = _randomise(IFA([3, 4], 5, hidden=(6,)))
+    feats = [torch.randn(1, 3, 8, 12), torch.randn(1, 4, 4, 6)]
+    compiled = torch.compile(ifa)
+    with torch.inference_mode():
+        fast = compiled(feats, (16, 24))
+    assert calls
+    torch.testing.assert_close(fast, ifa(feats, (16, 24)).detach(), atol=1e-4, rtol=1e-4)
