@@ -42,7 +42,7 @@ def reference_paths() -> Iterator[None]:
         _FAST_PATHS.pop()
 
 
-def fast_inference(module: nn.Module, *tensors: torch.Tensor) -> bool:
+def fast_inference(module: nn.Module | None, *tensors: torch.Tensor) -> bool:
     """Whether ``module`` may take its inference fast path on ``tensors``: eval mode, no
     gradient wanted (fast paths write in place and fold BatchNorm on the fly), not inside
     :func:`reference_paths`, and not being traced or exported: an exported graph holds the
@@ -50,12 +50,14 @@ def fast_inference(module: nn.Module, *tensors: torch.Tensor) -> bool:
     (measured faster there too; docs/benchmarks.md)."""
     if not _FAST_PATHS[-1]:
         return False
+    params = () if module is None else module.parameters()
     needs_grad = torch.is_grad_enabled() and (
-        any(t.requires_grad for t in tensors) or any(p.requires_grad for p in module.parameters()))
+        any(t.requires_grad for t in tensors) or any(p.requires_grad for p in params))
     compiler = getattr(torch, "compiler", None)
     exporting = bool(torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or (
         compiler is not None and getattr(compiler, "is_exporting", lambda: False)()))
-    return not module.training and not needs_grad and not exporting
+    training = module is not None and module.training
+    return not training and not needs_grad and not exporting
 
 
 def folded(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None, nn.Module | None]:

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..complexity import count_call_macs, count_macs, count_params
 from ..errors import UsageError
+from ..layers import fast_inference
 from ..models.fuse import count_bn, fold_batchnorm
 from ..registry import create_model
 from ..upsample import (
@@ -29,6 +30,7 @@ from ..upsample import (
     fast_attention,
     nonlocal_attention,
 )
+from ..upsample.gai import criss_cross_attention_blocked
 from ..utils import autocast
 from .memory import tensor_bytes
 from .timing import Check, Item, sync
@@ -192,8 +194,14 @@ def _module_case(name: str, channels: int, size: tuple[int, int]):
             (1, c, h, w)]
     # GAI's sizes for channels C: keys C/16, values C/2
     d, cv = max(c // 16, 1), max(c // 2, 1)
-    attend = criss_cross_attention if name == "attention:criss_cross" else nonlocal_attention
-    return None, lambda m, q, k, v: attend(q, k, v), [(1, d, h, w)] * 2 + [(1, cv, h, w)]
+
+    def attend(m: None, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        if name == "attention:nonlocal":
+            return nonlocal_attention(q, k, v)
+        fast = fast_inference(None, q, k, v)  # the kernel GAI runs (see --reference-paths)
+        return (criss_cross_attention_blocked if fast else criss_cross_attention)(q, k, v)
+
+    return None, attend, [(1, d, h, w)] * 2 + [(1, cv, h, w)]
 
 
 def build_module(name: str, setup: Setup, channels: int = 128) -> tuple[Item, Check | None]:

@@ -135,7 +135,7 @@ def criss_cross_attention_blocked(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
 ) -> torch.Tensor:
     """:func:`criss_cross_rows` on the reference's B×d×H×W, B×d×H×W, B×c×H×W → B×c×H×W."""
-    rows = (t.permute(0, 2, 3, 1) for t in (q, k, v))
+    rows = (t.permute(0, 2, 3, 1).contiguous() for t in (q, k, v))  # strided d is slow
     return criss_cross_rows(*rows).permute(0, 3, 1, 2)
 
 
