@@ -153,3 +153,32 @@ def test_probe_two_stages_on_a_frozen_backbone(tmp_path: Path) -> None:
         assert row in text, row
     assert "| gai | " in text and "(1 seed)" in text
     assert (out / "boundary_crops.png").stat().st_size > 0
+
+
+def test_deploy_script_exports_scores_and_times_every_runtime(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime", reason="onnxruntime is an optional extra (rtseg[full])")
+    import rtseg
+
+    make_camvid(tmp_path / "camvid")
+    run = rtseg.train(ROOT / "configs/camvid/fpn_r18_bilinear.yaml", iters=1, batch_size=2,
+                      crop_size=(32, 32), workers=0, device="cpu", amp=False,
+                      data_root=str(tmp_path / "camvid"), out_dir=str(tmp_path / "runs"),
+                      run_name="tiny", eval_interval=1, log_interval=1)
+    spec = importlib.util.spec_from_file_location("deploy", ROOT / "scripts/deploy_camvid.py")
+    deploy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(deploy)
+    out = tmp_path / "deploy"
+    argv = [f"tiny={run / 'best.pt'}", "--data", str(tmp_path / "camvid"), "--out", str(out),
+            "--calib-images", "2", "--sizes", "32x48", "--warmup", "1", "--iters", "2",
+            "--threads", "1"]
+    assert deploy.main(argv) == 0
+    res = json.loads((out / "tiny" / "results.json").read_text())
+    acc, lat = res["accuracy"], res["latency"]["32x48"]
+    assert acc["torch"]["pixels_changed_pct"] == 0 and acc["torch"]["images"] == 2
+    assert abs(acc["ort_fp32"]["miou"] - acc["torch"]["miou"]) < 1e-6  # fp32 agrees
+    assert {"torch", "ort_fp32", "ort_int8"} <= set(acc) == set(lat)
+    assert all(v["p10_ms"] <= v["median_ms"] <= v["p90_ms"] for v in lat.values())
+    # a second call finds everything done and redoes nothing
+    before = (out / "tiny" / "results.json").stat().st_mtime_ns
+    assert deploy.main(argv) == 0
+    assert (out / "tiny" / "results.json").stat().st_mtime_ns == before
