@@ -236,3 +236,10 @@ def test_fast_paths_under_torch_compile_equal_the_reference(monkeypatch):
         fast = compiled(feats, (16, 24))
     assert calls
     torch.testing.assert_close(fast, ifa(feats, (16, 24)).detach(), atol=1e-4, rtol=1e-4)
+
+
+def test_temporal_fanet_fast_path_equals_reference_on_a_clip():
+    model = _randomise(rtseg.create_model("fanet18_temp", 5, aux=False))
+    clip = torch.randn(1, 3, 3, 64, 96)  # the last frame attends over itself and two past
+    fast, ref = _fast_and_reference(model, clip)
+    torch.testing.assert_close(fast, ref, atol=1e-4, rtol=1e-4)

@@ -74,26 +74,37 @@ class FastAttention(nn.Module):
         ``Conv(Q̂(K̂ᵀV)) = Q̂((K̂ᵀV)Wᵀ)`` saves one HW×C×C product (a third of the block's
         multiply-adds) and a pass over HW×C values.
         """
+        qn, kn, v = self._qkv_rows(x)
+        return self._out_rows(qn, torch.bmm(kn.transpose(1, 2), v), x.shape[1] * x.shape[2],
+                              x.shape[:3])
+
+    def _qkv_rows(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Q̂, K̂ (B×HW×d, normalised) and V (B×HW×C) of B×H×W×C rows, from one GEMM."""
         b, h, w, c = x.shape
         (wq, bq, _), (wk, bk, _), (wv, bv, act) = (folded(m) for m in (
             self.query, self.key, self.value))
-        wp, bp, act_p = folded(self.project)
         d = wq.shape[0]
         qkv = F.linear(x.reshape(b, h * w, c), torch.cat([wq, wk, wv]), torch.cat([bq, bk, bv]))
         q, k, v = qkv.split([d, d, qkv.shape[-1] - 2 * d], dim=-1)
-        qn = F.normalize(q, dim=-1, eps=1e-12)
-        kn = F.normalize(k, dim=-1, eps=1e-12)
-        kv = torch.bmm(kn.transpose(1, 2), act(v))  # B×d×C
-        kv = F.linear(kv / (h * w) if self.mean else kv, wp)  # the projection, on B×d×C'
+        return F.normalize(q, dim=-1, eps=1e-12), F.normalize(k, dim=-1, eps=1e-12), act(v)
+
+    def _out_rows(self, qn: torch.Tensor, summary: torch.Tensor, pixels: int,
+                  shape: tuple[int, int, int]) -> torch.Tensor:
+        """LReLU(BN(Conv(Q̂ S [/ pixels]))) as B×H×W×C rows, the projection applied to S."""
+        wp, bp, act = folded(self.project)
+        kv = F.linear(summary / pixels if self.mean else summary, wp)  # B×d×C'
         y = torch.baddbmm(bp, qn, kv) if bp is not None else torch.bmm(qn, kv)
-        y = y.view(b, h, w, -1)
-        return y if act_p is None else act_p(y)
+        y = y.view(*shape, -1)
+        return y if act is None else act(y)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.residual(x)
 
     def summary(self, x: torch.Tensor) -> torch.Tensor:
         """K̂ᵀV of one frame, B×d×C, without the 1/n: what another frame's queries attend to."""
+        if fast_inference(self, x):  # the same operations as residual_rows
+            _, kn, v = self._qkv_rows(x.permute(0, 2, 3, 1))
+            return torch.bmm(kn.transpose(1, 2), v)
         kn = F.normalize(self.key(x).flatten(2), dim=1, eps=1e-12)
         return torch.bmm(kn, self.value(x).flatten(2).transpose(1, 2))
 
@@ -102,6 +113,9 @@ class FastAttention(nn.Module):
         ``pixels`` key pixels; with ``S = summary(x)`` and ``pixels = H·W`` this is
         ``forward(x)`` exactly."""
         b, c, h, w = x.shape
+        if fast_inference(self, x, summary):  # with S = summary(x): residual_rows exactly
+            qn, _, _ = self._qkv_rows(x.permute(0, 2, 3, 1))
+            return x + self._out_rows(qn, summary, pixels, (b, h, w)).permute(0, 3, 1, 2)
         qn = F.normalize(self.query(x).flatten(2), dim=1, eps=1e-12)
         kv = summary / pixels if self.mean else summary
         y = torch.bmm(qn.transpose(1, 2), kv).transpose(1, 2).reshape(b, c, h, w)
