@@ -39,7 +39,7 @@ def load(path: str | Path, device: str | torch.device = "auto", backend: str = "
             exported files run on the CPU.
         backend: ``"torch"`` (checkpoints), ``"onnxruntime"`` or ``"openvino"`` (exported
             files), or ``"auto"``: torch for a checkpoint, the first installed runtime of
-            :data:`rtseg.backends.AUTO_ORDER` for an exported file.
+            :func:`rtseg.backends.auto_order` for an exported file.
         threads: intra-op threads of an exported file's runtime (default: the runtime's).
         **options: the default test-time options (``mode``, ``crop``, ``stride``, ``scales``,
             ``flip``).

@@ -42,11 +42,13 @@ def require(backend: str) -> None:
 
 
 def make_metadata(model_name: str, classes: list[str], palette: list, mean: tuple, std: tuple,
-                  dynamic: bool, trace_size: tuple[int, int], batch: int = 1) -> dict[str, str]:
+                  dynamic: bool, trace_size: tuple[int, int], batch: int = 1,
+                  precision: str = "fp32") -> dict[str, str]:
     """The ONNX metadata of an rtseg export (every value a string; lists as JSON)."""
     from . import __version__
 
     return {"rtseg.format": str(METADATA_FORMAT), "rtseg.model": model_name,
+            "rtseg.precision": precision,
             "rtseg.classes": json.dumps(list(classes)),
             "rtseg.palette": json.dumps([list(map(int, c)) for c in palette]),
             "rtseg.mean": json.dumps(list(mean)), "rtseg.std": json.dumps(list(std)),
@@ -87,7 +89,8 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     if int(props["rtseg.format"]) > METADATA_FORMAT:
         raise CheckpointError(f"{path}: written by a newer rtseg (metadata format "
                               f"{props['rtseg.format']}): upgrade rtseg")
-    meta: dict[str, Any] = {"model": props["rtseg.model"]}
+    meta: dict[str, Any] = {"model": props["rtseg.model"],
+                            "precision": props.get("rtseg.precision", "fp32")}
     for key in ("classes", "palette", "mean", "std", "dynamic", "trace_size", "batch"):
         if f"rtseg.{key}" in props:
             meta[key] = json.loads(props[f"rtseg.{key}"])
@@ -171,19 +174,32 @@ class OpenVINOModel(_ExportedModel):
 
 
 RUNTIMES = {"onnxruntime": OnnxRuntimeModel, "openvino": OpenVINOModel}
-# The order "auto" tries for an exported file: ONNX Runtime first (it ran every rtseg model in
-# 0.43–0.91× of PyTorch's CPU latency when measured), then OpenVINO.
-AUTO_ORDER = ("onnxruntime", "openvino")
+# What "auto" runs an exported file in, from interleaved timings on this project's CPU (2
+# threads, 512×1024; docs/deploy.md): in fp32 ONNX Runtime was faster than OpenVINO for every
+# model but these; OpenVINO ran rtseg's int8 (QDQ) files faster for every model measured.
+OPENVINO_FIRST_FP32 = frozenset({"gun"})  # 265 ms against 311 ms
+
+
+def auto_order(path: str | Path) -> tuple[str, str]:
+    """The runtimes ``backend="auto"`` tries for the exported file at ``path``, best first."""
+    try:
+        meta = read_metadata(path)
+    except CheckpointError:  # refused with its own message when loaded
+        return ("onnxruntime", "openvino")
+    if meta["precision"] == "int8" or meta["model"] in OPENVINO_FIRST_FP32:
+        return ("openvino", "onnxruntime")
+    return ("onnxruntime", "openvino")
 
 
 def pick_backend(path: str | Path, backend: str = "auto") -> str:
     """The backend for the file at ``path``: a .pt checkpoint runs in torch, an .onnx file in
-    the named runtime, or with ``"auto"`` in the first installed of :data:`AUTO_ORDER`."""
+    the named runtime, or with ``"auto"`` in the first installed of :func:`auto_order` (the
+    runtime measured fastest for the file's model and precision)."""
     exported = Path(path).suffix.lower() == ".onnx"
     if backend == "auto":
         if not exported:
             return "torch"
-        for name in AUTO_ORDER:
+        for name in auto_order(path):
             if installed(name):
                 return name
         raise UsageError(f"{path}: no runtime for it is installed: {_INSTALL['onnxruntime']}")

@@ -87,7 +87,30 @@ def test_int8_export_runs_and_stays_close(tmp_path, capsys):
     image = np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8)
     assert q.classes == f.classes
     assert (q(image) == f(image)).mean() > 0.8
+    assert (read_metadata(int8)["precision"], read_metadata(out)["precision"]) == ("int8",
+                                                                                   "fp32")
     assert main(["export", "fpn_r18_bilinear", "--onnx", str(out), "--int8"]) == 2
+
+
+def test_auto_backend_follows_the_measured_order(exported, tmp_path):
+    from rtseg.backends import auto_order, make_metadata, pick_backend, write_metadata
+
+    _, onnx = exported
+    assert auto_order(onnx) == ("onnxruntime", "openvino")  # an fp32 fpn_r18_bilinear
+    meta = {k: v for k, v in make_metadata("fpn_r18_bilinear", ["a"], [[0, 0, 0]], (0,) * 3,
+                                           (1,) * 3, True, (32, 32)).items()}
+    for model, precision, first in (("fpn_r18_bilinear", "int8", "openvino"),
+                                    ("gun", "fp32", "openvino"),
+                                    ("fanet18", "fp16", "onnxruntime")):
+        path = tmp_path / f"{model}_{precision}.onnx"
+        path.write_bytes(onnx.read_bytes())
+        write_metadata(path, {**meta, "rtseg.model": model, "rtseg.precision": precision})
+        assert auto_order(path)[0] == first
+        if installed("openvino") and installed("onnxruntime"):
+            assert pick_backend(path) == first
+    unreadable = tmp_path / "junk.onnx"
+    unreadable.write_bytes(b"not onnx")
+    assert auto_order(unreadable) == ("onnxruntime", "openvino")  # refused later, when loaded
 
 
 def test_predict_and_eval_commands_take_an_exported_file(exported, tmp_path, capsys):

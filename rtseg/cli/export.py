@@ -74,7 +74,7 @@ def _int8(path, args: argparse.Namespace, size: tuple[int, int], metadata: dict)
 
     out = path.with_suffix(".int8.onnx")
     report = quantize_int8(path, out, calibration_batches(args.calib, size, args.calib_images))
-    write_metadata(out, metadata)
+    write_metadata(out, {**metadata, "rtseg.precision": "int8"})
     held_out = calibration_batches(args.calib, size, min(8, args.calib_images), seed=1)
     close = agreement(path, out, held_out)
     print(f"wrote {out} (int8 QDQ, {report['calibration_images']} calibration images from "
@@ -96,7 +96,7 @@ def _fp16(path, size: tuple[int, int], metadata: dict) -> None:
 
     out = path.with_suffix(".fp16.onnx")
     convert_fp16(path, out)
-    write_metadata(out, metadata)
+    write_metadata(out, {**metadata, "rtseg.precision": "fp16"})
     g = torch.Generator().manual_seed(2)
     close = agreement(path, out, [torch.randn(1, 3, *size, generator=g).numpy()
                                   for _ in range(2)])
