@@ -17,11 +17,8 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m rtseg demo $(if $(DATA),--data $(DATA))
 
-# the `isolated` tests start process groups of their own; they run in a second pytest process
-# (see tests/test_trainer.py::test_two_process_gloo_ddp_run for why)
 test: $(STAMP)
-	$(PY) -m pytest -m "not isolated"
-	$(PY) -m pytest -m isolated
+	$(PY) -m pytest
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
