@@ -15,16 +15,23 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def tracing_or_compiling() -> bool:
-    """True under ``torch.jit.trace``, ONNX export, ``torch.compile`` or ``torch.export``: the
-    fast paths that loop, cache or write in place then step aside for the plain formula."""
+def tracing_or_exporting() -> bool:
+    """True under ``torch.jit.trace``, ONNX export or ``torch.export``: the graph being
+    recorded must hold the plain formula, which every runtime can run."""
     compiler = getattr(torch, "compiler", None)
     return bool(
         torch.jit.is_tracing()
         or torch.onnx.is_in_onnx_export()
-        or (compiler is not None and getattr(compiler, "is_compiling", lambda: False)())
         or (compiler is not None and getattr(compiler, "is_exporting", lambda: False)())
     )
+
+
+def tracing_or_compiling() -> bool:
+    """:func:`tracing_or_exporting`, or under ``torch.compile`` (where a cached tensor would be
+    baked into the graph as a constant)."""
+    compiler = getattr(torch, "compiler", None)
+    return tracing_or_exporting() or bool(
+        compiler is not None and getattr(compiler, "is_compiling", lambda: False)())
 
 
 _FAST_PATHS = [True]
@@ -53,11 +60,14 @@ def fast_inference(module: nn.Module | None, *tensors: torch.Tensor) -> bool:
     params = () if module is None else module.parameters()
     needs_grad = torch.is_grad_enabled() and (
         any(t.requires_grad for t in tensors) or any(p.requires_grad for p in params))
-    compiler = getattr(torch, "compiler", None)
-    exporting = bool(torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or (
-        compiler is not None and getattr(compiler, "is_exporting", lambda: False)()))
     training = module is not None and module.training
-    return not training and not needs_grad and not exporting
+    return not training and not needs_grad and not tracing_or_exporting()
+
+
+def bn_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift) with ``bn(x) = x·scale + shift`` per channel, from running statistics."""
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+    return scale, bn.bias - bn.running_mean * scale
 
 
 def folded(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None, nn.Module | None]:
@@ -70,9 +80,8 @@ def folded(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None, nn.Modu
         raise ValueError(f"a pointwise layer must be a 1×1 convolution, got {conv}")
     w, b = conv.weight.flatten(1), conv.bias
     if isinstance(bn, nn.BatchNorm2d):
-        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
-        w = w * scale[:, None]
-        b = bn.bias - bn.running_mean * scale + (0 if b is None else b * scale)
+        scale, shift = bn_affine(bn)
+        w, b = w * scale[:, None], shift + (0 if b is None else b * scale)
     return w, b, None if isinstance(act, nn.Identity) else act
 
 

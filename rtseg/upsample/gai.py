@@ -10,13 +10,13 @@ once, no temperature; γ starts at 0. Output ``CBR1x1(cat[V_2, S↑])``.
 ``attention="nonlocal"`` swaps CC for full softmax attention over all H·W positions (scaled by
 1/√d, one pass), the ablation the paper compares against.
 
-Speed (inference only; training, tracing, export and ``torch.compile`` take the plain formula of
-:func:`criss_cross_attention`, which the tests hold as the oracle): the query is computed once
-for both recurrences (the official code recomputes it), the attention runs on channels-last
-tensors so that no per-pixel layout copy of q, k or v is made for the row part, and
-:func:`criss_cross_attention_blocked` never materialises the B×H×W×(H+W) energies: it
-walks rows and columns in blocks whose energies stay in cache, and merges the two softmaxes
-exactly through their log-sum-exps.
+Speed (inference only, ``torch.compile`` included; training, tracing and export take the plain
+formula of :func:`criss_cross_attention`, which the tests hold as the oracle): the query is
+computed once for both recurrences (the official code recomputes it), the attention runs on
+channels-last tensors so that no per-pixel layout copy of q, k or v is made for the row part,
+and :func:`criss_cross_rows` never materialises the B×H×W×(H+W) energies: it walks rows and
+columns in blocks whose energies stay in cache, and merges the two softmaxes exactly through
+their log-sum-exps.
 """
 
 from __future__ import annotations

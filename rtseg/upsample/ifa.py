@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import fast_inference
+from ..layers import bn_affine, fast_inference
 
 
 class SpatialEncoding(nn.Module):
@@ -116,6 +116,10 @@ class IFA(nn.Module):
         layers.append(nn.Conv2d(hidden[-1], out_channels, 1))
         self.rest = nn.Sequential(*layers)
 
+    def _check_levels(self, features: Sequence[torch.Tensor]) -> None:
+        if len(features) != len(self.in_channels):
+            raise ValueError(f"IFA expects {len(self.in_channels)} levels, got {len(features)}")
+
     def _split_first(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per level, the (position, feature) column blocks of the first layer's weight."""
         w = self.first.weight.flatten(1)
@@ -128,8 +132,7 @@ class IFA(nn.Module):
 
     def first_layer(self, features: Sequence[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
         """The first linear layer's output on the H×W grid, B×hidden[0]×H×W."""
-        if len(features) != len(self.in_channels):
-            raise ValueError(f"IFA expects {len(self.in_channels)} levels, got {len(features)}")
+        self._check_levels(features)
         h, w = size
         like = features[0]
         if not self.precompute:
@@ -175,15 +178,14 @@ class IFA(nn.Module):
         it is computed once per distinct pattern (8×8 when every level divides the output
         evenly, then added by broadcasting) instead of by a 1×1 layer over B×(4·26)×H×W codes.
         """
-        if len(features) != len(self.in_channels):
-            raise ValueError(f"IFA expects {len(self.in_channels)} levels, got {len(features)}")
+        self._check_levels(features)
         h, w = size
         blocks, bias = self._split_first(), self.first.bias
         bn = self.rest[0]  # folded into the first layer here (or already, by fold_batchnorm)
         if isinstance(bn, nn.BatchNorm2d):
-            scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+            scale, shift = bn_affine(bn)
             blocks = [(wp * scale[:, None], wf * scale[:, None]) for wp, wf in blocks]
-            bias = (bias - bn.running_mean) * scale + bn.bias
+            bias = bias * scale + shift
         out = None
         for x, (_, w_feat) in zip(features, blocks, strict=True):
             z = F.linear(x.permute(0, 2, 3, 1), w_feat)  # B×h_l×w_l×hidden, level's own grid
@@ -252,9 +254,8 @@ def _mlp_rows(x: torch.Tensor, layers: Sequence[nn.Module]) -> torch.Tensor:
         w, b = conv.weight.flatten(1), conv.bias
         i += 1
         if i < len(layers) and isinstance(layers[i], nn.BatchNorm2d):
-            bn = layers[i]
-            scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
-            w, b = w * scale[:, None], (b - bn.running_mean) * scale + bn.bias
+            scale, shift = bn_affine(layers[i])
+            w, b = w * scale[:, None], b * scale + shift
             i += 1
         x = F.linear(x, w, b)
         if i < len(layers) and isinstance(layers[i], nn.ReLU):
