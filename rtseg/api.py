@@ -49,7 +49,10 @@ def load(path: str | Path, device: str | torch.device = "auto", backend: str = "
     """
     from . import backends
 
-    name = backends.pick_backend(path, backend)
+    exported = Path(path).suffix.lower() == ".onnx"
+    # an exported file's metadata is read once: "auto" chooses by it, the Segmenter needs it
+    meta = backends.read_metadata(path) if exported and backend == "auto" else None
+    name = backends.pick_backend(path, backend, meta)
     if name == "torch":
         dev = resolve_device(device)
         model, ckpt = load_model(path, dev)
@@ -57,7 +60,7 @@ def load(path: str | Path, device: str | torch.device = "auto", backend: str = "
                          name=ckpt["config"]["model"], **options)
     if resolve_device(device).type != "cpu" and device != "auto":
         raise UsageError(f"{path}: exported files run on the CPU here, not {device}")
-    meta = backends.read_metadata(path)
+    meta = meta or backends.read_metadata(path)
     model = backends.RUNTIMES[name](path, threads)
     if meta.get("dynamic") is False and meta.get("trace_size"):
         model.static_shape = (meta.get("batch", 1), 3, *meta["trace_size"])
@@ -122,14 +125,13 @@ def evaluate(
         The metrics (``miou``, ``iou``, ``pixel_acc``, ``mbf``, …) with ``classes``, ``split``,
         ``dataset``, ``images``, ``seconds`` and the options used.
     """
-    from .backends import pick_backend
     from .segmenter import check_options
 
     ckpt_cfg, checkpoint, k = None, None, None
     options = check_options({"mode": mode, "crop": crop, "stride": stride, "scales": scales,
                              "flip": flip, "short_side": short_side})
-    if isinstance(model_or_path, (str, Path)) and \
-            pick_backend(model_or_path, backend) != "torch":
+    if isinstance(model_or_path, (str, Path)) and (
+            Path(model_or_path).suffix.lower() == ".onnx" or backend not in ("auto", "torch")):
         model_or_path = load(model_or_path, device, backend)  # its data must be given
     if isinstance(model_or_path, (str, Path)):
         checkpoint = str(model_or_path)

@@ -180,18 +180,21 @@ RUNTIMES = {"onnxruntime": OnnxRuntimeModel, "openvino": OpenVINOModel}
 OPENVINO_FIRST_FP32 = frozenset({"gun"})  # 265 ms against 311 ms
 
 
-def auto_order(path: str | Path) -> tuple[str, str]:
-    """The runtimes ``backend="auto"`` tries for the exported file at ``path``, best first."""
-    try:
-        meta = read_metadata(path)
-    except CheckpointError:  # refused with its own message when loaded
-        return ("onnxruntime", "openvino")
+def auto_order(path: str | Path, meta: dict[str, Any] | None = None) -> tuple[str, str]:
+    """The runtimes ``backend="auto"`` tries for the exported file at ``path``, best first
+    (``meta``: its :func:`read_metadata`, when the caller has it already)."""
+    if meta is None:
+        try:
+            meta = read_metadata(path)
+        except CheckpointError:  # refused with its own message when loaded
+            return ("onnxruntime", "openvino")
     if meta["precision"] == "int8" or meta["model"] in OPENVINO_FIRST_FP32:
         return ("openvino", "onnxruntime")
     return ("onnxruntime", "openvino")
 
 
-def pick_backend(path: str | Path, backend: str = "auto") -> str:
+def pick_backend(path: str | Path, backend: str = "auto",
+                 meta: dict[str, Any] | None = None) -> str:
     """The backend for the file at ``path``: a .pt checkpoint runs in torch, an .onnx file in
     the named runtime, or with ``"auto"`` in the first installed of :func:`auto_order` (the
     runtime measured fastest for the file's model and precision)."""
@@ -199,7 +202,7 @@ def pick_backend(path: str | Path, backend: str = "auto") -> str:
     if backend == "auto":
         if not exported:
             return "torch"
-        for name in auto_order(path):
+        for name in auto_order(path, meta):
             if installed(name):
                 return name
         raise UsageError(f"{path}: no runtime for it is installed: {_INSTALL['onnxruntime']}")
