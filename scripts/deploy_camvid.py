@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,9 +32,9 @@ from typing import Any
 import numpy as np
 import torch
 
-import rtseg
 from rtseg import backends
 from rtseg.api import _dataset_for
+from rtseg.bench import timing
 from rtseg.cli import main as cli_main
 from rtseg.engine.checkpoint import load_model
 from rtseg.engine.metrics import ConfusionMatrix
@@ -58,9 +57,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def runners(ckpt: str, folder: Path, threads: int) -> dict[str, Callable[[torch.Tensor], Any]]:
+def runners(model: torch.nn.Module, folder: Path, threads: int
+            ) -> dict[str, Callable[[torch.Tensor], Any]]:
     """Each variant as a callable on a normalised 1×3×H×W tensor, returning logits."""
-    model, _ = load_model(ckpt, "cpu")
     fp32, int8 = folder / "model.onnx", folder / "model.int8.onnx"
 
     def eager(x: torch.Tensor) -> torch.Tensor:
@@ -87,12 +86,13 @@ def export(name: str, ckpt: str, folder: Path, args: argparse.Namespace) -> None
         raise SystemExit(f"{name}: export failed (status {rc})")
 
 
-def accuracy(ckpt: str, run: dict[str, Callable], args: argparse.Namespace) -> dict[str, dict]:
-    """Test mIoU, pixel accuracy and % pixels changed against PyTorch, per variant."""
+def accuracy(config: dict, run: dict[str, Callable], args: argparse.Namespace
+             ) -> dict[str, dict]:
+    """Test mIoU, pixel accuracy and % pixels changed against PyTorch, per variant
+    (``config``: the checkpoint's training config, which names the data set)."""
     from tqdm import tqdm
 
-    _, meta = load_model(ckpt, "cpu")
-    ds = _dataset_for(meta["config"], args.data, None, "test")
+    ds = _dataset_for(config, args.data, None, "test")
     cms = {v: ConfusionMatrix(ds.num_classes, ds.ignore_index) for v in run}
     changed = dict.fromkeys(run, 0)
     pixels = 0
@@ -104,8 +104,8 @@ def accuracy(ckpt: str, run: dict[str, Callable], args: argparse.Namespace) -> d
         for v, pred in preds.items():
             cms[v].update(pred, label[None])
             changed[v] += int((pred != preds["torch"]).sum())
-    return {v: {"miou": 100 * cms[v].compute()["miou"],
-                "pixel_acc": 100 * cms[v].compute()["pixel_acc"],
+    scores = {v: cm.compute() for v, cm in cms.items()}
+    return {v: {"miou": 100 * scores[v]["miou"], "pixel_acc": 100 * scores[v]["pixel_acc"],
                 "pixels_changed_pct": 100 * changed[v] / pixels, "images": n} for v in run}
 
 
@@ -124,9 +124,7 @@ def latency(run: dict[str, Callable], size: tuple[int, int], args: argparse.Name
             t = time.perf_counter()
             run[v](x)
             times[v].append((time.perf_counter() - t) * 1e3)
-    return {v: {"median_ms": statistics.median(t),
-                "p10_ms": float(np.percentile(t, 10)), "p90_ms": float(np.percentile(t, 90))}
-            for v, t in times.items()}
+    return {v: {f"{k}_ms": ms for k, ms in timing.latency(t).items()} for v, t in times.items()}
 
 
 def table(results: dict[str, dict], sizes: list[str]) -> str:
@@ -160,17 +158,21 @@ def main(argv: list[str] | None = None) -> int:
         export(name, ckpt, folder, args)
         path = folder / "results.json"
         res = json.loads(path.read_text()) if path.exists() else {}
-        run = runners(ckpt, folder, args.threads)
-        if "accuracy" not in res and not args.skip_eval:
-            res["accuracy"] = accuracy(ckpt, run, args)
-            path.write_text(json.dumps(res, indent=1))
-        for s in args.sizes:
-            if s not in res.setdefault("latency", {}):
+        res.setdefault("latency", {})
+        todo_eval = "accuracy" not in res and not args.skip_eval
+        todo_sizes = [s for s in args.sizes if s not in res["latency"]]
+        if todo_eval or todo_sizes:  # a finished model is not loaded again
+            model, meta = load_model(ckpt, "cpu")
+            run = runners(model, folder, args.threads)
+            if todo_eval:
+                res["accuracy"] = accuracy(meta["config"], run, args)
+                path.write_text(json.dumps(res, indent=1))
+            for s in todo_sizes:
                 h, w = (int(v) for v in s.split("x"))
                 res["latency"][s] = latency(run, (h, w), args)
                 path.write_text(json.dumps(res, indent=1))
         results[name] = res
-        print(f"{name}: done ({rtseg.__name__} {folder})", flush=True)
+        print(f"{name}: done ({folder})", flush=True)
     print(table(results, args.sizes))
     return 0
 
