@@ -98,20 +98,26 @@ def _randomise(module: torch.nn.Module) -> torch.nn.Module:
     return module.eval()
 
 
-def _fast_and_reference(module, *inputs):
-    """(inference-mode output, grad-enabled output): the fast path and the plain formula.
+def _spy_linear(mp: pytest.MonkeyPatch) -> list[bool]:
+    """Record every ``F.linear`` call (whether inference mode was on) in the returned list.
 
     The fast paths run their 1×1 layers as ``F.linear`` GEMMs and the plain formulas never
-    call it: counting the calls proves which path ran."""
-    calls = []
+    call it: the calls prove which path ran."""
+    calls: list[bool] = []
     linear = F.linear
 
     def spy(*args, **kwargs):
         calls.append(torch.is_inference_mode_enabled())
         return linear(*args, **kwargs)
 
+    mp.setattr(F, "linear", spy)
+    return calls
+
+
+def _fast_and_reference(module, *inputs):
+    """(inference-mode output, grad-enabled output): the fast path and the plain formula."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(F, "linear", spy)
+        calls = _spy_linear(mp)
         with torch.inference_mode():
             fast = module(*inputs)
         ref = module(*inputs).detach()
@@ -208,9 +214,7 @@ def test_export_takes_the_reference_path(tmp_path):
 def test_reference_paths_turns_the_fast_paths_off(monkeypatch):
     up = _randomise(create_upsampler("gai", 8, 8, 8))
     coarse, fine = torch.randn(1, 8, 5, 6), torch.randn(1, 8, 10, 12)
-    calls = []
-    linear = F.linear
-    monkeypatch.setattr(F, "linear", lambda *a, **k: calls.append(1) or linear(*a, **k))
+    calls = _spy_linear(monkeypatch)
     with torch.inference_mode():
         with reference_paths():
             ref = up(coarse, fine)
@@ -226,9 +230,7 @@ def test_reference_paths_turns_the_fast_paths_off(monkeypatch):
 def test_fast_paths_under_torch_compile_equal_the_reference(monkeypatch):
     # torch.compile takes the fast paths (an export does not: see test_export_takes_...);
     # only they call F.linear, which dynamo traces through the spy
-    calls = []
-    linear = F.linear
-    monkeypatch.setattr(F, "linear", lambda *a, **k: calls.append(1) or linear(*a, **k))
+    calls = _spy_linear(monkeypatch)
     ifa = _randomise(IFA([3, 4], 5, hidden=(6,)))
     feats = [torch.randn(1, 3, 8, 12), torch.randn(1, 4, 4, 6)]
     compiled = torch.compile(ifa)
