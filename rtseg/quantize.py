@@ -61,17 +61,47 @@ def quantize_int8(src: str | Path, dst: str | Path, batches: Iterable[np.ndarray
             seen.append(b.shape[0])
             yield b
 
-    name = onnx.load(str(src), load_external_data=False).graph.input[0].name
-    with warnings.catch_warnings():  # its zero-point arithmetic on constant-range tensors
-        warnings.filterwarnings("ignore", category=RuntimeWarning)
-        quantize_static(str(src), str(dst), _Reader(name, counted()),
-                        quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                        weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
+    model = onnx.load(str(src))
+    name = model.graph.input[0].name
+    if inline_constant_identities(model):
+        src = dst.with_suffix(".inlined.onnx")
+        onnx.save(model, str(src))
+    try:
+        with warnings.catch_warnings():  # its zero-point arithmetic on constant-range tensors
+            warnings.filterwarnings("ignore", category=RuntimeWarning)
+            quantize_static(str(src), str(dst), _Reader(name, counted()),
+                            quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                            weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
+    finally:
+        if src.name.endswith(".inlined.onnx"):
+            src.unlink(missing_ok=True)
     if not seen:
         raise UsageError("no calibration images: give --calib with at least one image")
     quantized, floating = float_nodes(dst)
     return {"quantized": quantized, "float": floating, "calibration_batches": len(seen),
             "calibration_images": sum(seen)}
+
+
+def inline_constant_identities(model: Any) -> int:
+    """Replace every ``Identity`` of an initializer by a copy of that initializer; return how many.
+
+    The exporter shares equal tensors and reads the second user's copy through an ``Identity``;
+    the quantiser then sees a Conv bias that is not an initializer, leaves it float, and ONNX
+    Runtime cannot fuse that Conv into an int8 kernel (10 of `gun`'s 39 convolutions ran in float,
+    31 ms of its 201 ms int8 call at 512×1024).
+    """
+    from onnx import numpy_helper
+
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    outputs = {o.name for o in graph.output}
+    dropped = [n for n in graph.node if n.op_type == "Identity" and n.input[0] in inits
+               and n.output[0] not in outputs]
+    for node in dropped:
+        copy = numpy_helper.from_array(numpy_helper.to_array(inits[node.input[0]]), node.output[0])
+        graph.initializer.append(copy)
+        graph.node.remove(node)
+    return len(dropped)
 
 
 # Operators that carry no arithmetic worth quantising (shapes, indices, layout).

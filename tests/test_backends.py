@@ -171,3 +171,46 @@ def test_a_static_export_says_what_it_takes(exported, tmp_path):
     with pytest.raises(UsageError, match="static: it takes 1×3×32×48 inputs, not 1×3×40×48"):
         seg(np.zeros((40, 48, 3), np.uint8))
     assert seg(np.zeros((40, 48, 3), np.uint8), mode="slide", crop=(32, 48)).shape == (40, 48)
+
+
+def test_int8_quantises_convs_whose_bias_the_exporter_shared(tmp_path):
+    """Two convolutions with equal biases: the exporter reads the second through an Identity;
+    the quantiser must still see an initializer bias, or ONNX Runtime runs that Conv in float."""
+    onnx = pytest.importorskip("onnx", reason="the int8 path needs onnx")
+    pytest.importorskip("onnxruntime", reason="the int8 path needs onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+
+    from rtseg.quantize import inline_constant_identities, quantize_int8
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.standard_normal((8, 8, 3, 3)).astype(np.float32), "w2"),
+             numpy_helper.from_array(np.full(8, 0.1, np.float32), "b")]
+    nodes = [helper.make_node("Identity", ["b"], ["b2"]),
+             helper.make_node("Conv", ["x", "w1", "b"], ["h"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("Conv", ["r", "w2", "b2"], ["y"], pads=[1, 1, 1, 1])]
+    graph = helper.make_graph(nodes, "shared_bias",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 8, 8])],
+                              inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    src = tmp_path / "m.onnx"
+    onnx.save(model, str(src))
+
+    copy = onnx.load(str(src))
+    assert inline_constant_identities(copy) == 1
+    assert [n.op_type for n in copy.graph.node] == ["Conv", "Relu", "Conv"]
+
+    dst = tmp_path / "m.int8.onnx"
+    batches = [rng.standard_normal((1, 3, 8, 8)).astype(np.float32) for _ in range(4)]
+    quantize_int8(src, dst, batches)
+    q = onnx.load(str(dst)).graph
+    produced_by = {o: n.op_type for n in q.node for o in n.output}
+    initializers = {t.name for t in q.initializer}
+    for conv in (n for n in q.node if n.op_type == "Conv"):
+        bias = conv.input[2]  # a quantised int32 bias arrives through a DequantizeLinear
+        assert bias in initializers or produced_by.get(bias) == "DequantizeLinear", conv.name
+        assert produced_by.get(conv.input[1]) == "DequantizeLinear", conv.name
+    assert "Identity" not in produced_by.values()
+    assert not list(tmp_path.glob("*.inlined.onnx"))  # the temporary file is gone

@@ -182,3 +182,25 @@ def test_deploy_script_exports_scores_and_times_every_runtime(tmp_path: Path) ->
     before = (out / "tiny" / "results.json").stat().st_mtime_ns
     assert deploy.main(argv) == 0
     assert (out / "tiny" / "results.json").stat().st_mtime_ns == before
+
+
+def test_onnx_profile_sums_operator_time_within_the_call(tmp_path: Path, capsys) -> None:
+    pytest.importorskip("onnxruntime", reason="onnxruntime is an optional extra (rtseg[full])")
+    from rtseg.backends import installed
+    from rtseg.cli import main
+
+    onnx = tmp_path / "m.onnx"
+    assert main(["export", "fpn_r18_bilinear", "--num-classes", "4", "--onnx", str(onnx),
+                 "--size", "32", "48"]) == 0
+    spec = importlib.util.spec_from_file_location("prof", ROOT / "scripts/profile_onnx.py")
+    prof = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(prof)
+    runtimes = [prof.profile] + ([prof.profile_openvino] if installed("openvino") else [])
+    for run in runtimes:
+        ops = run(onnx, (32, 48), 1, 1, 2)
+        total = ops.pop("(whole call)")
+        conv = sum(ms for op, ms in ops.items() if "conv" in op.lower())
+        assert 0 < conv <= total, (run.__name__, ops)
+        assert sum(ops.values()) <= total * 1.05, (run.__name__, ops, total)
+    assert prof.main([str(tmp_path / "missing.onnx")]) == 2
+    assert "missing.onnx: no such file" in capsys.readouterr().err

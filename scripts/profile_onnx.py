@@ -1,0 +1,113 @@
+"""Where an ONNX file spends its time in a runtime: milliseconds per call by operator type.
+
+ONNX Runtime: its own profiler (``SessionOptions.enable_profiling``), node events summed by
+``args.op_name`` (an int8 QDQ graph's fused kernels show as ``QLinearConv``, ``QLinearAdd``, …,
+the float islands as their float operator with ``QuantizeLinear`` / ``DequantizeLinear`` around
+them). OpenVINO: the CPU plugin's performance counters (``PERF_COUNT``), summed by node type
+(the plugin's fused nodes, e.g. a convolution with its additions, count as one), fp32 precision
+as ``rtseg.load`` runs it. Random input of the given size, warm-up calls dropped. Files and
+runtimes are profiled one after the other, so compare the shares inside one profile and the
+totals as a rough guide::
+
+    python scripts/profile_onnx.py runs/deploy/gun/model.onnx runs/deploy/gun/model.int8.onnx \\
+        --size 512 1024 --threads 2 --runtime onnxruntime openvino
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("files", nargs="+", type=Path)
+    p.add_argument("--size", nargs=2, type=int, default=[512, 1024], metavar=("H", "W"))
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--top", type=int, default=12, help="operator types listed per file")
+    p.add_argument("--runtime", nargs="+", default=["onnxruntime"],
+                   choices=["onnxruntime", "openvino"])
+    return p.parse_args(argv)
+
+
+def profile_openvino(path: Path, size: tuple[int, int], threads: int, warmup: int,
+                     iters: int) -> dict[str, float]:
+    """Milliseconds per call in each OpenVINO node type of ``path`` (CPU plugin, fp32)."""
+    import numpy as np
+    import openvino as ov
+
+    core = ov.Core()
+    model = core.read_model(str(path))
+    model.reshape({model.inputs[0].any_name: [1, 3, *size]})
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32",
+                                                 "INFERENCE_NUM_THREADS": threads,
+                                                 "PERF_COUNT": "YES"})
+    request = compiled.create_infer_request()
+    x = np.random.default_rng(0).standard_normal((1, 3, *size), dtype=np.float32)
+    per_op: dict[str, float] = defaultdict(float)
+    for i in range(warmup + iters):
+        t = time.perf_counter()
+        request.infer({0: x})
+        elapsed = time.perf_counter() - t
+        if i >= warmup:
+            per_op["(whole call)"] += 1000.0 * elapsed / iters
+            for info in request.get_profiling_info():
+                per_op[info.node_type] += info.real_time.total_seconds() * 1000.0 / iters
+    return dict(per_op)
+
+
+def profile(path: Path, size: tuple[int, int], threads: int, warmup: int,
+            iters: int) -> dict[str, float]:
+    """Milliseconds per call spent in each operator type of ``path`` (calls after the warm-up)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.enable_profiling = True
+    with tempfile.TemporaryDirectory() as tmp:
+        opts.profile_file_prefix = os.path.join(tmp, "ort")
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        x = np.random.default_rng(0).standard_normal((1, 3, *size), dtype=np.float32)
+        for _ in range(warmup + iters):
+            sess.run(None, {name: x})
+        events = json.loads(Path(sess.end_profiling()).read_text())
+    runs = [e for e in events if e.get("name") == "model_run"]
+    start = runs[warmup]["ts"] if len(runs) > warmup else 0
+    per_op: dict[str, float] = defaultdict(float)
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= start:
+            per_op[e["args"]["op_name"]] += e["dur"] / 1000.0 / iters
+    per_op["(whole call)"] = sum(e["dur"] for e in runs[warmup:]) / 1000.0 / iters
+    return dict(per_op)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    for path in args.files:
+        if not path.is_file():
+            print(f"error: {path}: no such file", file=sys.stderr)
+            return 2
+    runners = {"onnxruntime": profile, "openvino": profile_openvino}
+    for path, runtime in ((p, r) for p in args.files for r in args.runtime):
+        ops = runners[runtime](path, tuple(args.size), args.threads, args.warmup, args.iters)
+        total = ops.pop("(whole call)")
+        print(f"{path} in {runtime}: {total:.1f} ms per call at {args.size[0]}×{args.size[1]}, "
+              f"{args.threads} threads ({args.iters} calls after {args.warmup})")
+        for op, ms in sorted(ops.items(), key=lambda kv: -kv[1])[: args.top]:
+            print(f"  {op:<22} {ms:8.1f} ms  {100 * ms / total:5.1f} %")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
