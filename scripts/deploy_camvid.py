@@ -14,7 +14,8 @@ For each ``NAME=CHECKPOINT`` (trained on CamVid):
    percentile of ``--iters`` calls after ``--warmup``).
 
 Results go to ``OUT/NAME/results.json`` (a finished step is not redone: delete the file to
-rerun) and a markdown table is printed. Never time while another job uses the cores.
+rerun), then two markdown tables are printed: every variant, and what int8 costs and gains
+per model at the last size. Never time while another job uses the cores.
 
     python scripts/deploy_camvid.py fpn_r18_bilinear=runs/probe/stage1/best.pt \\
         fanet18=runs/temporal/fanet18_s0/best.pt --data ../shared/data/camvid --out runs/deploy
@@ -148,6 +149,26 @@ def table(results: dict[str, dict], sizes: list[str]) -> str:
     return "\n".join(lines)
 
 
+def summary(results: dict[str, dict], size: str) -> str:
+    """Markdown: what int8 costs and gains per model (mIoU change, speed-up over ORT fp32)."""
+    lines = [f"| model | fp32 test mIoU | ORT int8 Δ mIoU | OpenVINO int8 Δ mIoU | "
+             f"ORT int8 × ORT fp32 ({size}) | OpenVINO int8 × ORT fp32 ({size}) |",
+             "|---|---|---|---|---|---|"]
+    for name, res in results.items():
+        acc, lat = res.get("accuracy", {}), res.get("latency", {}).get(size, {})
+        base = acc.get("ort_fp32", {}).get("miou")
+        cells = [f"{base:.2f}" if base is not None else "–"]
+        for v in ("ort_int8", "openvino_int8"):
+            m = acc.get(v, {}).get("miou")
+            cells.append(f"{m - base:+.2f}" if m is not None and base is not None else "–")
+        for v in ("ort_int8", "openvino_int8"):
+            ok = v in lat and "ort_fp32" in lat
+            cells.append(f"{lat['ort_fp32']['median_ms'] / lat[v]['median_ms']:.2f}×" if ok
+                         else "–")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -174,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = res
         print(f"{name}: done ({folder})", flush=True)
     print(table(results, args.sizes))
+    print()
+    print(summary(results, args.sizes[-1]))
     return 0
 
 

@@ -155,7 +155,7 @@ def test_probe_two_stages_on_a_frozen_backbone(tmp_path: Path) -> None:
     assert (out / "boundary_crops.png").stat().st_size > 0
 
 
-def test_deploy_script_exports_scores_and_times_every_runtime(tmp_path: Path) -> None:
+def test_deploy_script_exports_scores_and_times_every_runtime(tmp_path: Path, capsys) -> None:
     pytest.importorskip("onnxruntime", reason="onnxruntime is an optional extra (rtseg[full])")
     import rtseg
 
@@ -180,8 +180,17 @@ def test_deploy_script_exports_scores_and_times_every_runtime(tmp_path: Path) ->
     assert all(v["p10_ms"] <= v["median_ms"] <= v["p90_ms"] for v in lat.values())
     # a second call finds everything done and redoes nothing
     before = (out / "tiny" / "results.json").stat().st_mtime_ns
+    capsys.readouterr()
     assert deploy.main(argv) == 0
     assert (out / "tiny" / "results.json").stat().st_mtime_ns == before
+    row = next(r for r in capsys.readouterr().out.splitlines() if r.startswith("| tiny | ")
+               and r.count("×") == 2 and "ort_" not in r)  # the summary table's row
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert float(cells[1]) == pytest.approx(acc["ort_fp32"]["miou"], abs=0.01)
+    assert float(cells[2]) == pytest.approx(acc["ort_int8"]["miou"] - acc["ort_fp32"]["miou"],
+                                            abs=0.01)
+    speed = lat["ort_fp32"]["median_ms"] / lat["ort_int8"]["median_ms"]
+    assert float(cells[4].rstrip("×")) == pytest.approx(speed, abs=0.01)
 
 
 def test_onnx_profile_sums_operator_time_within_the_call(tmp_path: Path, capsys) -> None:
