@@ -101,6 +101,8 @@ def test_auto_backend_follows_the_measured_order(exported, tmp_path):
                                            (1,) * 3, True, (32, 32)).items()}
     for model, precision, first in (("fpn_r18_bilinear", "int8", "openvino"),
                                     ("gun", "fp32", "openvino"),
+                                    ("fpn_r18_ifa", "int8", "onnxruntime"),
+                                    ("ifa_r18", "fp32", "onnxruntime"),
                                     ("fanet18", "fp16", "onnxruntime")):
         path = tmp_path / f"{model}_{precision}.onnx"
         path.write_bytes(onnx.read_bytes())
