@@ -102,6 +102,9 @@ def test_auto_backend_follows_the_measured_order(exported, tmp_path):
     for model, precision, first in (("fpn_r18_bilinear", "int8", "openvino"),
                                     ("gun", "fp32", "openvino"),
                                     ("fpn_r18_ifa", "int8", "onnxruntime"),
+                                    ("fpn_r18_gum", "int8", "onnxruntime"),
+                                    ("gun", "int8", "openvino"),
+                                    ("fpn_r18_gai", "fp32", "onnxruntime"),
                                     ("ifa_r18", "fp32", "onnxruntime"),
                                     ("fanet18", "fp16", "onnxruntime")):
         path = tmp_path / f"{model}_{precision}.onnx"
