@@ -213,3 +213,26 @@ def test_onnx_profile_sums_operator_time_within_the_call(tmp_path: Path, capsys)
         assert sum(ops.values()) <= total * 1.05, (run.__name__, ops, total)
     assert prof.main([str(tmp_path / "missing.onnx")]) == 2
     assert "missing.onnx: no such file" in capsys.readouterr().err
+
+
+def test_int8_bisect_quantises_only_the_named_convolutions(tmp_path: Path, capsys) -> None:
+    pytest.importorskip("onnxruntime", reason="onnxruntime is an optional extra (rtseg[full])")
+    from rtseg.cli import main
+
+    onnx = tmp_path / "m.onnx"
+    assert main(["export", "fpn_r18_gum", "--num-classes", "4", "--onnx", str(onnx),
+                 "--size", "32", "48"]) == 0
+    spec = importlib.util.spec_from_file_location("bisect", ROOT / "scripts/int8_bisect.py")
+    bisect = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bisect)
+    capsys.readouterr()
+    assert bisect.main([str(onnx), "--calib", "synthetic", "--only", "/lateral.0/", "/backbone/",
+                        "--size", "32", "48", "--calib-images", "2", "--images", "1",
+                        "--threads", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("/lateral.0/: 1 Conv quantised; pixels changed vs fp32: ONNX "
+                               "Runtime ")
+    assert lines[1].startswith("/backbone/: 20 Conv quantised")
+    percent = float(lines[0].split("ONNX Runtime ")[1].split(" %")[0])
+    assert 0.0 <= percent <= 100.0
+    assert bisect.main([str(tmp_path / "none.onnx"), "--calib", "synthetic", "--only", "x"]) == 2
