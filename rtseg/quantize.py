@@ -112,22 +112,27 @@ _PLUMBING = {"Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Slice", "Cast
 
 
 def float_nodes(path: str | Path) -> tuple[dict[str, int], dict[str, int]]:
-    """Compute node types of a QDQ model: (fed by DequantizeLinear, not fed by one).
+    """Compute node types of a QDQ model: (quantised, float).
 
     A node counts as quantised when one of its inputs comes out of a DequantizeLinear (the
-    runtime can fuse the pair into an int8 kernel); the rest of the arithmetic runs in float.
-    Shape and index plumbing is left out of both counts.
+    runtime can fuse the pair into an int8 kernel); a Conv or Gemm also needs its weight out of
+    one and its bias, if any, constant or out of one (else ONNX Runtime runs it in float). The
+    rest of the arithmetic runs in float. Shape and index plumbing is left out of both counts.
     """
     import onnx
 
     graph = onnx.load(str(path), load_external_data=False).graph
     dq_outputs = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    constant = {t.name for t in graph.initializer} | dq_outputs
     quantized: Counter = Counter()
     floating: Counter = Counter()
     for node in graph.node:
         if node.op_type in _PLUMBING:
             continue
         fed = any(i in dq_outputs for i in node.input)
+        if node.op_type in ("Conv", "Gemm") and len(node.input) > 1:
+            bias_ok = len(node.input) < 3 or not node.input[2] or node.input[2] in constant
+            fed = fed and node.input[1] in dq_outputs and bias_ok
         (quantized if fed else floating)[node.op_type] += 1
     return dict(quantized), dict(floating)
 

@@ -185,7 +185,7 @@ def test_int8_quantises_convs_whose_bias_the_exporter_shared(tmp_path):
     pytest.importorskip("onnxruntime", reason="the int8 path needs onnxruntime")
     from onnx import TensorProto, helper, numpy_helper
 
-    from rtseg.quantize import inline_constant_identities, quantize_int8
+    from rtseg.quantize import float_nodes, inline_constant_identities, quantize_int8
 
     rng = np.random.default_rng(0)
     inits = [numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w1"),
@@ -218,4 +218,14 @@ def test_int8_quantises_convs_whose_bias_the_exporter_shared(tmp_path):
         assert bias in initializers or produced_by.get(bias) == "DequantizeLinear", conv.name
         assert produced_by.get(conv.input[1]) == "DequantizeLinear", conv.name
     assert "Identity" not in produced_by.values()
+    assert float_nodes(dst) == ({"Conv": 2}, {})  # the quantiser folds the Relu into the range
     assert not list(tmp_path.glob("*.inlined.onnx"))  # the temporary file is gone
+
+    # the quantiser's output without the inlining: the second Conv's bias is not constant
+    from onnxruntime.quantization import QuantFormat, quantize_static
+
+    from rtseg.quantize import _Reader
+    raw = tmp_path / "raw.int8.onnx"
+    quantize_static(str(src), str(raw), _Reader("x", iter(batches)), quant_format=QuantFormat.QDQ)
+    quantized, floating = float_nodes(raw)
+    assert quantized.get("Conv") == 1 and floating.get("Conv") == 1
