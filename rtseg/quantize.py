@@ -63,9 +63,10 @@ def quantize_int8(src: str | Path, dst: str | Path, batches: Iterable[np.ndarray
 
     model = onnx.load(str(src))
     name = model.graph.input[0].name
-    if inline_constant_identities(model):
-        src = dst.with_suffix(".inlined.onnx")
-        onnx.save(model, str(src))
+    inlined = dst.with_suffix(".inlined.onnx") if inline_constant_identities(model) else None
+    if inlined:
+        onnx.save(model, str(inlined))
+        src = inlined
     try:
         with warnings.catch_warnings():  # its zero-point arithmetic on constant-range tensors
             warnings.filterwarnings("ignore", category=RuntimeWarning)
@@ -73,8 +74,8 @@ def quantize_int8(src: str | Path, dst: str | Path, batches: Iterable[np.ndarray
                             quant_format=QuantFormat.QDQ, per_channel=per_channel,
                             weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
     finally:
-        if src.name.endswith(".inlined.onnx"):
-            src.unlink(missing_ok=True)
+        if inlined:
+            inlined.unlink(missing_ok=True)
     if not seen:
         raise UsageError("no calibration images: give --calib with at least one image")
     quantized, floating = float_nodes(dst)
