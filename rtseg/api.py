@@ -49,9 +49,9 @@ def load(path: str | Path, device: str | torch.device = "auto", backend: str = "
     """
     from . import backends
 
-    exported = Path(path).suffix.lower() == ".onnx"
     # an exported file's metadata is read once: "auto" chooses by it, the Segmenter needs it
-    meta = backends.read_metadata(path) if exported and backend == "auto" else None
+    meta = backends.read_metadata(path) if backends.is_exported(path) and backend == "auto" \
+        else None
     name = backends.pick_backend(path, backend, meta)
     if name == "torch":
         dev = resolve_device(device)
@@ -125,13 +125,14 @@ def evaluate(
         The metrics (``miou``, ``iou``, ``pixel_acc``, ``mbf``, …) with ``classes``, ``split``,
         ``dataset``, ``images``, ``seconds`` and the options used.
     """
+    from .backends import is_exported
     from .segmenter import check_options
 
     ckpt_cfg, checkpoint, k = None, None, None
     options = check_options({"mode": mode, "crop": crop, "stride": stride, "scales": scales,
                              "flip": flip, "short_side": short_side})
     if isinstance(model_or_path, (str, Path)) and (
-            Path(model_or_path).suffix.lower() == ".onnx" or backend not in ("auto", "torch")):
+            is_exported(model_or_path) or backend not in ("auto", "torch")):
         model_or_path = load(model_or_path, device, backend)  # its data must be given
     if isinstance(model_or_path, (str, Path)):
         checkpoint = str(model_or_path)

@@ -200,12 +200,17 @@ def auto_order(path: str | Path, meta: dict[str, Any] | None = None) -> tuple[st
     return ("onnxruntime", "openvino")
 
 
+def is_exported(path: str | Path) -> bool:
+    """True for an exported ``.onnx`` file (run by a runtime), False for a checkpoint."""
+    return Path(path).suffix.lower() == ".onnx"
+
+
 def pick_backend(path: str | Path, backend: str = "auto",
                  meta: dict[str, Any] | None = None) -> str:
     """The backend for the file at ``path``: a .pt checkpoint runs in torch, an .onnx file in
     the named runtime, or with ``"auto"`` in the first installed of :func:`auto_order` (the
     runtime measured fastest for the file's model and precision)."""
-    exported = Path(path).suffix.lower() == ".onnx"
+    exported = is_exported(path)
     if backend == "auto":
         if not exported:
             return "torch"

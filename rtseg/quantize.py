@@ -40,12 +40,15 @@ class _Reader:
 
 
 def quantize_int8(src: str | Path, dst: str | Path, batches: Iterable[np.ndarray],
-                  per_channel: bool = True) -> dict[str, Any]:
+                  per_channel: bool = True, op_types: list[str] | None = None,
+                  exclude: list[str] | None = None) -> dict[str, Any]:
     """Write the int8 QDQ version of the ONNX model ``src`` to ``dst``.
 
     Args:
         batches: calibration inputs, each a normalised float B×3×H×W array.
         per_channel: weights quantised per output channel (else per tensor).
+        op_types: quantise only nodes of these types (default: every type the quantiser knows).
+        exclude: names of nodes left in float.
 
     Returns:
         ``{"quantized": {op: count}, "float": {op: count}, "calibration_batches": n}``.
@@ -72,7 +75,8 @@ def quantize_int8(src: str | Path, dst: str | Path, batches: Iterable[np.ndarray
             warnings.filterwarnings("ignore", category=RuntimeWarning)
             quantize_static(str(src), str(dst), _Reader(name, counted()),
                             quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                            weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
+                            weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
+                            op_types_to_quantize=op_types, nodes_to_exclude=exclude)
     finally:
         if inlined:
             inlined.unlink(missing_ok=True)

@@ -1,10 +1,11 @@
 """Which convolutions make an int8 file go wrong in a runtime: quantise a few, compare.
 
-For each ``--only`` pattern, quantises (static QDQ, as ``rtseg export --int8``) only the ``Conv``
-nodes of ``MODEL.onnx`` whose name contains the pattern, runs the result in ONNX Runtime and in
-OpenVINO, and prints the percentage of pixels whose class differs from the fp32 file in ONNX
-Runtime, over ``--images`` training images of ``--calib`` (drawn with another seed than the
-``--calib-images`` that calibrate). Used to find that OpenVINO breaks the int8 files of
+For each ``--only`` pattern, quantises (``rtseg.quantize.quantize_int8``, as ``rtseg export
+--int8``) only the ``Conv`` nodes of ``MODEL.onnx`` whose name contains the pattern, runs the
+result in ONNX Runtime and in OpenVINO (as ``rtseg.load`` does), and prints the percentage of
+pixels whose class differs from the fp32 file in ONNX Runtime, over ``--images`` training
+images of ``--calib`` (drawn with another seed than the ``--calib-images`` that calibrate).
+Used to find that OpenVINO breaks the int8 files of
 ``fpn_r18_gum`` and ``fpn_r18_ifa`` (docs/deploy.md)::
 
     python scripts/int8_bisect.py runs/deploy/fpn_r18_gum_frozen_s0/model.onnx \\
@@ -34,10 +35,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+_NAMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
+
+
 def changed(run, ref, batches: list[np.ndarray]) -> float:
     """Percentage of pixels whose argmax class differs between ``run`` and ``ref``."""
-    return 100.0 * float(np.mean([(run(x).argmax(1) != ref(x).argmax(1)).mean()
-                                  for x in batches]))
+    import torch
+
+    return 100.0 * float(np.mean([
+        (run(x).argmax(1) != ref(x).argmax(1)).float().mean().item()
+        for x in map(torch.from_numpy, batches)]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,43 +53,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.model}: no such file", file=sys.stderr)
         return 2
     import onnx
-    import onnxruntime as ort
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    from rtseg.backends import installed
-    from rtseg.quantize import _Reader, calibration_batches
+    from rtseg.backends import RUNTIMES, installed
+    from rtseg.quantize import calibration_batches, quantize_int8
 
     graph = onnx.load(str(args.model), load_external_data=False).graph
-    name, size = graph.input[0].name, tuple(args.size)
+    size = tuple(args.size)
     convs = [n.name for n in graph.node if n.op_type == "Conv"]
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = args.threads
-    fp32 = ort.InferenceSession(str(args.model), opts, providers=["CPUExecutionProvider"])
-    ref = lambda x: fp32.run(None, {name: x})[0]  # noqa: E731
+    ref = RUNTIMES["onnxruntime"](args.model, args.threads)
     batches = list(calibration_batches(args.calib, size, args.images, seed=1))
+    runtimes = [r for r in ("onnxruntime", "openvino") if installed(r)]
     for pattern in args.only:
         keep = [c for c in convs if pattern in c]
         with tempfile.TemporaryDirectory() as tmp:
-            dst = str(Path(tmp) / "only.int8.onnx")
-            quantize_static(str(args.model), dst,
-                            _Reader(name, calibration_batches(args.calib, size,
-                                                              args.calib_images)),
-                            quant_format=QuantFormat.QDQ, per_channel=True,
-                            weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-                            op_types_to_quantize=["Conv"],
-                            nodes_to_exclude=[c for c in convs if c not in keep])
-            q = ort.InferenceSession(dst, opts, providers=["CPUExecutionProvider"])
-            pct = changed(lambda x, q=q: q.run(None, {name: x})[0], ref, batches)
-            line = (f"{pattern}: {len(keep)} Conv quantised; pixels changed vs fp32: "
-                    f"ONNX Runtime {pct:.2f} %")
-            if installed("openvino"):
-                import openvino as ov
-
-                compiled = ov.Core().compile_model(dst, "CPU", {
-                    "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": args.threads})
-                pct = changed(lambda x, c=compiled: c({0: x})[0], ref, batches)
-                line += f", OpenVINO {pct:.2f} %"
-        print(line, flush=True)
+            dst = Path(tmp) / "only.int8.onnx"
+            quantize_int8(args.model, dst, calibration_batches(args.calib, size, args.calib_images),
+                          op_types=["Conv"], exclude=[c for c in convs if c not in keep])
+            pcts = [f"{_NAMES[r]} {changed(RUNTIMES[r](dst, args.threads), ref, batches):.2f} %"
+                    for r in runtimes]
+        print(f"{pattern}: {len(keep)} Conv quantised; pixels changed vs fp32: "
+              + ", ".join(pcts), flush=True)
     return 0
 
 

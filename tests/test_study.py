@@ -13,11 +13,29 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_study():
-    spec = importlib.util.spec_from_file_location("study", ROOT / "scripts/study_camvid.py")
+def load_script(name: str):
+    """The module ``scripts/<name>.py`` (scripts/ on the path: they import each other)."""
+    import sys
+
+    if str(ROOT / "scripts") not in sys.path:
+        sys.path.insert(0, str(ROOT / "scripts"))
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_study():
+    return load_script("study_camvid")
+
+
+def export_tiny(model: str, path: Path) -> Path:
+    """``rtseg export`` of a randomly initialised 4-class ``model`` at 32×48."""
+    from rtseg.cli import main
+
+    assert main(["export", model, "--num-classes", "4", "--onnx", str(path),
+                 "--size", "32", "48"]) == 0
+    return path
 
 
 def make_camvid(root: Path) -> None:
@@ -116,13 +134,7 @@ def test_faithful_seeds_limit_the_faithful_networks_only(tmp_path: Path) -> None
 
 
 def load_probe():
-    import sys
-
-    sys.path.insert(0, str(ROOT / "scripts"))
-    spec = importlib.util.spec_from_file_location("probe", ROOT / "scripts/probe_camvid.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("probe_camvid")
 
 
 def test_probe_two_stages_on_a_frozen_backbone(tmp_path: Path) -> None:
@@ -164,9 +176,7 @@ def test_deploy_script_exports_scores_and_times_every_runtime(tmp_path: Path, ca
                       crop_size=(32, 32), workers=0, device="cpu", amp=False,
                       data_root=str(tmp_path / "camvid"), out_dir=str(tmp_path / "runs"),
                       run_name="tiny", eval_interval=1, log_interval=1)
-    spec = importlib.util.spec_from_file_location("deploy", ROOT / "scripts/deploy_camvid.py")
-    deploy = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(deploy)
+    deploy = load_script("deploy_camvid")
     out = tmp_path / "deploy"
     argv = [f"tiny={run / 'best.pt'}", "--data", str(tmp_path / "camvid"), "--out", str(out),
             "--calib-images", "2", "--sizes", "32x48", "--warmup", "1", "--iters", "2",
@@ -196,14 +206,9 @@ def test_deploy_script_exports_scores_and_times_every_runtime(tmp_path: Path, ca
 def test_onnx_profile_sums_operator_time_within_the_call(tmp_path: Path, capsys) -> None:
     pytest.importorskip("onnxruntime", reason="onnxruntime is an optional extra (rtseg[full])")
     from rtseg.backends import installed
-    from rtseg.cli import main
 
-    onnx = tmp_path / "m.onnx"
-    assert main(["export", "fpn_r18_bilinear", "--num-classes", "4", "--onnx", str(onnx),
-                 "--size", "32", "48"]) == 0
-    spec = importlib.util.spec_from_file_location("prof", ROOT / "scripts/profile_onnx.py")
-    prof = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(prof)
+    onnx = export_tiny("fpn_r18_bilinear", tmp_path / "m.onnx")
+    prof = load_script("profile_onnx")
     runtimes = [prof.profile] + ([prof.profile_openvino] if installed("openvino") else [])
     for run in runtimes:
         ops = run(onnx, (32, 48), 1, 1, 2)
@@ -217,14 +222,8 @@ def test_onnx_profile_sums_operator_time_within_the_call(tmp_path: Path, capsys)
 
 def test_int8_bisect_quantises_only_the_named_convolutions(tmp_path: Path, capsys) -> None:
     pytest.importorskip("onnxruntime", reason="onnxruntime is an optional extra (rtseg[full])")
-    from rtseg.cli import main
-
-    onnx = tmp_path / "m.onnx"
-    assert main(["export", "fpn_r18_gum", "--num-classes", "4", "--onnx", str(onnx),
-                 "--size", "32", "48"]) == 0
-    spec = importlib.util.spec_from_file_location("bisect", ROOT / "scripts/int8_bisect.py")
-    bisect = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bisect)
+    onnx = export_tiny("fpn_r18_gum", tmp_path / "m.onnx")
+    bisect = load_script("int8_bisect")
     capsys.readouterr()
     assert bisect.main([str(onnx), "--calib", "synthetic", "--only", "/lateral.0/", "/backbone/",
                         "--size", "32", "48", "--calib-images", "2", "--images", "1",
