@@ -18,6 +18,9 @@ to continue after a stop. Finished runs (``metrics_test.json``) are skipped::
     python scripts/probe_camvid.py --stage1-only                      # the CamVid model alone
     python scripts/probe_camvid.py --report-only                      # tables of what exists
     python scripts/probe_camvid.py --time-step                        # full vs decoder-only step
+
+More seeds for some runs only: ``--seeds 0 1 2 --finetune-seeds 0 1 --upsamplers bilinear gum``
+trains the frozen-backbone seed 2 of those two and nothing else.
 """
 
 from __future__ import annotations
@@ -63,6 +66,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--stage1-iters", type=int, default=5000)
     p.add_argument("--iters", type=int, default=1000, help="stage-2 iterations per run")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    p.add_argument("--finetune-seeds", nargs="+", type=int, default=None,
+                   help="seeds of the fine-tuning runs (default: --seeds)")
     p.add_argument("--upsamplers", nargs="+", default=UPSAMPLERS, choices=UPSAMPLERS)
     p.add_argument("--crop", nargs=2, type=int, default=[240, 320], metavar=("H", "W"))
     p.add_argument("--batch", type=int, default=8)
@@ -203,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for finetune in (False, True):
         ups = args.upsamplers if not finetune else _finetune_choice(results)
-        for seed in args.seeds:
+        for seed in (args.finetune_seeds or args.seeds) if finetune else args.seeds:
             for up in ups:
                 prefix = "finetune" if finetune else "frozen"
                 res = run_one(f"{prefix}_{up}_s{seed}", stage2_values(up, seed, args, finetune),

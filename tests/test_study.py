@@ -165,6 +165,13 @@ def test_probe_two_stages_on_a_frozen_backbone(tmp_path: Path) -> None:
         assert row in text, row
     assert "| gai | " in text and "(1 seed)" in text
     assert (out / "boundary_crops.png").stat().st_size > 0
+    # a second seed for the frozen runs only: seed 0 is reused, nothing is fine-tuned on seed 1
+    assert probe.main(argv + ["--seeds", "0", "1", "--finetune-seeds", "0", "--no-bench"]) == 0
+    assert (out / "frozen_gai_s1" / "metrics_test.json").is_file()
+    assert not (out / "finetune_bilinear_s1").exists()
+    text = (out / "results.md").read_text()
+    assert "| frozen gai | 2 |" in text and "| finetune gai | 1 |" in text
+    assert "s0 " in text and "s1 " in text  # the per-seed differences
 
 
 def test_deploy_script_exports_scores_and_times_every_runtime(tmp_path: Path, capsys) -> None:
