@@ -50,8 +50,8 @@ def load(path: str | Path, device: str | torch.device = "auto", backend: str = "
     from . import backends
 
     # an exported file's metadata is read once: "auto" chooses by it, the Segmenter needs it
-    meta = backends.read_metadata(path) if backends.is_exported(path) and backend == "auto" \
-        else None
+    auto_exported = backends.is_exported(path) and backend == "auto"
+    meta = backends.read_metadata(path) if auto_exported else None
     name = backends.pick_backend(path, backend, meta)
     if name == "torch":
         dev = resolve_device(device)

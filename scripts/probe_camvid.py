@@ -171,16 +171,19 @@ def report(results: dict[str, list[dict]], speed: dict[str, dict]) -> str:
     classes = next(iter(results.values()))[0]["classes"]
     lines = ["Figures are mean (min–max over seeds) in %; BF@k is the boundary F-score with a "
              "k-pixel tolerance, averaged over classes.", ""] + table(results, speed, classes)
-    pairs = [(n, results[f"{n.split()[0]} bilinear"]) for n in results
-             if n.split()[0] in ("frozen", "finetune") and not n.endswith(" bilinear")
-             and f"{n.split()[0]} bilinear" in results]
+    for r in (r for runs in results.values() for r in runs):  # verdict() reads flat keys
+        r.update({f"bf{t}": r["mbf_at"][str(t)] for t in TOLERANCES})
+    pairs = []  # (run, bilinear with the same backbone treatment)
+    for n in results:
+        kind, _, up = n.partition(" ")
+        base = results.get(f"{kind} bilinear")
+        if kind in ("frozen", "finetune") and up != "bilinear" and base:
+            pairs.append((n, base))
     if pairs:
         lines += ["", "Difference to bilinear with the same backbone treatment, in points:", "",
                   "| run | Δ mIoU | by seed | Δ BF@1 | Δ BF@2 | Δ BF@3 | BF@2 by seed |",
                   "|---|---|---|---|---|---|---|"]
         for n, base in pairs:
-            for r in results[n] + base:
-                r.update({f"bf{t}": r["mbf_at"][str(t)] for t in TOLERANCES})
             deltas = [verdict(results[n], base, f"bf{t}") for t in TOLERANCES]
             lines.append(f"| {n} | {verdict(results[n], base, 'miou')} | "
                          f"{by_seed(results[n], base, 'miou')} | " + " | ".join(deltas)
