@@ -40,6 +40,10 @@ class InputNotFoundError(RtsegError, FileNotFoundError):
     """A file or folder given by the user does not exist."""
 
 
+class MissingDependencyError(RtsegError, ImportError):
+    """An optional extra that a feature needs is not installed (the message names the command)."""
+
+
 class UsageError(RtsegError, ValueError):
     """An argument combination or value that a command cannot honour."""
 

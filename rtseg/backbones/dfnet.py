@@ -83,7 +83,9 @@ class DFNetV2(nn.Module):
 
 def dfnetv2(pretrained: str | Path | None = None) -> DFNetV2:
     """DF-2 (GAIN's ``DFCLANet`` backbone): 128/256/512 channels at strides 8/16/32."""
+    from .hub import resolve_pretrained
+
     model = DFNetV2()
     if pretrained:
-        model.load_pretrained(pretrained)
+        model.load_pretrained(resolve_pretrained("dfnetv2", pretrained))
     return model

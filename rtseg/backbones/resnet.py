@@ -16,7 +16,7 @@ Every backbone returns the list ``[c2, c3, c4, c5]`` and declares ``out_channels
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -245,14 +245,20 @@ def load_state_dict_checked(
     path: str | Path,
     drop_prefixes: Sequence[str] = (),
     allowed_missing: Sequence[str] = (),
+    rename: Callable[[str], str] | None = None,
 ) -> None:
     """Load ``path`` into ``module`` with ``strict=True`` after explicit, listed exceptions.
+
+    ``rename`` maps the file's key names to the module's before anything is compared.
 
     Raises CheckpointError (a ValueError) naming the file and listing missing keys, unexpected
     keys and shape
     mismatches; never falls back to a silent partial load.
     """
-    sd = {k: v for k, v in read_state_dict(path).items() if not k.startswith(tuple(drop_prefixes))}
+    sd = read_state_dict(path)
+    if rename is not None:
+        sd = {rename(k): v for k, v in sd.items()}
+    sd = {k: v for k, v in sd.items() if not k.startswith(tuple(drop_prefixes))}
     own = module.state_dict()
     missing = sorted(set(own) - set(sd) - set(allowed_missing))
     unexpected = sorted(set(sd) - set(own))
@@ -275,54 +281,57 @@ def load_state_dict_checked(
 
 
 def _build(
+    name: str,
     block: type[BasicBlock] | type[Bottleneck],
     layers: Sequence[int],
     pretrained: str | Path | None,
     **kwargs,
 ) -> ResNet:
+    from .hub import resolve_pretrained
+
     model = ResNet(block, layers, **kwargs)
     if pretrained:
-        model.load_pretrained(pretrained)
+        model.load_pretrained(resolve_pretrained(name, pretrained))
     return model
 
 
 def resnet18(pretrained: str | Path | None = None, **kwargs) -> ResNet:
     """torchvision ResNet-18 layout: 64/128/256/512 channels at strides 4/8/16/32."""
-    return _build(BasicBlock, (2, 2, 2, 2), pretrained, **kwargs)
+    return _build("resnet18", BasicBlock, (2, 2, 2, 2), pretrained, **kwargs)
 
 
 def resnet34(pretrained: str | Path | None = None, **kwargs) -> ResNet:
     """torchvision ResNet-34 layout: 64/128/256/512 channels at strides 4/8/16/32."""
-    return _build(BasicBlock, (3, 4, 6, 3), pretrained, **kwargs)
+    return _build("resnet34", BasicBlock, (3, 4, 6, 3), pretrained, **kwargs)
 
 
 def resnet50(pretrained: str | Path | None = None, **kwargs) -> ResNet:
     """torchvision ResNet-50 layout: 256/512/1024/2048 channels at strides 4/8/16/32."""
-    return _build(Bottleneck, (3, 4, 6, 3), pretrained, **kwargs)
+    return _build("resnet50", Bottleneck, (3, 4, 6, 3), pretrained, **kwargs)
 
 
 def resnet18_deep(pretrained: str | Path | None = None, **kwargs) -> ResNet:
     """Deep-stem ResNet-18 (GAIN): stem 64-64-128, then 64/128/256/512 at strides 4..32."""
-    return _build(BasicBlock, (2, 2, 2, 2), pretrained, deep_stem=True, **kwargs)
+    return _build("resnet18_deep", BasicBlock, (2, 2, 2, 2), pretrained, deep_stem=True, **kwargs)
 
 
 def resnet50_deep(pretrained: str | Path | None = None, **kwargs) -> ResNet:
     """Deep-stem ResNet-50 ("ResNet-50-C", IFA): ceil-mode max-pool, zero-init residuals."""
     kwargs.setdefault("maxpool_ceil", True)
     kwargs.setdefault("zero_init_residual", True)
-    return _build(Bottleneck, (3, 4, 6, 3), pretrained, deep_stem=True, **kwargs)
+    return _build("resnet50_deep", Bottleneck, (3, 4, 6, 3), pretrained, deep_stem=True, **kwargs)
 
 
 def resnet18_fanet(pretrained: str | Path | None = None, **kwargs) -> ResNet:
     """FANet's ResNet-18: every stage stride 2 (levels at strides 8/16/32/64), LeakyReLU."""
-    return _build(BasicBlock, (2, 2, 2, 2), pretrained, strides=(2, 2, 2, 2), act1="leaky",
-                  **kwargs)
+    return _build("resnet18_fanet", BasicBlock, (2, 2, 2, 2), pretrained, strides=(2, 2, 2, 2),
+                  act1="leaky", **kwargs)
 
 
 def resnet34_fanet(pretrained: str | Path | None = None, **kwargs) -> ResNet:
     """FANet's ResNet-34: every stage stride 2 (levels at strides 8/16/32/64), LeakyReLU."""
-    return _build(BasicBlock, (3, 4, 6, 3), pretrained, strides=(2, 2, 2, 2), act1="leaky",
-                  **kwargs)
+    return _build("resnet34_fanet", BasicBlock, (3, 4, 6, 3), pretrained, strides=(2, 2, 2, 2),
+                  act1="leaky", **kwargs)
 
 
 BACKBONES = {

@@ -65,6 +65,7 @@ class TrainConfig:
     eval_interval: int = 100
     eval_mode: str = "whole"  # whole | slide
     eval_crop: tuple[int, int] | None = None
+    eval_scale: float = 1.0  # validation sees each image resized by this; scored at label size
     # bookkeeping
     seed: int = 0
     workers: int = 2
@@ -87,7 +88,8 @@ FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 _POSITIVE = ("iters", "batch_size", "log_interval", "eval_interval", "ckpt_interval",
              "synthetic_train_images", "synthetic_val_images", "ohem_min_kept")
 _NON_NEGATIVE = ("warmup_iters", "workers", "seed", "weight_decay", "momentum", "color_jitter")
-_FINITE_POSITIVE = ("lr", "head_lr_mult", "backbone_lr_mult", "poly_power", "warmup_ratio")
+_FINITE_POSITIVE = ("lr", "head_lr_mult", "backbone_lr_mult", "poly_power", "warmup_ratio",
+                    "eval_scale")
 _CHOICES = {"loss": ("ce", "ohem"), "eval_mode": ("whole", "slide"),
             "device": ("auto", "cpu", "cuda")}
 

@@ -371,7 +371,8 @@ class Trainer:
             for buf in self.model.buffers():
                 dist.broadcast(buf, 0)
         res = evaluate(self.model, self.val_set, self.device, mode=cfg.eval_mode,
-                       crop=cfg.eval_crop, distributed_info=self.info, progress=False)
+                       crop=cfg.eval_crop, scales=(cfg.eval_scale,),
+                       distributed_info=self.info, progress=False)
         self.ddp.train()
         self.log.write("val", self.it, split=cfg.val_split, miou=res["miou"],
                        pixel_acc=res["pixel_acc"], boundary_f=res["mbf"], pixels=res["pixels"])

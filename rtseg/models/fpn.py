@@ -1,6 +1,8 @@
-"""``fpn_r18_<up>``: one head, one backbone, one recipe; only the upsampler changes.
+"""``fpn_r18_<up>``, ``fpn_lite0_<up>``: one head, one backbone, one recipe; only the upsampler
+changes.
 
-ResNet-18 (torchvision layout) → 1×1 laterals to 128 on c2..c5 (strides 4..32) → top-down path
+ResNet-18 (torchvision layout; ``fpn_lite0_*``: EfficientNet-Lite0, 24/40/112/1280 channels) → 1×1
+laterals to 128 on c2..c5 (strides 4..32) → top-down path
 in which the upsampler does every coarse-to-fine step::
 
     p5 = l5
@@ -89,10 +91,10 @@ class FPN(SegmentationModel):
         return self.output(x, logits, aux)
 
 
-def _register_fpn(upsampler: str) -> None:
-    @register_model(f"fpn_r18_{upsampler}")
+def _register_fpn(upsampler: str, prefix: str, default_backbone: str) -> None:
+    @register_model(f"{prefix}_{upsampler}")
     def build(num_classes: int, pretrained_backbone: str | None = None, aux: bool = True, *,
-              channels: int = 128, backbone: str = "resnet18",
+              channels: int = 128, backbone: str = default_backbone,
               upsampler_kwargs: dict | None = None) -> FPN:
         net = create_backbone(backbone, pretrained_backbone)
         if len(net.out_channels) != 4:
@@ -102,11 +104,13 @@ def _register_fpn(upsampler: str) -> None:
                    upsampler_kwargs=upsampler_kwargs)
 
     build.__doc__ = (
-        f"FPN on ResNet-18 with the ``{upsampler}`` upsampler at every step.\n\n"
-        "Options: ``channels`` (head width, 128), ``backbone`` (any name of "
-        "``rtseg.backbones.BACKBONES``; the name keeps saying r18), ``upsampler_kwargs`` "
-        "(passed to every upsampler, e.g. ``{'guidance': 'high_res'}`` for GUM).")
+        f"FPN on {default_backbone} with the ``{upsampler}`` upsampler at every step.\n\n"
+        "Options: ``channels`` (head width, 128), ``backbone`` (any 4-level name of "
+        "``rtseg.backbones.BACKBONES``), ``upsampler_kwargs`` (passed to every upsampler, e.g. "
+        "``{'guidance': 'high_res'}`` for GUM). ``pretrained_backbone='imagenet'`` starts the "
+        "backbone from ImageNet.")
 
 
 for _name in UPSAMPLERS:
-    _register_fpn(_name)
+    _register_fpn(_name, "fpn_r18", "resnet18")
+    _register_fpn(_name, "fpn_lite0", "efficientnet_lite0")
