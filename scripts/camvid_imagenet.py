@@ -1,0 +1,166 @@
+"""CamVid from ImageNet: ``fpn_lite0_<up>`` fine-tuned from EfficientNet-Lite0's ImageNet
+weights, and the same recipe and budget from random weights beside it. One command, resumable::
+
+    python scripts/camvid_imagenet.py                      # both runs, test scores, JSON, figure
+    python scripts/camvid_imagenet.py --inits imagenet     # the ImageNet run only
+    python scripts/camvid_imagenet.py --report-only        # JSON and figure from finished runs
+
+Each run trains with ``configs/camvid/<model>.yaml`` (``pretrained_backbone=imagenet`` or
+``none``), resuming from its ``last.pt``; its ``best.pt`` (on val) is then scored on the 233
+test frames at the recipe's ``eval_scale`` (the network sees each 480×360 frame at 960×720, the
+labels are scored at 480×360), with boundary F at 1, 2 and 3 px. The summary goes to
+``docs/results/camvid_imagenet.json`` and the test-frame predictions to
+``docs/camvid_imagenet_predictions.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import rtseg
+from rtseg.data import CamVid
+from rtseg.engine.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+INITS = {"imagenet": "imagenet", "scratch": None}
+TOLERANCES = (1, 2, 3)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="fpn_lite0_gum")
+    p.add_argument("--data", default=str(ROOT.parent / "shared/data/camvid"))
+    p.add_argument("--out", default="runs/camvid_imagenet")
+    p.add_argument("--inits", nargs="+", default=list(INITS), choices=list(INITS))
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="config overrides for every run (e.g. iters=50 for a smoke run)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--docs", default=str(ROOT / "docs"), help="where the JSON and figure go")
+    p.add_argument("--figure-frames", nargs="+", type=int, default=[13, 61, 120, 201])
+    p.add_argument("--report-only", action="store_true")
+    return p.parse_args(argv)
+
+
+def config_of(init: str, args: argparse.Namespace):
+    """The recipe with this run's fields (data, output folder, backbone initialisation)."""
+    overrides = [f"data_root={args.data}", f"out_dir={args.out}",
+                 f"run_name={args.model}_{init}", f"device={args.device}",
+                 f"pretrained_backbone={INITS[init] or 'null'}", *args.set]
+    return load_config(ROOT / "configs" / "camvid" / f"{args.model}.yaml", overrides)
+
+
+def run_one(init: str, args: argparse.Namespace) -> dict[str, Any] | None:
+    """Train (or resume) one run, then score its best checkpoint on test; cached on disk."""
+    cfg = config_of(init, args)
+    run = Path(args.out) / cfg.run_name
+    metrics = run / "metrics_test.json"
+    if metrics.is_file():
+        return json.loads(metrics.read_text())
+    if args.report_only:
+        return None
+    rtseg.train(cfg, resume=run if (run / "last.pt").is_file() else None)
+    res = rtseg.evaluate(run / "best.pt", data=args.data, split="test", device=args.device,
+                         scales=(cfg.eval_scale,), tolerance=TOLERANCES)
+    metrics.write_text(json.dumps(res, indent=2))
+    return res
+
+
+def train_seconds(log: Path, batch: int) -> float:
+    """Seconds spent in training steps (validation excluded), from the logged throughput."""
+    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    total, last = 0.0, 0
+    for row in rows:
+        if row.get("kind") == "train":
+            total += (row["iter"] - last) * batch / row["img_per_s"]
+            last = row["iter"]
+    return total
+
+
+def summary(init: str, res: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """The committed record of one run (mIoU and IoU in per cent)."""
+    cfg = config_of(init, args)
+    run = Path(args.out) / cfg.run_name
+    vals = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()
+            if '"val"' in line]
+    command = "python scripts/camvid_imagenet.py --inits " + init + (
+        " --set " + " ".join(shlex.quote(s) for s in args.set) if args.set else "")
+    return {
+        "model": args.model,
+        "backbone_init": init,
+        "test_miou": round(100 * res["miou"], 2),
+        "per_class_iou": {name: round(100 * v, 2)
+                          for name, v in zip(CamVid.classes, res["iou"], strict=True)},
+        **{f"bf{t}": round(100 * res["mbf_at"][str(t)], 2) for t in TOLERANCES},
+        "pixel_accuracy": round(100 * res["pixel_acc"], 2),
+        "best_val_miou": round(100 * max(v["miou"] for v in vals), 2) if vals else None,
+        "iters": cfg.iters, "batch_size": cfg.batch_size, "crop_size": list(cfg.crop_size),
+        "test_scale": cfg.eval_scale,
+        "train_hours": round(train_seconds(run / "log.jsonl", cfg.batch_size) / 3600, 2),
+        "threads": torch.get_num_threads(),
+        "command": command,
+    }
+
+
+def figure(inits: list[str], args: argparse.Namespace, path: Path) -> None:
+    """Test frames: image, ground truth, then each run's prediction at the test scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ds = CamVid(args.data, "test")
+    palette = torch.tensor(ds.palette + [(0, 0, 0)] * (256 - len(ds.palette)), dtype=torch.uint8)
+    segs = {}
+    for init in inits:
+        cfg = config_of(init, args)
+        best = Path(args.out) / cfg.run_name / "best.pt"
+        if best.is_file():
+            segs[init] = rtseg.load(best, device=args.device, scales=[cfg.eval_scale])
+    frames = [i for i in args.figure_frames if i < len(ds)]
+    cols = 2 + len(segs)
+    fig, axes = plt.subplots(len(frames), cols, figsize=(2.6 * cols, 2.0 * len(frames)),
+                             squeeze=False)
+    for r, index in enumerate(frames):
+        image, label = ds.load(index)
+        panels = [("image", image.permute(1, 2, 0)), ("ground truth", palette[label])]
+        panels += [(f"{args.model} ({init})", palette[seg(image)]) for init, seg in segs.items()]
+        for c, (title, picture) in enumerate(panels):
+            axes[r, c].imshow(picture.numpy(), interpolation="nearest")
+            axes[r, c].set_axis_off()
+            axes[r, c].set_title(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    runs = {init: run_one(init, args) for init in args.inits}
+    done = {init: summary(init, res, args) for init, res in runs.items() if res is not None}
+    if not done:
+        print("no finished run yet", file=sys.stderr)
+        return 1
+    docs = Path(args.docs)
+    (docs / "results").mkdir(parents=True, exist_ok=True)
+    record = dict(done.get("imagenet") or next(iter(done.values())))
+    if "scratch" in done and record is not done.get("scratch"):
+        record["same_budget_from_random_weights"] = done["scratch"]
+    (docs / "results" / "camvid_imagenet.json").write_text(json.dumps(record, indent=2) + "\n")
+    figure(list(done), args, docs / "camvid_imagenet_predictions.png")
+    for init, row in done.items():
+        thin = ", ".join(f"{k} {row['per_class_iou'][k]:.1f}"
+                         for k in ("Pole", "SignSymbol", "Pedestrian", "Bicyclist"))
+        print(f"{init}: test mIoU {row['test_miou']:.2f} %, BF@2 {row['bf2']:.2f} %, {thin}, "
+              f"{row['iters']} iterations, {row['train_hours']:.2f} h of training")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
