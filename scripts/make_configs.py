@@ -228,6 +228,11 @@ LITE["camvid"] = (
      "eval_interval": 1000, "ckpt_interval": 100, "eval_scale": 2.0,
      "pretrained_backbone": "imagenet"})
 
+# gain_lite0: GAIN's rows with Lite0's ImageNet weights.
+GAIN_LITE = {d: (note + " Backbone: EfficientNet-Lite0 from ImageNet (rtseg[imagenet]).",
+                 {**fields, "pretrained_backbone": "imagenet"})
+             for d, (note, fields) in GAIN.items()}
+
 # FANet +Temp: the FANet rows on the video data sets (the paper gives no recipe for its video
 # model); trained on clips of a labelled frame and its 2 past frames (rtseg.data.clips).
 FANET_TEMP = {d: ("FANet +Temp on clips (t = 2 past frames); no published recipe: FANet's row. "
@@ -242,7 +247,8 @@ SYNTHETIC = ("The built-in synthetic street scenes: a few CPU minutes, the same 
 
 # model → its family; a model that is not registered (yet) gets no files.
 FAMILY = {m: f for m, f in {
-    "gain_r18": GAIN, "gain_df2": GAIN_DF2, "fanet18": FANET, "fanet34": FANET,
+    "gain_r18": GAIN, "gain_df2": GAIN_DF2, "gain_lite0": GAIN_LITE, "fanet18": FANET,
+    "fanet34": FANET,
     "fanet18_temp": FANET_TEMP, "fanet34_temp": FANET_TEMP, "ifa_r18": IFA,
     "ifa_r50": IFA, "gun": GUN, **{m: RTSEG for m in FPN},
     **{m: LITE for m in FPN_LITE}}.items() if m in REGISTERED}

@@ -7,7 +7,12 @@ The ResNets and EfficientNet-Lites return ``[c2, c3, c4, c5]`` (four levels); DF
 from ..errors import UnknownNameError
 from .dfnet import DFNetV2, dfnetv2
 from .efficientnet_lite import BACKBONES as _LITES
-from .efficientnet_lite import EfficientNetLite
+from .efficientnet_lite import (
+    EfficientNetLite,
+    efficientnet_lite0,
+    efficientnet_lite1,
+    efficientnet_lite2,
+)
 from .resnet import (
     BACKBONES as _RESNETS,
 )
@@ -40,6 +45,7 @@ def create_backbone(
 
 __all__ = [
     "BACKBONES", "DFNetV2", "EfficientNetLite", "ResNet", "create_backbone", "dfnetv2",
+    "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2",
     "load_state_dict_checked", "read_state_dict", "resnet18", "resnet18_deep", "resnet18_fanet",
     "resnet34", "resnet34_fanet", "resnet50", "resnet50_deep",
 ]

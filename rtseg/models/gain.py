@@ -12,7 +12,10 @@ the ``gap`` ones) → the same two GAIs onto p3 → ``cat[p3, p4', p5']`` (384) 
 → dropout → classifier at stride 8 → bilinear ×8 to the input. It has no stride-4 level and no
 separate merge: ``FUSE_3X3`` is ignored by the official head, and so it has no option here.
 
-Both: two auxiliary heads on p4' and p5' (3×3 conv with bias + BN + ReLU + dropout + 1×1; loss
+``gain_lite0``: the ``CLAHead`` of ``gain_r18`` on EfficientNet-Lite0 (rtseg's pairing for a
+backbone that starts from ImageNet on these machines).
+
+All: two auxiliary heads on p4' and p5' (3×3 conv with bias + BN + ReLU + dropout + 1×1; loss
 weight 1.0 each, OHEM in the paper's recipe). The official code uses ``align_corners=False``
 throughout, as rtseg does. Deviations from the official code: the context is a switch between
 ``gap`` and none (the official head's PSP ``ppm`` option is not built); the auxiliary heads
@@ -25,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..backbones import DFNetV2, ResNet, dfnetv2, resnet18_deep
+from ..backbones import DFNetV2, ResNet, dfnetv2, efficientnet_lite0, resnet18_deep
 from ..layers import ConvBNAct, SegHead, resize
 from ..registry import register_model
 from ..upsample import GAI
@@ -172,6 +175,20 @@ def gain_r18(num_classes: int, pretrained_backbone: str | None = None, aux: bool
     backbone = resnet18_deep(pretrained_backbone, dilations=((1, 1), (1, 1), (1, 1), (2, 2)))
     return GAIN(num_classes, backbone, channels=channels, context=context, fuse3x3=fuse3x3,
                 aux=aux)
+
+
+@register_model("gain_lite0")
+def gain_lite0(num_classes: int, pretrained_backbone: str | None = None, aux: bool = True, *,
+               channels: int = 128, context: bool = True, fuse3x3: bool = True) -> GAIN:
+    """GAIN's ``CLAHead`` on EfficientNet-Lite0 (rtseg's pairing, not an official network).
+
+    The head needs four levels at strides 4/8/16/32, which Lite0 has (24/40/112/1280
+    channels), so it sits on Lite0 as on its ResNet-18; the stride-32 level is not dilated
+    (as in the official CamVid config). ``pretrained_backbone="imagenet"`` starts Lite0 from
+    ImageNet. Options as ``gain_r18``.
+    """
+    return GAIN(num_classes, efficientnet_lite0(pretrained_backbone), channels=channels,
+                context=context, fuse3x3=fuse3x3, aux=aux)
 
 
 @register_model("gain_df2")
