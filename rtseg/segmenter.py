@@ -22,7 +22,8 @@ from .utils import IMAGENET_MEAN, IMAGENET_STD, resolve_device
 
 ImageLike = Any  # np.ndarray H×W×3 uint8 | PIL.Image | str | Path | torch.Tensor (B×)3×H×W
 
-_OPTIONS = ("mode", "crop", "stride", "scales", "flip", "short_side")
+_OPTIONS = ("mode", "crop", "stride", "scales", "flip", "short_side", "long_side",
+            "window_average")
 
 
 class Segmenter:
@@ -36,7 +37,8 @@ class Segmenter:
         mean, std: the normalisation the model was trained with, in [0, 1] units.
         name: the model's name, for messages.
         **options: default test-time options of :func:`rtseg.engine.inference.predict_logits`
-            (``mode``, ``crop``, ``stride``, ``scales``, ``flip``); each call may override them.
+            (``mode``, ``crop``, ``stride``, ``scales``, ``flip``, ``short_side``,
+            ``long_side``, ``window_average``); each call may override them.
 
     Images: an H×W×3 uint8 numpy array (RGB; also grey, RGBA, uint16 or float in [0, 1]), a PIL
     image, a path to an image file, or a tensor 3×H×W / B×3×H×W, uint8 (0–255) or float in
@@ -168,7 +170,7 @@ class Segmenter:
 def check_options(options: dict[str, Any]) -> dict[str, Any]:
     """Test-time options checked and normalised (``scales`` a tuple, ``crop``/``stride`` pairs
     of positive ints); UsageError naming the first bad one."""
-    from .engine.inference import check_short_side
+    from .engine.inference import WINDOW_AVERAGES, check_short_side
 
     unknown = sorted(set(options) - set(_OPTIONS))
     if unknown:
@@ -195,6 +197,13 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
     out["scales"] = tuple(float(v) for v in scales)
     if "short_side" in out:
         out["short_side"] = check_short_side(out["short_side"])
+    if out.get("long_side") is not None:
+        out["long_side"] = check_short_side(out["long_side"], "long_side")
+        if out.get("short_side") is None:
+            raise UsageError("long_side caps a short_side resize; give short_side too")
+    if out.get("window_average", "probs") not in WINDOW_AVERAGES:
+        raise UsageError(f"window_average must be 'probs' or 'logits', got "
+                         f"{out['window_average']!r}")
     return out
 
 

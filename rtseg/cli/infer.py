@@ -27,11 +27,18 @@ def _inference_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--short-side", type=positive_int, metavar="N",
                    help="predict each image resized to this shorter side, aspect kept, and "
                         "resize the prediction back (ADE20K's protocol: 512)")
+    p.add_argument("--long-side", type=positive_int, metavar="N",
+                   help="with --short-side: at most this longer side (mmsegmentation's ADE20K "
+                        "test resize: --short-side 512 --long-side 2048)")
+    p.add_argument("--window-average", choices=["probs", "logits"], default="probs",
+                   help="what overlapping --mode slide windows average: probabilities "
+                        "(default) or logits (mmsegmentation); see docs/evaluation.md")
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
     return {"mode": args.mode, "crop": args.crop, "stride": args.stride,
-            "scales": args.scales, "flip": args.flip, "short_side": args.short_side}
+            "scales": args.scales, "flip": args.flip, "short_side": args.short_side,
+            "long_side": args.long_side, "window_average": args.window_average}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
