@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 .PHONY: demo test lint info clean
 
 $(STAMP): pyproject.toml
+	@echo "== setup: virtual environment and install into $(VENV) (first run only; a few minutes)"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# The CPU wheel first: a bare `torch` requirement resolved first would pull CUDA packages.
@@ -15,9 +16,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
+	@echo "== demo: training, evaluation, prediction (each phase announced with the time left)"
 	$(PY) -m rtseg demo $(if $(DATA),--data $(DATA))
 
 test: $(STAMP)
+	@echo "== tests: pytest, one line per file with the share done so far ([ NN%]); about 5 min"
+	@echo "   on a quiet 2-core machine, proportionally longer while other work shares it"
 	$(PY) -m pytest
 
 lint: $(STAMP)

@@ -98,6 +98,8 @@ def evaluate(
     scales: Sequence[float] = (1.0,),
     flip: bool = False,
     short_side: int | None = None,
+    long_side: int | None = None,
+    window_average: str = "probs",
     tolerance: int | Sequence[int] = 2,
     limit: int | None = None,
     progress: bool = True,
@@ -116,6 +118,8 @@ def evaluate(
         mode, crop, stride, scales, flip: test-time options (see ``predict_logits``).
         short_side: predict each image resized to this shorter side and score the prediction
             resized back (ADE20K's protocol: ``short_side=512``); None: at its own size.
+        long_side, window_average: mmsegmentation's cap on the longer side (2048 for ADE20K)
+            and its averaging of sliding windows' logits (see ``docs/evaluation.md``).
         tolerance: boundary F-score tolerance in pixels; several (``(1, 2, 3)``) add
             ``mbf_at``/``bf_at`` with one score per tolerance, the first being ``mbf``.
         limit: evaluate only the first ``limit`` images.
@@ -130,7 +134,8 @@ def evaluate(
 
     ckpt_cfg, checkpoint, k = None, None, None
     options = check_options({"mode": mode, "crop": crop, "stride": stride, "scales": scales,
-                             "flip": flip, "short_side": short_side})
+                             "flip": flip, "short_side": short_side, "long_side": long_side,
+                             "window_average": window_average})
     if isinstance(model_or_path, (str, Path)) and (
             is_exported(model_or_path) or backend not in ("auto", "torch")):
         model_or_path = load(model_or_path, device, backend)  # its data must be given
@@ -159,7 +164,8 @@ def evaluate(
     res.update(split=split, dataset=type(ds).__name__.lower(), checkpoint=checkpoint,
                classes=ds.classes, seconds=time.perf_counter() - t0, mode=options["mode"],
                scales=list(options["scales"]), flip=options["flip"],
-               short_side=options["short_side"], tolerance=tolerance)
+               short_side=options["short_side"], long_side=options["long_side"],
+               window_average=options["window_average"], tolerance=tolerance)
     return res
 
 

@@ -22,7 +22,8 @@ from .utils import IMAGENET_MEAN, IMAGENET_STD, resolve_device
 
 ImageLike = Any  # np.ndarray H×W×3 uint8 | PIL.Image | str | Path | torch.Tensor (B×)3×H×W
 
-_OPTIONS = ("mode", "crop", "stride", "scales", "flip", "short_side")
+_OPTIONS = ("mode", "crop", "stride", "scales", "flip", "short_side", "long_side",
+            "window_average")
 
 
 class Segmenter:
@@ -36,11 +37,14 @@ class Segmenter:
         mean, std: the normalisation the model was trained with, in [0, 1] units.
         name: the model's name, for messages.
         **options: default test-time options of :func:`rtseg.engine.inference.predict_logits`
-            (``mode``, ``crop``, ``stride``, ``scales``, ``flip``); each call may override them.
+            (``mode``, ``crop``, ``stride``, ``scales``, ``flip``, ``short_side``,
+            ``long_side``, ``window_average``); each call may override them.
 
-    Images: an H×W×3 uint8 numpy array (RGB), a PIL image, a path to an image file, or a tensor
-    3×H×W / B×3×H×W, uint8 (0–255) or float in [0, 1] (torchvision's convention); all are
-    normalised with ``mean``/``std`` here.
+    Images: an H×W×3 uint8 numpy array (RGB; also grey, RGBA, uint16 or float in [0, 1]), a PIL
+    image, a path to an image file, or a tensor 3×H×W / B×3×H×W, uint8 (0–255) or float in
+    [0, 1] (torchvision's convention; a float tensor outside [0, 1] is refused). Paths and PIL
+    images are turned upright by their EXIF orientation, as viewers show them, so the labels
+    are at that size. All are normalised with ``mean``/``std`` here.
     """
 
     def __init__(
@@ -126,8 +130,7 @@ class Segmenter:
             x = x[None]
         if x.dim() != 4 or x.shape[1] != 3:
             raise UsageError(f"expected an image 3×H×W or B×3×H×W, got shape {tuple(x.shape)}")
-        x = x.to(self.device)
-        x = x.float().div_(255) if x.dtype == torch.uint8 else x.float()
+        x = _unit_float(x.to(self.device))
         mean = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1)
         return (x - mean) / std, batched, as_tensor
@@ -167,7 +170,7 @@ class Segmenter:
 def check_options(options: dict[str, Any]) -> dict[str, Any]:
     """Test-time options checked and normalised (``scales`` a tuple, ``crop``/``stride`` pairs
     of positive ints); UsageError naming the first bad one."""
-    from .engine.inference import check_short_side
+    from .engine.inference import WINDOW_AVERAGES, check_short_side
 
     unknown = sorted(set(options) - set(_OPTIONS))
     if unknown:
@@ -194,33 +197,54 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
     out["scales"] = tuple(float(v) for v in scales)
     if "short_side" in out:
         out["short_side"] = check_short_side(out["short_side"])
+    if out.get("long_side") is not None:
+        out["long_side"] = check_short_side(out["long_side"], "long_side")
+        if out.get("short_side") is None:
+            raise UsageError("long_side caps a short_side resize; give short_side too")
+    if out.get("window_average", "probs") not in WINDOW_AVERAGES:
+        raise UsageError(f"window_average must be 'probs' or 'logits', got "
+                         f"{out['window_average']!r}")
     return out
 
 
 def to_rgb_array(image: ImageLike) -> np.ndarray:
-    """H×W×3 uint8 RGB from a numpy array, a PIL image, an image path or a 3×H×W tensor."""
+    """H×W×3 uint8 RGB from a numpy array, a PIL image, an image path or a 3×H×W tensor.
+
+    Paths and PIL images are turned upright by their EXIF orientation; every form follows the
+    mode rules of :mod:`rtseg.data.images` (16-bit scaled, alpha dropped, floats in [0, 1]).
+    """
+    from .data.images import rgb_from_array, rgb_from_pil, upright
+
     if isinstance(image, (str, Path)):
         from .data.io import read_image
 
-        return read_image(image).permute(1, 2, 0).numpy()
+        return read_image(image, upright=True).permute(1, 2, 0).numpy()
     if isinstance(image, torch.Tensor):
         if image.dim() != 3 or image.shape[0] != 3:
             raise UsageError(f"expected a 3×H×W image tensor, got shape {tuple(image.shape)}")
-        t = image if image.dtype == torch.uint8 else (image.clamp(0, 1) * 255).round()
-        return t.to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    if not isinstance(image, np.ndarray):
-        try:
-            from PIL import Image
-        except ImportError:  # pragma: no cover - pillow is in the full extra
-            Image = None
-        if Image is not None and isinstance(image, Image.Image):
-            return np.array(image.convert("RGB"))
-        raise UsageError(f"cannot read an image from {type(image).__name__}; give a numpy "
-                         "array, a PIL image, a path or a tensor")
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=2)
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise UsageError(f"expected an H×W×3 RGB array, got shape {image.shape}")
-    if image.dtype != np.uint8:
-        raise UsageError(f"expected a uint8 image array (0–255), got {image.dtype}")
-    return image
+        return _unit_float(image).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    if isinstance(image, np.ndarray):
+        return rgb_from_array(image)
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        return rgb_from_pil(upright(image))
+    raise UsageError(f"cannot read an image from {type(image).__name__}; give a numpy "
+                     "array, a PIL image, a path or a tensor")
+
+
+def _unit_float(x: torch.Tensor) -> torch.Tensor:
+    """A uint8 (0–255) or float ([0, 1]) image tensor as float in [0, 1]; UsageError for a
+    float tensor outside [0, 1] (a 0–255 float image, a normalised one) or another dtype."""
+    from .data.images import check_unit_range
+
+    if x.dtype == torch.uint8:
+        return x.float().div_(255)
+    if not x.is_floating_point():
+        raise UsageError(f"expected a uint8 (0–255) or float ([0, 1]) image tensor, got "
+                         f"{x.dtype}")
+    x = x.float()
+    if x.numel():
+        low, high = torch.aminmax(x)
+        check_unit_range(float(low), float(high), "float image tensor")
+    return x.clamp(0, 1)

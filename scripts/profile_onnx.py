@@ -52,15 +52,25 @@ def profile_openvino(path: Path, size: tuple[int, int], threads: int, warmup: in
                                                  "PERF_COUNT": "YES"})
     request = compiled.create_infer_request()
     x = np.random.default_rng(0).standard_normal((1, 3, *size), dtype=np.float32)
-    per_op: dict[str, float] = defaultdict(float)
+    calls = []
     for i in range(warmup + iters):
         t = time.perf_counter()
         request.infer({0: x})
         elapsed = time.perf_counter() - t
         if i >= warmup:
-            per_op["(whole call)"] += 1000.0 * elapsed / iters
-            for info in request.get_profiling_info():
-                per_op[info.node_type] += info.real_time.total_seconds() * 1000.0 / iters
+            calls.append((elapsed, [(info.node_type, info.real_time.total_seconds())
+                                    for info in request.get_profiling_info()]))
+    return openvino_times(calls)
+
+
+def openvino_times(calls: list[tuple[float, list[tuple[str, float]]]]) -> dict[str, float]:
+    """Mean milliseconds per call by node type, and ``"(whole call)"``, from the timed calls:
+    each a (wall seconds, [(node type, seconds), ...]) pair."""
+    per_op: dict[str, float] = defaultdict(float)
+    for elapsed, nodes in calls:
+        per_op["(whole call)"] += 1000.0 * elapsed / len(calls)
+        for node_type, seconds in nodes:
+            per_op[node_type] += 1000.0 * seconds / len(calls)
     return dict(per_op)
 
 
@@ -82,6 +92,12 @@ def profile(path: Path, size: tuple[int, int], threads: int, warmup: int,
         for _ in range(warmup + iters):
             sess.run(None, {name: x})
         events = json.loads(Path(sess.end_profiling()).read_text())
+    return ort_times(events, warmup, iters)
+
+
+def ort_times(events: list[dict], warmup: int, iters: int) -> dict[str, float]:
+    """Mean milliseconds per call by operator type, and ``"(whole call)"``, from ONNX Runtime's
+    profile ``events`` of ``warmup + iters`` runs (the warm-up runs' events left out)."""
     runs = [e for e in events if e.get("name") == "model_run"]
     start = runs[warmup]["ts"] if len(runs) > warmup else 0
     per_op: dict[str, float] = defaultdict(float)

@@ -77,9 +77,9 @@ def test_segmenter_rejects_bad_input(seg):
     with pytest.raises(UsageError, match="stride applies to mode='slide'"):
         seg(_image(), stride=(8, 8))
     with pytest.raises(UsageError, match="H×W×3"):
-        seg(np.zeros((4, 4, 4), np.uint8))
-    with pytest.raises(UsageError, match="uint8"):
-        seg(np.zeros((4, 4, 3), np.float32))
+        seg(np.zeros((4, 4, 5), np.uint8))
+    with pytest.raises(UsageError, match=r"expected floats in \[0, 1\] \(or uint8 0–255\)"):
+        seg(np.full((4, 4, 3), 255, np.float32))
     with pytest.raises(UsageError, match="cannot read an image from list"):
         seg([1, 2])
     with pytest.raises(rtseg.data.DataError, match="missing image"):

@@ -1,7 +1,9 @@
 """Crash safety of training: SIGKILL at random moments, a full disk, NaN, SIGINT and SIGTERM.
 
-Every run is a subprocess ``python -m rtseg train`` of a tiny model (one thread, no loader
-workers unless said), compared bit for bit with an uninterrupted run made in this process.
+Every run is a subprocess ``rtseg train`` of a tiny model (one thread, no loader workers unless
+said), compared bit for bit with an uninterrupted run made in this process. Where a signal must
+land at a given point (inside a checkpoint write, after a given step), the subprocess pauses
+there and says so through a file, so the outcome never depends on the machine's load.
 ``RTSEG_KILLS=50`` kills more often than the default.
 """
 
@@ -32,14 +34,56 @@ TINY = {"model": "fpn_r18_bilinear", "dataset": "synthetic", "synthetic_size": [
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
-def _argv(out: Path, name: str, **extra) -> list[str]:
+# ``python -c _PAUSING save N MARKER GO rtseg-args…``: in the N-th checkpoint write, after half
+# of its bytes; ``row N``: after logging training row N. It touches MARKER there and waits for
+# the file GO to exist.
+_PAUSING = """
+import io, sys, time
+from pathlib import Path
+import torch
+from rtseg.cli import main
+from rtseg.engine.runlog import RunLog
+where, n, marker, go = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])
+def pause():
+    marker.touch()
+    while not go.exists():
+        time.sleep(0.01)
+real_save, real_write, saves = torch.save, RunLog.write, [0]
+def save(obj, f, *args, **kw):
+    saves[0] += 1
+    if saves[0] != n:
+        return real_save(obj, f, *args, **kw)
+    buf = io.BytesIO()
+    real_save(obj, buf, *args, **kw)
+    data = buf.getvalue()
+    f.write(data[: len(data) // 2])
+    f.flush()
+    pause()
+    f.write(data[len(data) // 2:])
+def write(self, kind, it, **values):
+    real_write(self, kind, it, **values)
+    if kind == "train" and it == n:
+        pause()
+if where == "save":
+    torch.save = save
+else:
+    RunLog.write = write
+sys.exit(main(sys.argv[5:]))
+"""
+
+
+def _train_args(out: Path, name: str, **extra) -> list[str]:
     values = {**TINY, **extra, "out_dir": str(out), "run_name": name}
-    return [sys.executable, "-m", "rtseg", "train"] + [
-        f"{k}={json.dumps(v)}" for k, v in values.items()]
+    return ["train"] + [f"{k}={json.dumps(v)}" for k, v in values.items()]
 
 
 def _resume_argv(run: Path) -> list[str]:
     return [sys.executable, "-m", "rtseg", "train", "--resume", str(run)]
+
+
+def _pausing(where: str, n: int, marker: Path, go: Path, args: list[str]) -> list[str]:
+    """argv of a run that pauses at ``where`` ``n`` (see ``_PAUSING``) until ``go`` exists."""
+    return [sys.executable, "-c", _PAUSING, where, str(n), str(marker), str(go), *args]
 
 
 def _reference(out: Path, **extra) -> dict[str, torch.Tensor]:
@@ -57,44 +101,60 @@ def _train_rows(run: Path) -> list[int]:
     return [r["iter"] for r in rows if r["kind"] == "train"]
 
 
-def _wait(predicate, proc: subprocess.Popen, timeout: float = 120.0) -> bool:
+def _wait(predicate, proc: subprocess.Popen, timeout: float = 600.0) -> bool:
+    """Whether ``predicate`` came true while ``proc`` ran (the timeout only guards a hang)."""
     end = time.monotonic() + timeout
     while time.monotonic() < end and proc.poll() is None:
         if predicate():
             return True
         time.sleep(0.005)
-    return False
+    return predicate()
 
 
 def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path):
     reference = _reference(tmp_path)
     run = tmp_path / "killed"
     rng = random.Random(0)
-    kills = during_write = 0
-    argv = _argv(tmp_path, "killed")
-    while kills < KILLS:
-        proc = subprocess.Popen(argv, env=ENV, stdout=subprocess.DEVNULL,
+    marker, never = tmp_path / "paused", tmp_path / "never"
+    args = _train_args(tmp_path, "killed")
+    # First half: killed inside a checkpoint write (the 1st or 2nd of the process), a torn
+    # temporary file left behind; at most one step is gained per two kills, so the run
+    # cannot end in this half before 2 × iters kills.
+    during_write = 0
+    for i in range(KILLS // 2):
+        marker.unlink(missing_ok=True)
+        proc = subprocess.Popen(_pausing("save", 1 + i % 2, marker, never, args), env=ENV,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        args = ["train", "--resume", str(run)]
+        if not _wait(marker.exists, proc):
+            break  # the run ended before that write (only with a large RTSEG_KILLS)
+        assert list(run.glob(".*.pt.*.tmp")), "paused inside a write, yet no temporary file"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        during_write += 1
+        if (run / "last.pt").is_file():
+            load_checkpoint(run / "last.pt")  # never torn
+    assert during_write >= min(KILLS // 2, 2 * TINY["iters"])
+    # Second half: killed at a random moment of a step; the run may end before a kill.
+    random_kills = 0
+    for _ in range(KILLS - KILLS // 2):
+        proc = subprocess.Popen(_resume_argv(run), env=ENV, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
-        argv = _resume_argv(run)
-        if kills % 2 == 0:  # aim at a checkpoint write in progress
-            hit = _wait(lambda: any(run.glob(".last.pt.*.tmp")), proc)
-        else:  # or at a random moment of a step
-            before = len(_train_rows(run)) if (run / "log.jsonl").is_file() else 0
-            hit = _wait(lambda b=before: (run / "log.jsonl").is_file()
-                        and len(_train_rows(run)) > b, proc)
-            time.sleep(rng.uniform(0, 0.3))
-        if proc.poll() is not None:  # finished before the kill: start over on a fresh run
+        before = len(_train_rows(run)) if (run / "log.jsonl").is_file() else 0
+        _wait(lambda b=before: (run / "log.jsonl").is_file() and len(_train_rows(run)) > b,
+              proc)
+        time.sleep(rng.uniform(0, 0.3))
+        if proc.poll() is not None:
             break
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        kills += 1
-        during_write += hit and kills % 2 == 1
+        random_kills += 1
         if (run / "last.pt").is_file():
-            load_checkpoint(run / "last.pt")  # never torn
+            load_checkpoint(run / "last.pt")
     done = subprocess.run(_resume_argv(run), env=ENV, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
-    print(f"\n{kills} SIGKILLs survived ({during_write} while last.pt was being written)")
-    assert kills >= KILLS // 2 and during_write >= 1
+    print(f"\n{during_write} SIGKILLs inside a checkpoint write and {random_kills} at random "
+          "moments survived")
     assert _same(load_checkpoint(run / "last.pt")["model"], reference)
     assert _train_rows(run) == list(range(1, TINY["iters"] + 1))  # replayed rows dropped
     assert not list(run.glob(".*.tmp"))
@@ -136,16 +196,19 @@ def test_sigint_and_sigterm_write_last_and_exit_cleanly(tmp_path, signum, worker
     extra = {"iters": 12, "ckpt_interval": 100, "eval_interval": 100, "workers": workers}
     reference = _reference(tmp_path, **extra)
     run = tmp_path / "stopped"
-    proc = subprocess.Popen(_argv(tmp_path, "stopped", **extra), env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    assert _wait(lambda: (run / "log.jsonl").is_file() and len(_train_rows(run)) >= 3, proc)
+    marker, go = tmp_path / "paused", tmp_path / "go"
+    proc = subprocess.Popen(_pausing("row", 3, marker, go,
+                                     _train_args(tmp_path, "stopped", **extra)),
+                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    assert _wait(marker.exists, proc)  # paused after logging step 3
     os.killpg(proc.pid, signum)  # the whole group, as a Ctrl-C in a terminal
-    _, err = proc.communicate(timeout=120)
+    go.touch()
+    _, err = proc.communicate(timeout=600)
     assert proc.returncode == 128 + signum, err[-2000:]
     assert "Traceback" not in err
     stopped = load_checkpoint(run / "last.pt")["iteration"]
-    assert 3 <= stopped < 12
+    assert stopped == 4  # the flag is read after the step in progress, the 4th
     assert f"stopped by {signal.Signals(signum).name} at iteration {stopped}" in err
     done = subprocess.run(_resume_argv(run), env=ENV, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]

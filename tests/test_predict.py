@@ -116,5 +116,6 @@ def test_predict_writes_an_overlay_video(run, tmp_path, capsys):
     first = next(iter_frames(video))[1]
     expected = seg.overlay(first, seg(first))
     assert np.abs(frames[0].astype(int) - expected.astype(int)).mean() < 12  # lossy codec
+    Image.fromarray(first.permute(1, 2, 0).numpy()).save(tmp_path / "x.png")
     assert main(["predict", str(run / "best.pt"), str(tmp_path / "x.png"), "--out",
                  str(tmp_path / "o.mp4")]) == 2  # a video out needs a video in

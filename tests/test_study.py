@@ -212,19 +212,48 @@ def test_deploy_script_exports_scores_and_times_every_runtime(tmp_path: Path, ca
     assert float(cells[4].rstrip("×")) == pytest.approx(speed, abs=0.01)
 
 
-def test_onnx_profile_sums_operator_time_within_the_call(tmp_path: Path, capsys) -> None:
+def test_onnx_profile_sums_operator_time_by_type_after_the_warmup() -> None:
+    prof = load_script("profile_onnx")
+    # ONNX Runtime's events of 1 warm-up and 2 timed runs (µs): the warm-up's nodes left out
+    events = [{"name": "model_run", "ts": 0, "dur": 900},
+              {"cat": "Node", "name": "c_kernel_time", "ts": 10, "dur": 800,
+               "args": {"op_name": "Conv"}},
+              {"name": "model_run", "ts": 1000, "dur": 3000},
+              {"cat": "Node", "name": "c_kernel_time", "ts": 1010, "dur": 2000,
+               "args": {"op_name": "Conv"}},
+              {"cat": "Node", "name": "c_fence_before", "ts": 1011, "dur": 50,
+               "args": {"op_name": "Conv"}},
+              {"cat": "Node", "name": "r_kernel_time", "ts": 2500, "dur": 400,
+               "args": {"op_name": "Relu"}},
+              {"name": "model_run", "ts": 5000, "dur": 1000},
+              {"cat": "Node", "name": "c_kernel_time", "ts": 5010, "dur": 600,
+               "args": {"op_name": "Conv"}}]
+    assert prof.ort_times(events, warmup=1, iters=2) == pytest.approx(
+        {"Conv": 1.3, "Relu": 0.2, "(whole call)": 2.0})
+    # OpenVINO: (wall seconds, [(node type, seconds)]) of each timed call
+    calls = [(0.010, [("Convolution", 0.006), ("Eltwise", 0.001)]),
+             (0.020, [("Convolution", 0.010), ("Convolution", 0.002)])]
+    assert prof.openvino_times(calls) == pytest.approx(
+        {"Convolution": 9.0, "Eltwise": 0.5, "(whole call)": 15.0})
+
+
+def test_onnx_profile_reports_every_operator_type_of_a_real_file(tmp_path: Path,
+                                                                 capsys) -> None:
     pytest.importorskip("onnxruntime", reason="onnxruntime is an optional extra (rtseg[full])")
+    import onnx
+
     from rtseg.backends import installed
 
-    onnx = export_tiny("fpn_r18_bilinear", tmp_path / "m.onnx")
+    path = export_tiny("fpn_r18_bilinear", tmp_path / "m.onnx")
+    op_types = {node.op_type for node in onnx.load(str(path)).graph.node}
     prof = load_script("profile_onnx")
-    runtimes = [prof.profile] + ([prof.profile_openvino] if installed("openvino") else [])
-    for run in runtimes:
-        ops = run(onnx, (32, 48), 1, 1, 2)
-        total = ops.pop("(whole call)")
-        conv = sum(ms for op, ms in ops.items() if "conv" in op.lower())
-        assert 0 < conv <= total, (run.__name__, ops)
-        assert sum(ops.values()) <= total * 1.05, (run.__name__, ops, total)
+    ops = prof.profile(path, (32, 48), 1, 1, 2)
+    # times themselves depend on the machine's load; which operators ran does not
+    assert ops.pop("(whole call)") > 0 and {"Conv", "Resize"} <= op_types & set(ops)
+    assert all(ms >= 0 for ms in ops.values())
+    if installed("openvino"):
+        ov_ops = prof.profile_openvino(path, (32, 48), 1, 1, 2)
+        assert ov_ops.pop("(whole call)") > 0 and "Convolution" in ov_ops
     assert prof.main([str(tmp_path / "missing.onnx")]) == 2
     assert "missing.onnx: no such file" in capsys.readouterr().err
 

@@ -8,9 +8,11 @@ import sys
 from pathlib import Path
 
 from .. import bench as library
+from ..backends import BACKENDS
 from ..bench import MODULES, format_report, run_benchmark
 from ..registry import list_models
 from ..utils import PRECISIONS
+from .types import name_list, positive_int
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -23,11 +25,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--module", nargs="+", metavar="NAME", dest="modules", default=[],
                    help="time upsampler/attention modules instead of models: "
                         f"{', '.join(MODULES)}, or 'all'")
-    p.add_argument("--channels", type=int, default=128, help="C of the --module inputs")
-    p.add_argument("--size", nargs=2, type=int, metavar=("H", "W"),
+    p.add_argument("--channels", type=positive_int, default=128, help="C of the --module inputs")
+    p.add_argument("--size", nargs=2, type=positive_int, metavar=("H", "W"),
                    help="input size (default 1024 2048), or the --module feature size "
                         "(default 128 256)")
-    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--batch", type=positive_int, default=1)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--precision", choices=list(PRECISIONS), default="fp32",
                    help="fp16/bf16 run under torch.autocast")
@@ -37,16 +39,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--fold-bn", action="store_true",
                    help="fold BatchNorm into the preceding convs (every model)")
     p.add_argument("--argmax", action="store_true", help="include the argmax to labels")
-    p.add_argument("--threads", type=int, help="torch.set_num_threads")
-    p.add_argument("--warmup", type=int, help="untimed calls (default 10 CUDA, 2 CPU)")
-    p.add_argument("--iters", type=int, help="timed calls (default 50 CUDA, 10 CPU)")
-    p.add_argument("--backend", default="torch", metavar="B[,B…]",
+    p.add_argument("--threads", type=positive_int, help="torch.set_num_threads")
+    p.add_argument("--warmup", type=positive_int, help="untimed calls (default 10 CUDA, 2 CPU)")
+    p.add_argument("--iters", type=positive_int, help="timed calls (default 50 CUDA, 10 CPU)")
+    p.add_argument("--backend", default=["torch"], type=name_list(BACKENDS),
+                   metavar="B[,B…]",
                    help="runtimes to time each model in: torch, onnxruntime, openvino "
                         "(comma-separated; with --compare interleaved in one run)")
     p.add_argument("--compare", action="store_true",
                    help="interleave the timed calls of all models (round robin)")
-    p.add_argument("--num-classes", type=int, default=19)
-    p.add_argument("--matmul-size", type=int,
+    p.add_argument("--num-classes", type=positive_int, default=19)
+    p.add_argument("--matmul-size", type=positive_int,
                    help="n of the fp32 matmul reference (default 2048 CPU, 8192 CUDA)")
     p.add_argument("--no-reference", action="store_true", help="skip the matmul reference")
     p.add_argument("--tf32", action="store_true", help="allow TF32 (CUDA; default: true fp32)")
@@ -75,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         reference=not args.no_reference, reference_size=args.matmul_size, tf32=args.tf32,
         cudnn_benchmark=args.cudnn_benchmark,
         compile_mode=None if args.compile_mode in (None, "default") else args.compile_mode,
-        progress=_progress, backends=[b for b in args.backend.split(",") if b],
+        progress=_progress, backends=args.backend,
         floor=not args.no_floor, reference_paths=args.reference_paths)
     print(format_report(result))
     if args.json:

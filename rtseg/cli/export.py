@@ -16,6 +16,11 @@ from ..errors import UsageError
 from ..export import STATIC_ONLY, ExportCheckError, second_size
 from ..registry import create_model
 from ..utils import IMAGENET_MEAN, IMAGENET_STD
+from .types import int_between, non_negative_float, positive_int
+
+# The TorchScript-based exporter rtseg uses goes up to opset 20; below 11 it has no Resize
+# for bilinear upsampling with a computed size.
+OPSETS = (11, 20)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -26,18 +31,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("model", nargs="?", metavar="MODEL_OR_CKPT",
                    help="registered model name, or a checkpoint file (as --checkpoint)")
     p.add_argument("--checkpoint", help="an `rtseg train` checkpoint (model, classes, weights)")
-    p.add_argument("--num-classes", type=int, default=19, help="without --checkpoint")
-    p.add_argument("--size", nargs=2, type=int, default=[512, 1024], metavar=("H", "W"),
+    p.add_argument("--num-classes", type=positive_int, default=19, help="without --checkpoint")
+    p.add_argument("--size", nargs=2, type=positive_int, default=[512, 1024], metavar=("H", "W"),
                    help="export (trace) size; default 512 1024")
-    p.add_argument("--batch", type=int, default=1, help="batch of the trace input")
+    p.add_argument("--batch", type=positive_int, default=1, help="batch of the trace input")
     p.add_argument("--onnx", metavar="FILE", help="write ONNX here")
-    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--opset", type=int_between(*OPSETS), default=17,
+                   help=f"ONNX opset, {OPSETS[0]} to {OPSETS[1]} (default 17)")
     p.add_argument("--int8", action="store_true",
                    help="also write <onnx>.int8.onnx: static QDQ int8, per-channel weights, "
                         "calibrated on --calib images")
     p.add_argument("--calib", metavar="DATA",
                    help="calibration images: a data folder (its train split) or 'synthetic'")
-    p.add_argument("--calib-images", type=int, default=64, help="calibration images (64)")
+    p.add_argument("--calib-images", type=positive_int, default=64, help="calibration images (64)")
     p.add_argument("--fp16", action="store_true",
                    help="also write <onnx>.fp16.onnx (ONNX Runtime's converter, fp32 I/O)")
     p.add_argument("--torchscript", metavar="FILE", help="write a torch.jit.trace file here")
@@ -45,7 +51,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--static", action="store_true", help="fixed batch, H and W")
     p.add_argument("--no-check", action="store_true",
                    help="skip the comparison with PyTorch (export size and a second size)")
-    p.add_argument("--atol", type=float, default=1e-4, help="largest allowed difference")
+    p.add_argument("--atol", type=non_negative_float, default=1e-4,
+                   help="largest allowed difference")
     p.set_defaults(func=run)
 
 
@@ -117,8 +124,6 @@ def run(args: argparse.Namespace) -> int:
     if (args.int8 or args.fp16) and args.static and args.batch != 1:
         raise UsageError("--int8/--fp16 are calibrated and checked on single images: export "
                          "with --batch 1 (or without --static)")
-    if args.int8 and args.calib_images < 1:
-        raise UsageError(f"--calib-images must be >= 1, got {args.calib_images}")
     size = tuple(args.size)
     model, name, origin, table = _load(args)
     dynamic = not args.static

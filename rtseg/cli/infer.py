@@ -9,6 +9,7 @@ from typing import Any
 
 from ..backends import BACKENDS
 from ..errors import UsageError
+from .types import existing_path, non_negative_int, positive_float, positive_int
 
 
 def _inference_options(p: argparse.ArgumentParser) -> None:
@@ -17,29 +18,27 @@ def _inference_options(p: argparse.ArgumentParser) -> None:
                    help="runtime: torch for a checkpoint, onnxruntime or openvino for an "
                         ".onnx file; auto picks by the file")
     p.add_argument("--mode", choices=["whole", "slide"], default="whole")
-    p.add_argument("--crop", nargs=2, type=int, metavar=("H", "W"), help="window of --mode slide")
-    p.add_argument("--stride", nargs=2, type=int, metavar=("H", "W"),
+    p.add_argument("--crop", nargs=2, type=positive_int, metavar=("H", "W"),
+                   help="window of --mode slide")
+    p.add_argument("--stride", nargs=2, type=positive_int, metavar=("H", "W"),
                    help="window step of --mode slide (default: the crop, no overlap)")
-    p.add_argument("--scales", nargs="+", type=float, default=[1.0])
+    p.add_argument("--scales", nargs="+", type=positive_float, default=[1.0])
     p.add_argument("--flip", action="store_true", help="also predict the mirrored image")
-    p.add_argument("--short-side", type=_positive_int, metavar="N",
+    p.add_argument("--short-side", type=positive_int, metavar="N",
                    help="predict each image resized to this shorter side, aspect kept, and "
                         "resize the prediction back (ADE20K's protocol: 512)")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
+    p.add_argument("--long-side", type=positive_int, metavar="N",
+                   help="with --short-side: at most this longer side (mmsegmentation's ADE20K "
+                        "test resize: --short-side 512 --long-side 2048)")
+    p.add_argument("--window-average", choices=["probs", "logits"], default="probs",
+                   help="what overlapping --mode slide windows average: probabilities "
+                        "(default) or logits (mmsegmentation); see docs/evaluation.md")
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
     return {"mode": args.mode, "crop": args.crop, "stride": args.stride,
-            "scales": args.scales, "flip": args.flip, "short_side": args.short_side}
+            "scales": args.scales, "flip": args.flip, "short_side": args.short_side,
+            "long_side": args.long_side, "window_average": args.window_average}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -48,19 +47,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="val")
     p.add_argument("--dataset", help="default: detected from --data-root, or the training one")
     p.add_argument("--data-root", help="default: the training data root")
-    p.add_argument("--tolerance", type=int, default=2, help="boundary F tolerance in pixels")
-    p.add_argument("--limit", type=int, help="evaluate only the first N images")
+    p.add_argument("--tolerance", type=non_negative_int, default=2,
+                   help="boundary F tolerance in pixels")
+    p.add_argument("--limit", type=positive_int, help="evaluate only the first N images")
     p.add_argument("--json", help="output JSON (default: metrics_<split>.json by the checkpoint)")
     _inference_options(p)
     p.set_defaults(func=run_eval)
 
     p = sub.add_parser("predict", help="label PNGs and overlays for an image, folder or video")
     p.add_argument("checkpoint")
-    p.add_argument("input", help="an image, a folder of images, or a video file")
+    p.add_argument("input", type=existing_path,
+                   help="an image, a folder of images, or a video file")
     p.add_argument("--out", help="output folder (default: predictions/ next to the checkpoint),"
                    " or a video file (.mp4, …) for an overlay video of a video input")
-    p.add_argument("--max-frames", type=int, help="predict at most N frames")
-    p.add_argument("--every", type=int, default=1, help="video: predict every N-th frame")
+    p.add_argument("--max-frames", type=positive_int, help="predict at most N frames")
+    p.add_argument("--every", type=positive_int, default=1, help="video: predict every N-th frame")
     _inference_options(p)
     p.set_defaults(func=run_predict)
 

@@ -6,13 +6,14 @@ import argparse
 
 from ..registry import create_model, list_models
 from ..utils import format_table
+from .types import positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="parameters and GMAC of every model")
-    p.add_argument("--size", nargs=2, type=int, action="append", metavar=("H", "W"),
+    p.add_argument("--size", nargs=2, type=positive_int, action="append", metavar=("H", "W"),
                    help="input size (repeatable; default 1024 2048 and 360 480)")
-    p.add_argument("--num-classes", type=int, default=19)
+    p.add_argument("--num-classes", type=positive_int, default=19)
     p.add_argument("--models", nargs="+", choices=list_models(), metavar="MODEL")
     p.add_argument("--markdown", action="store_true", help="print a Markdown table")
     p.set_defaults(func=run)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..registry import list_models
+from .types import positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -17,7 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the main job: train, evaluate, predict, plot")
     p.add_argument("--data", help="a CamVid/Cityscapes/folder data set (default: synthetic)")
     p.add_argument("--model", default="fpn_r18_gai", choices=list_models(), metavar="MODEL")
-    p.add_argument("--iters", type=int, default=300)
+    p.add_argument("--iters", type=positive_int, default=300)
     p.add_argument("--out", default="runs")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="override config fields")
     p.set_defaults(func=run_demo)

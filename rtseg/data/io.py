@@ -16,7 +16,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..errors import RtsegError
+from ..errors import RtsegError, UsageError
+from .images import rgb_from_pil
+from .images import upright as _upright
 
 PathLike = str | Path
 Transform = Callable[
@@ -35,7 +37,6 @@ class DataError(RtsegError, ValueError):
 # Decoded size limit: Pillow's own default (89 478 485 pixels, 43 Cityscapes frames). A header
 # that claims more is refused before any pixel is decoded (a decompression bomb otherwise).
 MAX_PIXELS = 89_478_485
-_16_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
 
 
 def _open_checked(path: PathLike, what: str) -> Image.Image:
@@ -100,11 +101,13 @@ def _check_size(image: Image.Image, path: Path, what: str) -> None:
                         f"{MAX_PIXELS:,} rtseg decodes (rtseg.data.io.MAX_PIXELS)")
 
 
-def read_image(path: PathLike) -> torch.Tensor:
-    """Read an image file as RGB.
+def read_image(path: PathLike, upright: bool = False) -> torch.Tensor:
+    """Read an image file as RGB (the rules of :mod:`rtseg.data.images`).
 
-    Palette, grey, RGBA (alpha dropped), CMYK and other PIL modes are converted to RGB;
-    16-bit grey images are scaled to 8 bits (value >> 8).
+    Palette, grey, RGBA/LA (alpha dropped), CMYK and other PIL modes are converted to RGB;
+    16-bit grey images are scaled to 8 bits (value >> 8). With ``upright`` the EXIF orientation
+    is applied, as viewers show the photo (inference only: data sets' labels are stored for the
+    pixels as stored).
 
     Returns:
         uint8 tensor 3×H×W.
@@ -114,16 +117,10 @@ def read_image(path: PathLike) -> torch.Tensor:
             image too large to decode safely, or one with floating-point or 32-bit values.
     """
     with _open_checked(path, "image") as image:
-        if image.mode in _16_BIT_MODES:
-            grey = (np.array(image).astype(np.uint32) >> 8).astype(np.uint8)
-            array = np.repeat(grey[..., None], 3, axis=2)
-        elif image.mode in ("I", "F"):
-            kind = "32-bit integer" if image.mode == "I" else "floating-point"
-            raise DataError(f"{path}: image has {kind} values (mode {image.mode}); "
-                            "save it as 8-bit RGB")
-        else:
-            rgb = image if image.mode == "RGB" else image.convert("RGB")
-            array = np.array(rgb, dtype=np.uint8)
+        try:
+            array = rgb_from_pil(_upright(image) if upright else image)
+        except UsageError as e:
+            raise DataError(f"{path}: {e}") from None
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,20 +34,33 @@ def demo_config(data: str | Path | None = None, model: str = "fpn_r18_gai", iter
     return make_config(values, "demo")
 
 
-def run_demo(cfg: TrainConfig, examples: int = 4) -> dict[str, Any]:
+def run_demo(cfg: TrainConfig, examples: int = 4, report: Callable[[str], None] = print,
+             clock: Callable[[], float] = time.perf_counter) -> dict[str, Any]:
     """Train ``cfg``, evaluate ``best.pt`` on test, predict ``examples`` test images.
 
-    Returns the run folder, the test metrics, the written overlays and the times in seconds.
+    Each of the three phases is announced through ``report`` with the time spent so far and an
+    estimate of the time left (:func:`time_left`); training and evaluation also show progress
+    bars. Returns the run folder, the test metrics, the written overlays and the times in
+    seconds.
     """
+    from dataclasses import asdict
+
     from .. import api
     from .predict import predict_path
 
-    t0 = time.perf_counter()
+    t0 = clock()
+    report(f"rtseg demo [1/3] training: {cfg.iters} iterations of {cfg.batch_size} crops "
+           "(the bar shows this phase's time left)")
     run = api.train(cfg)
-    t_train = time.perf_counter() - t0
+    t_train = clock() - t0
     ckpt = run / "best.pt"
-    res = api.evaluate(ckpt, data=cfg.data_root if cfg.data_root else None, split="test",
-                       device=cfg.device)
+    test = api._dataset_for(asdict(cfg), cfg.data_root, None, "test")
+    left = time_left(t_train, cfg.iters * cfg.batch_size, len(test), examples)
+    report(f"rtseg demo [2/3] evaluation of best.pt on {len(test)} test images; "
+           f"{_minutes(clock() - t0)} so far, about {_minutes(left)} left")
+    t_eval = clock()
+    res = api.evaluate(ckpt, data=test, split="test", device=cfg.device)
+    t_eval = clock() - t_eval
     (run / "metrics_test.json").write_text(json.dumps(res, indent=2))
     seg = api.load(ckpt, device=cfg.device)
     if cfg.dataset == "synthetic":
@@ -54,9 +68,32 @@ def run_demo(cfg: TrainConfig, examples: int = 4) -> dict[str, Any]:
         _write_synthetic_examples(cfg, src, n=examples)
     else:
         src = Path(cfg.data_root) / ("test" if cfg.dataset == "camvid" else "leftImg8bit/test")
+    left = time_left(t_eval, 0, len(test), examples, measured_inference=True)
+    report(f"rtseg demo [3/3] prediction of {examples} test images; {_minutes(clock() - t0)} "
+           f"so far, about {_minutes(left)} left")
     written = predict_path(seg, src, run / "predictions", limit=examples)
     return {"run": run, "metrics": res, "overlays": written, "train_seconds": t_train,
-            "seconds": time.perf_counter() - t0}
+            "seconds": clock() - t0}
+
+
+def time_left(seconds: float, images_seen: int, test_images: int, examples: int,
+              measured_inference: bool = False) -> float:
+    """Seconds the demo's remaining phases should take, from the last phase's ``seconds``.
+
+    After training (``images_seen`` training crops in ``seconds``): a forward pass costs about a
+    third of a training step (forward, backward, update), so evaluation and prediction need
+    ``(test_images + examples) · seconds / images_seen / 3``. After evaluation
+    (``measured_inference``: ``seconds`` for the ``test_images``): ``examples`` more images at
+    the measured rate.
+    """
+    if measured_inference:
+        return examples * seconds / max(test_images, 1)
+    return (test_images + examples) * seconds / max(images_seen, 1) / 3
+
+
+def _minutes(seconds: float) -> str:
+    """``"42 s"`` or ``"3.5 min"``."""
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
 def _write_synthetic_examples(cfg: TrainConfig, folder: Path, n: int) -> None:

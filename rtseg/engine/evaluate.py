@@ -25,6 +25,8 @@ def evaluate(
     scales: Sequence[float] = (1.0,),
     flip: bool = False,
     short_side: int | None = None,
+    long_side: int | None = None,
+    window_average: str = "probs",
     boundary_tolerance: int | Sequence[int] = 2,
     distributed_info: DistInfo | None = None,
     progress: bool = True,
@@ -58,6 +60,7 @@ def evaluate(
         image, label = dataset[(i, 0)]
         probs = predict_logits(model, image[None].to(device), mode=mode, crop=crop,
                                stride=stride, scales=scales, flip=flip, short_side=short_side,
+                               long_side=long_side, window_average=window_average,
                                num_classes=k)
         pred = probs.argmax(1)
         target = label[None].to(device)

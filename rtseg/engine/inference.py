@@ -14,9 +14,13 @@ from torch import nn
 from ..errors import UsageError
 from ..layers import resize
 
+WINDOW_AVERAGES = ("probs", "logits")
 
-def _probs(model: nn.Module, x: torch.Tensor, flip: bool, num_classes: int | None) -> torch.Tensor:
-    """Softmax of ``model(x)`` (B×K×h×w at x's size), averaged with the flipped pass if asked."""
+
+def _probs(model: nn.Module, x: torch.Tensor, flip: bool, num_classes: int | None,
+           logits_out: bool = False) -> torch.Tensor:
+    """Softmax of ``model(x)`` (B×K×h×w at x's size), averaged with the flipped pass if asked;
+    with ``logits_out`` the logits themselves (averaged alike) instead."""
     outputs = [model(x)]
     if flip:
         outputs.append(model(x.flip(-1)).flip(-1))
@@ -29,7 +33,7 @@ def _probs(model: nn.Module, x: torch.Tensor, flip: bool, num_classes: int | Non
             )
         if num_classes is not None and logits.shape[1] != num_classes:
             raise ValueError(f"the model returned {logits.shape[1]} classes, not {num_classes}")
-        p = resize(logits.softmax(1), x.shape[-2:])
+        p = resize(logits if logits_out else logits.softmax(1), x.shape[-2:])
         total = p if total is None else total + p
     return total / len(outputs)
 
@@ -47,8 +51,10 @@ def _slide(
     stride: tuple[int, int],
     flip: bool,
     num_classes: int | None,
+    window_average: str = "probs",
 ) -> torch.Tensor:
-    """Sliding-window probabilities B×K×h×w for x B×3×h×w."""
+    """Sliding-window probabilities B×K×h×w for x B×3×h×w: the windows' probabilities
+    averaged per pixel, or (``window_average="logits"``) the softmax of their averaged logits."""
     h, w = x.shape[-2:]
     ch, cw = crop
     # Pad bottom/right up to one crop so every window is full size; cut off again below.
@@ -60,30 +66,38 @@ def _slide(
     count = x.new_zeros(1, 1, ph, pw)
     for y0 in _window_starts(ph, ch, stride[0]):
         for x0 in _window_starts(pw, cw, stride[1]):
-            p = _probs(model, x[..., y0 : y0 + ch, x0 : x0 + cw], flip, num_classes)
+            p = _probs(model, x[..., y0 : y0 + ch, x0 : x0 + cw], flip, num_classes,
+                       logits_out=window_average == "logits")
             if total is None:
                 total = x.new_zeros(x.shape[0], p.shape[1], ph, pw)
             total[..., y0 : y0 + ch, x0 : x0 + cw] += p
             count[..., y0 : y0 + ch, x0 : x0 + cw] += 1
-    return (total / count)[..., :h, :w]
+    mean = (total / count)[..., :h, :w]
+    return mean.softmax(1) if window_average == "logits" else mean
 
 
-def check_short_side(short_side: int | None) -> int | None:
-    """``short_side`` as an int (None stays None); ValueError unless a positive integer."""
+def check_short_side(short_side: int | None, name: str = "short_side") -> int | None:
+    """``short_side`` (or the option ``name``) as an int (None stays None); UsageError unless
+    a positive integer."""
     if short_side is None:
         return None
     if isinstance(short_side, bool) or not isinstance(short_side, numbers.Integral) \
             or short_side < 1:
-        raise UsageError(f"short_side must be a positive integer, got {short_side!r}")
+        raise UsageError(f"{name} must be a positive integer, got {short_side!r}")
     return int(short_side)
 
 
-def short_side_size(size: Sequence[int], short_side: int) -> tuple[int, int]:
+def short_side_size(size: Sequence[int], short_side: int,
+                    long_side: int | None = None) -> tuple[int, int]:
     """(h, w) of an image of ``size`` (H, W) resized so that its shorter side is
-    ``short_side``, aspect ratio kept (the longer side rounded to the nearest pixel)."""
+    ``short_side``, aspect ratio kept (the longer side rounded to the nearest pixel); with
+    ``long_side``, the factor is lowered where needed so that the longer side is at most
+    ``long_side`` (mmsegmentation's ``Resize(scale=(2048, 512), keep_ratio=True)``)."""
     short_side = check_short_side(short_side)
     h, w = int(size[0]), int(size[1])
     factor = short_side / min(h, w)
+    if long_side is not None:
+        factor = min(factor, check_short_side(long_side, "long_side") / max(h, w))
     return max(round(h * factor), 1), max(round(w * factor), 1)
 
 
@@ -98,6 +112,8 @@ def predict_logits(
     flip: bool = False,
     num_classes: int | None = None,
     short_side: int | None = None,
+    long_side: int | None = None,
+    window_average: str = "probs",
 ) -> torch.Tensor:
     """Class probabilities of ``image`` averaged over scales, flips and windows.
 
@@ -109,13 +125,18 @@ def predict_logits(
     With ``short_side`` the base size is not H×W but H×W scaled so that the shorter side is
     ``short_side`` (aspect ratio kept, the longer side rounded): ADE20K's usual protocol
     (``short_side=512``) predicts there and scores the probabilities resized back to H×W.
+    ``long_side`` caps the longer side of that base size (mmsegmentation's ADE20K test resize,
+    ``(2048, 512)`` with ``keep_ratio``, is ``short_side=512, long_side=2048``).
     Scales then multiply that base size. (GAIN's own test code resizes the image bicubically
     and pads it to a multiple of 32; rtseg resizes bilinearly and does not pad.)
 
     Sliding windows: a ``crop``-sized window moves by ``stride``; the last window of a row or
     column is shifted back to end at the image edge, so every pixel is covered; an image (at
     some scale) smaller than the crop is zero-padded at the bottom/right first. Overlapping
-    windows are averaged per pixel (sum of window probabilities / number of windows).
+    windows are averaged per pixel (sum of window probabilities / number of windows); with
+    ``window_average="logits"`` the windows' logits are averaged so and the softmax taken after
+    (mmsegmentation's ``slide_inference``). Scales and flips are always averaged as
+    probabilities.
 
     Args:
         model: in eval mode (the caller's job); ``model(x B×3×h×w)`` → logits B×K×h×w. Logits of
@@ -129,6 +150,8 @@ def predict_logits(
         flip: also predict the horizontally mirrored image.
         num_classes: if given, the model's K is checked against it.
         short_side: if given, the size of the shorter side the image is predicted at.
+        long_side: with ``short_side``, the most the longer side may be.
+        window_average: ``"probs"`` or ``"logits"``: what overlapping windows average.
 
     Returns:
         B×K×H×W probabilities (each pixel sums to 1), on the image's device.
@@ -140,6 +163,10 @@ def predict_logits(
         raise ValueError(f"unknown mode {mode!r}; use 'whole' or 'slide'")
     if not scales:
         raise ValueError("scales must not be empty")
+    if window_average not in WINDOW_AVERAGES:
+        raise UsageError(f"window_average must be 'probs' or 'logits', got {window_average!r}")
+    if long_side is not None and short_side is None:
+        raise UsageError("long_side caps a short_side resize; give short_side too")
     if mode == "slide":
         if crop is None:
             raise ValueError("mode='slide' needs crop=(h, w)")
@@ -149,7 +176,7 @@ def predict_logits(
             raise ValueError(f"crop {crop} and stride {stride} must be positive")
 
     size = image.shape[-2:]
-    base = size if short_side is None else short_side_size(size, short_side)
+    base = size if short_side is None else short_side_size(size, short_side, long_side)
     total = None
     for s in scales:
         if s <= 0:
@@ -159,7 +186,7 @@ def predict_logits(
         if mode == "whole":
             p = _probs(model, x, flip, num_classes)
         else:
-            p = _slide(model, x, crop, stride, flip, num_classes)
+            p = _slide(model, x, crop, stride, flip, num_classes, window_average)
         p = resize(p, size)
         total = p if total is None else total + p
     return total / len(scales)

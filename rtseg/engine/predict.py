@@ -24,7 +24,8 @@ from ..viz import save_label_png
 
 
 def iter_frames(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
-    """(name, uint8 3×H×W) for an image, every image of a folder, or every video frame.
+    """(name, uint8 3×H×W) for an image, every image of a folder (each turned upright by its
+    EXIF orientation), or every video frame.
 
     The path is checked here, before the first frame is read.
     """
@@ -34,11 +35,11 @@ def iter_frames(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise DataError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
-        return ((f.stem, read_image(f)) for f in files)
+        return ((f.stem, read_image(f, upright=True)) for f in files)
     if path.suffix.lower() in VIDEO_SUFFIXES:
         return _video_frames(path)
     if path.suffix.lower() in IMAGE_SUFFIXES:
-        return iter([(path.stem, read_image(path))])
+        return iter([(path.stem, read_image(path, upright=True))])
     raise UsageError(f"{path}: not a folder, an image ({', '.join(IMAGE_SUFFIXES)}) "
                      f"or a video ({', '.join(VIDEO_SUFFIXES)})")
 
