@@ -74,8 +74,9 @@ def _dataset_for(ckpt_config: dict[str, Any] | None, data: Any, dataset: str | N
     if isinstance(data, SegmentationDataset):
         return data
     cfg = ckpt_config or {}
-    if data is None and not cfg:
-        raise UsageError("evaluate a bare model: give data=PATH or a data set")
+    if data is None and not cfg and dataset != "synthetic":
+        raise UsageError("evaluate a model without its training record: give data=PATH (or a "
+                         "data set), or dataset='synthetic'")
     root = data if data is not None else cfg.get("data_root")
     if dataset is None:
         dataset = cfg.get("dataset") if data is None else detect_dataset(root)
