@@ -68,6 +68,8 @@ def _video_frames(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
         raise DataError(f"{path}: cannot open video ({e})") from None
     i = -1
     with container:
+        if not container.streams.video:
+            raise DataError(f"{path}: no video stream (no frames to predict)")
         try:
             for i, frame in enumerate(container.decode(video=0)):
                 arr = frame.to_ndarray(format="rgb24")
@@ -224,7 +226,7 @@ def predict_video(
     try:
         with av.open(str(source)) as probe:
             if not probe.streams.video:
-                raise DataError(f"{source}: no video stream")
+                raise DataError(f"{source}: no video stream (no frames to predict)")
             rate = probe.streams.video[0].average_rate or 25
             total = probe.streams.video[0].frames or None
     except av.error.FFmpegError as e:
