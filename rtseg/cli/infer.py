@@ -127,8 +127,11 @@ def run_predict(args: argparse.Namespace) -> int:
     if args.every != 1 and not video:
         raise UsageError("--every applies to a video written with --out FILE.mp4")
     seg = load(ckpt, device=args.device, backend=args.backend, **_options(args))
-    safety = {"max_memory": args.max_memory, "overwrite": args.overwrite,
-              "note": lambda message: print(f"rtseg predict: note: {message}", file=sys.stderr)}
+    from tqdm import tqdm
+
+    safety = {"max_memory": args.max_memory, "overwrite": args.overwrite,  # beside the bar
+              "note": lambda message: tqdm.write(f"rtseg predict: note: {message}",
+                                                 file=sys.stderr)}
     if video:
         res = predict_video(seg, args.input, out, every=args.every, max_frames=args.max_frames,
                             **safety)

@@ -80,6 +80,12 @@ def _video_frames(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
         raise DataError(f"{path}: the video has no frames")
 
 
+def _note(message: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(message, file=sys.stderr)  # on its own line beside a progress bar
+
+
 class MemoryGuard:
     """Test-time options that keep a frame's pass within ``limit`` bytes (default: the memory
     available now), decided once per frame size; ``note`` gets the one-line notice of a
@@ -88,7 +94,7 @@ class MemoryGuard:
     def __init__(self, seg: Segmenter, limit: int | None = None,
                  note: Callable[[str], None] | None = None) -> None:
         self.seg, self.limit = seg, limit if limit is not None else available_bytes()
-        self.note = note or (lambda message: print(message, file=sys.stderr))
+        self.note = note or _note
         o = seg.options
         self.active = self.limit is not None and o["mode"] == "whole" and \
             o["scales"] == (1.0,) and not o.get("flip") and o.get("short_side") is None
