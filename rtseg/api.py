@@ -74,8 +74,9 @@ def _dataset_for(ckpt_config: dict[str, Any] | None, data: Any, dataset: str | N
     if isinstance(data, SegmentationDataset):
         return data
     cfg = ckpt_config or {}
-    if data is None and not cfg:
-        raise UsageError("evaluate a bare model: give data=PATH or a data set")
+    if data is None and not cfg and dataset != "synthetic":
+        raise UsageError("evaluate a model without its training record: give data=PATH (or a "
+                         "data set), or dataset='synthetic'")
     root = data if data is not None else cfg.get("data_root")
     if dataset is None:
         dataset = cfg.get("dataset") if data is None else detect_dataset(root)
@@ -169,6 +170,27 @@ def evaluate(
     return res
 
 
+def train_config(
+    config: str | Path | TrainConfig | dict[str, Any] | None = None,
+    resume: str | Path | None = None,
+    **overrides: Any,
+) -> TrainConfig:
+    """The checked configuration :func:`train` runs (same arguments), without running it."""
+    if resume is not None:
+        run = Path(resume).resolve()
+        if not (run / "config.yaml").is_file() and config is None:
+            raise ConfigError(f"{run}: not a run folder (no config.yaml)")
+        config = config if config is not None else run / "config.yaml"
+        overrides = {**overrides, "out_dir": str(run.parent), "run_name": run.name}
+    if isinstance(config, TrainConfig):
+        base = config.to_dict()
+    elif isinstance(config, dict):
+        base = dict(config)
+    else:
+        base = load_config(config).to_dict()
+    return make_config({**base, **overrides}, str(config) if config is not None else "train()")
+
+
 def train(
     config: str | Path | TrainConfig | dict[str, Any] | None = None,
     resume: str | Path | None = None,
@@ -184,17 +206,5 @@ def train(
     """
     from .engine.trainer import train as run_training
 
-    if resume is not None:
-        run = Path(resume).resolve()
-        if not (run / "config.yaml").is_file() and config is None:
-            raise ConfigError(f"{run}: not a run folder (no config.yaml)")
-        config = config if config is not None else run / "config.yaml"
-        overrides = {**overrides, "out_dir": str(run.parent), "run_name": run.name}
-    if isinstance(config, TrainConfig):
-        base = config.to_dict()
-    elif isinstance(config, dict):
-        base = dict(config)
-    else:
-        base = load_config(config).to_dict()
-    cfg = make_config({**base, **overrides}, str(config) if config is not None else "train()")
+    cfg = train_config(config, resume, **overrides)
     return run_training(cfg, resume=resume is not None)

@@ -3,7 +3,8 @@
 * constants: the ignore label, the normalisation statistics, image and video file suffixes;
 * :func:`resolve_device`: ``"auto"`` → CUDA when available, else CPU, with a checked name;
 * :func:`autocast`: the one mixed-precision context (``"amp"`` = fp16 on CUDA, bf16 on CPU);
-* :func:`format_table`: the one plain-text / Markdown table printer.
+* :func:`format_table`: the one plain-text / Markdown table printer;
+* :func:`percent`: the one way a fraction (mIoU, accuracy) is printed: ``57.33 %``.
 """
 
 from __future__ import annotations
@@ -74,3 +75,8 @@ def format_table(head: Sequence[str], rows: Sequence[Sequence[object]],
     return "\n".join("  ".join(x.ljust(w) if i == 0 else x.rjust(w)
                                for i, (x, w) in enumerate(zip(r, widths, strict=True)))
                      for r in cells)
+
+
+def percent(fraction: float) -> str:
+    """A fraction in [0, 1] as per cent with two decimals: ``0.5733`` → ``"57.33 %"``."""
+    return f"{100 * fraction:.2f} %"

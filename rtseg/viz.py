@@ -1,4 +1,4 @@
-"""Pictures of label maps: palette colours, overlays and palette PNG files."""
+"""Pictures of label maps: palette colours, overlays, palette PNG files and the legend."""
 
 from __future__ import annotations
 
@@ -33,4 +33,21 @@ def save_label_png(labels: np.ndarray, palette: Sequence[Sequence[int]], path: P
     img = Image.fromarray(labels.astype(np.uint8), mode="P")
     flat = [c for rgb in palette[:256] for c in rgb]
     img.putpalette(flat + [0] * (768 - len(flat)))
+    img.save(path)
+
+
+def save_legend(classes: Sequence[str], palette: Sequence[Sequence[int]], path: Path) -> None:
+    """A PNG listing each class on a swatch of its colour, one row per class (the key to the
+    label PNGs and overlays)."""
+    from PIL import Image, ImageDraw
+
+    row, swatch = 18, 28
+    width = swatch + 12 + 7 * max((len(f"{k} {c}") for k, c in enumerate(classes)), default=1) + 8
+    img = Image.new("RGB", (width, row * len(classes) + 4), "white")
+    draw = ImageDraw.Draw(img)
+    for k, (name, rgb) in enumerate(zip(classes, palette, strict=False)):
+        y = 2 + row * k
+        draw.rectangle([4, y + 1, 4 + swatch, y + row - 2], fill=tuple(int(v) for v in rgb),
+                       outline="black")
+        draw.text((swatch + 12, y + 3), f"{k} {name}", fill="black")
     img.save(path)

@@ -137,7 +137,7 @@ def test_predict_and_eval_commands_take_an_exported_file(exported, tmp_path, cap
     ref = rtseg.evaluate(ckpt, split="val", device="cpu", progress=False)
     assert res["miou"] == pytest.approx(ref["miou"])
     assert main(["eval", str(onnx)]) == 2  # an exported file has no training data to default to
-    assert "give data=PATH" in capsys.readouterr().err
+    assert "give --data-root PATH" in capsys.readouterr().err
 
 
 def test_fp16_export_runs(tmp_path, capsys):

@@ -68,3 +68,28 @@ def test_check_data_reports_every_problem_at_once(tmp_path, capsys):
     assert main(["check-data", str(tmp_path / "nope")]) == 2
     with pytest.raises(DataError, match="image without label"):
         rtseg.data.CamVid(root, "train")  # training keeps failing at the first problem
+
+
+def test_a_corrupt_file_with_loader_workers_exits_at_once_and_leaves_no_run(tmp_path):
+    """With workers > 0 the error comes from a worker process: the run must still stop (its
+    workers joined), print the error once, exit 2, and leave no run folder when nothing was
+    saved. A separate process, so that a hang at exit shows as the timeout."""
+    import os
+    import subprocess
+    import sys
+
+    root = tmp_path / "camvid"
+    make_camvid(root)
+    bad = root / "train" / "f07.png"
+    bad.write_bytes(bad.read_bytes()[:100])
+    argv = [sys.executable, "-m", "rtseg", "train", "model=fpn_r18_bilinear", "dataset=camvid",
+            f"data_root={root}", "crop_size=[32,48]", "batch_size=2", "iters=12",
+            "eval_interval=100", "ckpt_interval=100", "workers=2",
+            f"out_dir={tmp_path / 'runs'}", "run_name=r"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if ": error: " in line]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert errors[0].startswith(f"rtseg train: error: {bad}: unreadable or truncated image")
+    assert not (tmp_path / "runs" / "r").exists()  # nothing saved: no run folder left

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .. import __version__
 from ..errors import RtsegError, RunInterrupted
 from . import bench, data, export, infer, info, train
 
@@ -29,6 +30,7 @@ class Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="rtseg", description="Low-latency semantic segmentation: train, "
                     "evaluate, predict, benchmark and export.")
+    parser.add_argument("--version", action="version", version=f"rtseg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMANDS:
         module.add_parser(sub)

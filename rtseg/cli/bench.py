@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from .. import bench as library
 from ..backends import BACKENDS
 from ..bench import MODULES, format_report, run_benchmark
+from ..outputs import atomic_path, check_output
 from ..registry import list_models
 from ..utils import PRECISIONS
 from .types import name_list, positive_int
@@ -60,6 +60,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-floor", action="store_true",
                    help="no floor column (module runs then skip timing fpn_r18_bilinear)")
     p.add_argument("--json", metavar="FILE", help="write settings and results as JSON")
+    p.add_argument("--overwrite", action="store_true",
+                   help="allow --json to replace a file that is not JSON")
     p.set_defaults(func=run)
 
 
@@ -68,7 +70,9 @@ def _progress(msg: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Time what ``args`` names, print the table and optionally write the JSON record."""
+    """Time what ``args`` names, print the table and optionally write the JSON record; 1 when
+    no row could be timed."""
+    path = check_output(args.json, "--json", [], "json", args.overwrite) if args.json else None
     result = run_benchmark(
         models=args.models, size=tuple(args.size) if args.size else None, batch=args.batch,
         device=args.device, precision=args.precision, channels_last=args.channels_last,
@@ -82,8 +86,12 @@ def run(args: argparse.Namespace) -> int:
         floor=not args.no_floor, reference_paths=args.reference_paths)
     print(format_report(result))
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=1))
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(result, indent=1))
         print(f"wrote {path}")
+    if all(row.get("error") for row in result["results"]):
+        reasons = sorted({row["error"] for row in result["results"]})
+        print(f"rtseg bench: error: nothing could be timed ({'; '.join(reasons)})",
+              file=sys.stderr)
+        return 1
     return 0

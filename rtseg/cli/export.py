@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 from torch import nn
 
 from .. import export as library
 from ..backends import make_metadata, write_metadata
 from ..data.folder import default_palette
-from ..engine.checkpoint import load_model
+from ..engine.checkpoint import load_model, resolve_checkpoint
 from ..errors import UsageError
 from ..export import STATIC_ONLY, ExportCheckError, second_size
+from ..outputs import atomic_path, check_output, same_file
 from ..registry import create_model
-from ..utils import IMAGENET_MEAN, IMAGENET_STD
+from ..utils import IMAGENET_MEAN, IMAGENET_STD, resolve_device
+from .infer import _memory_size
 from .types import int_between, non_negative_float, positive_int
 
 # The TorchScript-based exporter rtseg uses goes up to opset 20; below 11 it has no Resize
@@ -29,8 +33,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                               description=library.__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", nargs="?", metavar="MODEL_OR_CKPT",
-                   help="registered model name, or a checkpoint file (as --checkpoint)")
-    p.add_argument("--checkpoint", help="an `rtseg train` checkpoint (model, classes, weights)")
+                   help="registered model name, or a checkpoint file or run folder (as "
+                        "--checkpoint)")
+    p.add_argument("--checkpoint", help="an `rtseg train` checkpoint (model, classes, weights), "
+                   "or a run folder (its best.pt, else last.pt)")
+    p.add_argument("--device", default="cpu", help="where to trace and check: cpu (default), "
+                   "auto, cuda or cuda:N")
     p.add_argument("--num-classes", type=positive_int, default=19, help="without --checkpoint")
     p.add_argument("--size", nargs=2, type=positive_int, default=[512, 1024], metavar=("H", "W"),
                    help="export (trace) size; default 512 1024")
@@ -53,15 +61,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="skip the comparison with PyTorch (export size and a second size)")
     p.add_argument("--atol", type=non_negative_float, default=1e-4,
                    help="largest allowed difference")
+    p.add_argument("--max-memory", type=_memory_size, metavar="SIZE",
+                   help="memory the export and its checks may use (e.g. 4G; default: what is "
+                        "available); a --size that needs more is refused")
+    p.add_argument("--overwrite", action="store_true",
+                   help="allow an output to replace the checkpoint or a file of another kind")
     p.set_defaults(func=run)
 
 
 def _load(args: argparse.Namespace) -> tuple[nn.Module, str, str, dict]:
     """(model in eval mode, its name, where its weights come from, its classes and palette)."""
-    if args.model and args.model.endswith(".pt") and not args.checkpoint:
-        args.checkpoint, args.model = args.model, None
+    device = resolve_device(args.device)
     if args.checkpoint:
-        model, ckpt = load_model(args.checkpoint, "cpu")
+        model, ckpt = load_model(args.checkpoint, device)
         name = ckpt["config"]["model"]
         if args.model and args.model != name:
             raise UsageError(f"{args.checkpoint} holds a {name!r} model, not {args.model!r}")
@@ -69,7 +81,7 @@ def _load(args: argparse.Namespace) -> tuple[nn.Module, str, str, dict]:
         return model, name, f"{args.checkpoint} ({ckpt['num_classes']} classes)", table
     if not args.model:
         raise UsageError("name a MODEL or give --checkpoint")
-    model = create_model(args.model, args.num_classes, aux=False)
+    model = create_model(args.model, args.num_classes, aux=False).to(device)
     table = {"classes": [f"class_{k}" for k in range(args.num_classes)],
              "palette": default_palette(args.num_classes)}
     return model.eval(), args.model, f"random weights, {args.num_classes} classes", table
@@ -80,10 +92,12 @@ def _int8(path, args: argparse.Namespace, size: tuple[int, int], metadata: dict)
     from ..quantize import agreement, calibration_batches, quantize_int8
 
     out = path.with_suffix(".int8.onnx")
-    report = quantize_int8(path, out, calibration_batches(args.calib, size, args.calib_images))
-    write_metadata(out, {**metadata, "rtseg.precision": "int8"})
+    with atomic_path(out) as tmp:
+        report = quantize_int8(path, tmp, _bar(calibration_batches(
+            args.calib, size, args.calib_images), args.calib_images, "int8 calibration"))
+        write_metadata(tmp, {**metadata, "rtseg.precision": "int8"})
     held_out = calibration_batches(args.calib, size, min(8, args.calib_images), seed=1)
-    close = agreement(path, out, held_out)
+    close = agreement(path, out, _bar(held_out, min(8, args.calib_images), "int8 check"))
     print(f"wrote {out} (int8 QDQ, {report['calibration_images']} calibration images from "
           f"{args.calib}); quantised: "
           + ", ".join(f"{k} ×{v}" for k, v in sorted(report["quantized"].items())))
@@ -102,14 +116,65 @@ def _fp16(path, size: tuple[int, int], metadata: dict) -> None:
     from ..quantize import agreement, convert_fp16
 
     out = path.with_suffix(".fp16.onnx")
-    convert_fp16(path, out)
-    write_metadata(out, {**metadata, "rtseg.precision": "fp16"})
+    with atomic_path(out) as tmp:
+        convert_fp16(path, tmp)
+        write_metadata(tmp, {**metadata, "rtseg.precision": "fp16"})
     g = torch.Generator().manual_seed(2)
     close = agreement(path, out, [torch.randn(1, 3, *size, generator=g).numpy()
                                   for _ in range(2)])
     print(f"wrote {out} (fp16 weights and arithmetic, fp32 input/output); vs fp32 on 2 random "
           f"inputs: {100 * close['pixels_changed']:.2f} % of pixels change class, max |logit "
           f"diff| {close['max_logit_diff']:.3g}")
+
+
+def _bar(items: Iterable, total: int, what: str) -> Iterator:
+    """``items`` with a progress bar on stderr (cleared when done)."""
+    from tqdm import tqdm
+
+    return iter(tqdm(items, total=total, desc=what, leave=False))
+
+
+def _outputs(args: argparse.Namespace) -> None:
+    """Every file to be written checked against the checkpoint, each other and existing files
+    of another kind, before any work."""
+    inputs = [resolve_checkpoint(args.checkpoint)] if args.checkpoint else []
+    onnx = Path(args.onnx) if args.onnx else None
+    planned = [(args.onnx, "--onnx", "onnx"), (args.torchscript, "--torchscript", "torchscript"),
+               (args.exported, "--exported", "torch.export")]
+    if onnx and args.int8:
+        planned.append((onnx.with_suffix(".int8.onnx"), "--int8's", "onnx"))
+    if onnx and args.fp16:
+        planned.append((onnx.with_suffix(".fp16.onnx"), "--fp16's", "onnx"))
+    seen: list[tuple[Path, str]] = []
+    for path, option, kind in planned:
+        if path is None:
+            continue
+        path = check_output(path, option, inputs, kind, args.overwrite)
+        for other, other_option in seen:
+            if same_file(path, other):
+                raise UsageError(f"{option} {path} is also the output of {other_option}")
+        seen.append((path, option))
+
+
+def _check_memory(model: nn.Module, args: argparse.Namespace, size: tuple[int, int]) -> None:
+    from ..engine.memory import available_bytes, export_need, format_bytes
+
+    limit = args.max_memory or available_bytes()
+    if limit is None:
+        return
+    need = export_need(model, size, args.batch)
+    if need > limit:
+        raise UsageError(f"--size {size[0]} {size[1]}: exporting and checking at this size needs "
+                         f"about {format_bytes(need)}, more than the {format_bytes(limit)} "
+                         "available: export at a smaller --size (a dynamic export runs at any "
+                         "size) or raise --max-memory")
+
+
+def _write(write, path: str) -> Path:
+    """``write(tmp)`` to a temporary beside ``path``, renamed to ``path`` when complete."""
+    with atomic_path(path) as tmp:
+        write(tmp)
+    return Path(path)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -125,7 +190,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--int8/--fp16 are calibrated and checked on single images: export "
                          "with --batch 1 (or without --static)")
     size = tuple(args.size)
+    if args.model and (args.model.endswith(".pt") or Path(args.model).is_dir()) \
+            and not args.checkpoint:
+        args.checkpoint, args.model = args.model, None
+    _outputs(args)
     model, name, origin, table = _load(args)
+    _check_memory(model, args, size)
     dynamic = not args.static
     if dynamic and name in STATIC_ONLY:
         print(f"{name}: exported with static H and W: {STATIC_ONLY[name]}")
@@ -135,13 +205,17 @@ def run(args: argparse.Namespace) -> int:
           + ("dynamic batch/H/W" if dynamic else "static shapes"))
     try:
         if args.onnx:
-            path = library.export_onnx(model, args.onnx, size, args.opset, dynamic, args.batch)
             metadata = make_metadata(name, table["classes"], table["palette"], IMAGENET_MEAN,
                                      IMAGENET_STD, dynamic, size, args.batch)
-            write_metadata(path, metadata)
+
+            def onnx(tmp: Path) -> None:
+                library.export_onnx(model, tmp, size, args.opset, dynamic, args.batch)
+                write_metadata(tmp, metadata)
+
+            path = _write(onnx, args.onnx)
             print(f"wrote {path} (ONNX opset {args.opset}, TorchScript-based exporter; classes, "
                   "palette and normalisation in its metadata)")
-            for s in checks:
+            for s in _bar(checks, len(checks), "ONNX check"):
                 d = library.check_onnx(model, path, s, args.atol, args.batch)
                 print(f"  ONNX Runtime vs PyTorch at {s[0]}×{s[1]}: max |diff| {d:.2e}")
             if args.int8:
@@ -149,16 +223,22 @@ def run(args: argparse.Namespace) -> int:
             if args.fp16:
                 _fp16(path, size, metadata)
         if args.torchscript:
-            path = library.export_torchscript(model, args.torchscript, size, args.batch)
+            path = _write(lambda tmp: library.export_torchscript(model, tmp, size, args.batch),
+                          args.torchscript)
             print(f"wrote {path} (torch.jit.trace)")
-            for s in checks:
+            for s in _bar(checks, len(checks), "TorchScript check"):
                 d = library.check_torchscript(model, path, s, args.atol, args.batch)
                 print(f"  TorchScript vs PyTorch at {s[0]}×{s[1]}: max |diff| {d:.2e}")
         if args.exported:
-            path, ranges = library.export_program(model, args.exported, size, dynamic, args.batch)
+            ranges: dict[str, str] = {}
+
+            def program(tmp: Path) -> None:
+                ranges.update(library.export_program(model, tmp, size, dynamic, args.batch)[1])
+
+            path = _write(program, args.exported)
             print(f"wrote {path} (torch.export; input axes "
                   + ", ".join(f"{k} {v}" for k, v in ranges.items()) + ")")
-            for s in checks:
+            for s in _bar(checks, len(checks), "torch.export check"):
                 d = library.check_program(model, path, s, args.atol, args.batch)
                 print(f"  torch.export vs PyTorch at {s[0]}×{s[1]}: max |diff| {d:.2e}")
     except ExportCheckError as e:  # the file was written but is wrong: a result, not a usage error

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 from ..backends import BACKENDS
-from ..errors import UsageError
+from ..errors import RtsegError, UsageError
 from .types import existing_path, non_negative_int, positive_float, positive_int
 
 
@@ -35,6 +36,15 @@ def _inference_options(p: argparse.ArgumentParser) -> None:
                         "(default) or logits (mmsegmentation); see docs/evaluation.md")
 
 
+def _memory_size(text: str) -> int:
+    from ..engine.memory import parse_size
+
+    try:
+        return parse_size(text)
+    except RtsegError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _options(args: argparse.Namespace) -> dict[str, Any]:
     return {"mode": args.mode, "crop": args.crop, "stride": args.stride,
             "scales": args.scales, "flip": args.flip, "short_side": args.short_side,
@@ -43,7 +53,8 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate a checkpoint: mIoU, per-class IoU, boundary F")
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", help="a checkpoint, a run folder (its best.pt, else "
+                   "last.pt) or an exported .onnx file")
     p.add_argument("--split", default="val")
     p.add_argument("--dataset", help="default: detected from --data-root, or the training one")
     p.add_argument("--data-root", help="default: the training data root")
@@ -51,54 +62,86 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="boundary F tolerance in pixels")
     p.add_argument("--limit", type=positive_int, help="evaluate only the first N images")
     p.add_argument("--json", help="output JSON (default: metrics_<split>.json by the checkpoint)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="allow --json to replace an input or a file that is not JSON")
     _inference_options(p)
     p.set_defaults(func=run_eval)
 
     p = sub.add_parser("predict", help="label PNGs and overlays for an image, folder or video")
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", help="a checkpoint, a run folder (its best.pt, else "
+                   "last.pt) or an exported .onnx file")
     p.add_argument("input", type=existing_path,
                    help="an image, a folder of images, or a video file")
     p.add_argument("--out", help="output folder (default: predictions/ next to the checkpoint),"
                    " or a video file (.mp4, …) for an overlay video of a video input")
     p.add_argument("--max-frames", type=positive_int, help="predict at most N frames")
     p.add_argument("--every", type=positive_int, default=1, help="video: predict every N-th frame")
+    p.add_argument("--max-memory", type=_memory_size, metavar="SIZE",
+                   help="memory a whole-image pass may use (e.g. 4G; default: what is "
+                        "available); a larger image is predicted in sliding windows")
+    p.add_argument("--overwrite", action="store_true",
+                   help="allow an output to replace an input (never by default)")
     _inference_options(p)
     p.set_defaults(func=run_predict)
 
 
 def run_eval(args: argparse.Namespace) -> int:
     from ..api import evaluate
+    from ..backends import is_exported
+    from ..engine.checkpoint import resolve_checkpoint
     from ..engine.metrics import format_table
+    from ..outputs import atomic_path, check_output
+    from ..utils import percent
 
-    res = evaluate(args.checkpoint, data=args.data_root, split=args.split, dataset=args.dataset,
+    ckpt = resolve_checkpoint(args.checkpoint)
+    if is_exported(ckpt) and not args.data_root and args.dataset != "synthetic":
+        raise UsageError(f"{ckpt}: an exported model does not record its data set: give "
+                         "--data-root PATH (its layout is detected; --dataset NAME to name it) "
+                         "or --dataset synthetic")
+    out = check_output(args.json or ckpt.parent / f"metrics_{args.split}.json", "--json",
+                       [ckpt], "json", args.overwrite)
+    res = evaluate(ckpt, data=args.data_root, split=args.split, dataset=args.dataset,
                    device=args.device, tolerance=args.tolerance, limit=args.limit,
                    backend=args.backend, **_options(args))
-    print(f"{res['dataset']} {args.split}: {res['images']} images, mIoU {100 * res['miou']:.2f}, "
-          f"pixel acc {100 * res['pixel_acc']:.2f}, boundary F {100 * res['mbf']:.2f} "
+    print(f"{res['dataset']} {args.split}: {res['images']} images, mIoU {percent(res['miou'])}, "
+          f"pixel acc {percent(res['pixel_acc'])}, boundary F {percent(res['mbf'])} "
           f"(tolerance {args.tolerance} px)")
     print(format_table(res, res["classes"]))
-    out = Path(args.json or Path(args.checkpoint).parent / f"metrics_{args.split}.json")
-    out.write_text(json.dumps(res, indent=2))
+    with atomic_path(out) as tmp:
+        tmp.write_text(json.dumps(res, indent=2))
     print(f"metrics written to {out}")
     return 0
 
 
 def run_predict(args: argparse.Namespace) -> int:
     from ..api import load
+    from ..engine.checkpoint import resolve_checkpoint
     from ..engine.predict import predict_path, predict_video
+    from ..outputs import same_file
     from ..utils import VIDEO_SUFFIXES
 
-    seg = load(args.checkpoint, device=args.device, backend=args.backend, **_options(args))
-    out = Path(args.out or Path(args.checkpoint).parent / "predictions")
-    if out.suffix.lower() in VIDEO_SUFFIXES:
-        res = predict_video(seg, args.input, out, every=args.every, max_frames=args.max_frames)
+    ckpt = resolve_checkpoint(args.checkpoint)
+    out = Path(args.out or ckpt.parent / "predictions")
+    if same_file(out, ckpt) and not args.overwrite:
+        raise UsageError(f"--out {out} names the checkpoint {ckpt}: choose another output")
+    video = out.suffix.lower() in VIDEO_SUFFIXES
+    if args.every != 1 and not video:
+        raise UsageError("--every applies to a video written with --out FILE.mp4")
+    seg = load(ckpt, device=args.device, backend=args.backend, **_options(args))
+    from tqdm import tqdm
+
+    safety = {"max_memory": args.max_memory, "overwrite": args.overwrite,  # beside the bar
+              "note": lambda message: tqdm.write(f"rtseg predict: note: {message}",
+                                                 file=sys.stderr)}
+    if video:
+        res = predict_video(seg, args.input, out, every=args.every, max_frames=args.max_frames,
+                            **safety)
         print(f"{res['frames']} frame(s) predicted in {res['seconds']:.1f} s: "
               f"{res['fps']:.1f} FPS end to end (decode, predict, encode), "
               f"{res['model_fps']:.1f} FPS prediction alone; overlay video {out} "
               f"at {res['rate']:.3g} frames/s")
         return 0
-    if args.every != 1:
-        raise UsageError("--every applies to a video written with --out FILE.mp4")
-    written = predict_path(seg, args.input, out, limit=args.max_frames)
-    print(f"{len(written)} frame(s) predicted; label PNGs and overlays in {out}")
+    written = predict_path(seg, args.input, out, limit=args.max_frames, **safety)
+    print(f"{len(written)} frame(s) predicted; label PNGs and overlays in {out}, the colour "
+          f"of each class in {out / 'legend.png'}")
     return 0

@@ -25,10 +25,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from ..api import train
+    from ..api import train, train_config
     from ..engine.config import parse_overrides
 
-    run = train(args.config, resume=args.resume, **parse_overrides(args.overrides))
+    cfg = train_config(args.config, args.resume, **parse_overrides(args.overrides))
+    source = (f"--resume {args.resume}" if args.resume else f"--config {args.config}"
+              if args.config else "no --config: the defaults")
+    data = cfg.data_root or "built-in synthetic street scenes"
+    print(f"rtseg train ({source}{' and overrides' if args.overrides else ''}): {cfg.model} on "
+          f"{cfg.dataset} ({data}), {cfg.iters} iterations of batch {cfg.batch_size}, crop "
+          f"{cfg.crop_size[0]}×{cfg.crop_size[1]}, device {cfg.device}, into {cfg.out_dir}/",
+          flush=True)
+    run = train(cfg, resume=args.resume)
     print(f"run folder: {run}")
     return 0
 
@@ -36,6 +44,7 @@ def run_train(args: argparse.Namespace) -> int:
 def run_demo(args: argparse.Namespace) -> int:
     from ..engine.config import parse_overrides
     from ..engine.demo import demo_config, run_demo
+    from ..utils import percent
 
     cfg = demo_config(args.data, args.model, args.iters, args.out,
                       **parse_overrides(args.overrides))
@@ -47,8 +56,8 @@ def run_demo(args: argparse.Namespace) -> int:
     print("\n=== rtseg demo finished ===")
     print(f"model {cfg.model}, data {cfg.dataset}, {cfg.iters} iterations in "
           f"{out['train_seconds']:.0f} s (total {out['seconds']:.0f} s)")
-    print(f"test mIoU {100 * res['miou']:.2f}  pixel acc {100 * res['pixel_acc']:.2f}  "
-          f"boundary F {100 * res['mbf']:.2f}")
+    print(f"test mIoU {percent(res['miou'])}  pixel acc {percent(res['pixel_acc'])}  "
+          f"boundary F {percent(res['mbf'])}")
     print(f"run folder:   {run}")
     print(f"  checkpoints {run / 'best.pt'}, {run / 'last.pt'}")
     print(f"  log         {run / 'log.jsonl'}")

@@ -9,12 +9,9 @@ would run code when unpickled is refused before anything in it runs.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import pickle
 import random
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,41 +20,42 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, InputNotFoundError, first_line
+from ..outputs import atomic_path
 
 CHECKPOINT_FORMAT = 1  # bumped when the layout changes; files without the field are format 1
 
 
 def save_atomic(obj: dict[str, Any], path: str | Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``.
+    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``
+    (:func:`rtseg.outputs.atomic_path`; the file gets the umask's mode, like every output).
 
     A crash at any moment leaves either the old file or the new one, never a torn one.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with atomic_path(path, keep_suffix=False) as tmp, open(tmp, "wb") as f:
             torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
     except (OSError, RuntimeError) as err:  # a full disk, a file-size limit, a lost mount
-        _remove(tmp)
         raise CheckpointError(f"{path}: cannot write checkpoint ({first_line(err)}); the previous "
                               f"{path.name}, if any, is unchanged") from err
-    except BaseException:
-        _remove(tmp)
-        raise
 
 
-def _remove(path: str) -> None:
-    with contextlib.suppress(OSError):
-        os.unlink(path)
+def resolve_checkpoint(path: str | Path) -> Path:
+    """``path``, or for a run folder its ``best.pt`` (else ``last.pt``)."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    for name in ("best.pt", "last.pt"):
+        if (path / name).is_file():
+            return path / name
+    raise InputNotFoundError(f"{path}: a folder without best.pt or last.pt (give a checkpoint "
+                             "file or a run folder)")
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_atomic` (tensors and plain Python only)."""
-    path = Path(path)
+    """Read a checkpoint written by :func:`save_atomic` (tensors and plain Python only);
+    a run folder stands for its ``best.pt`` (else ``last.pt``)."""
+    path = resolve_checkpoint(path)
     if not path.is_file():
         raise InputNotFoundError(f"{path}: checkpoint not found")
     try:

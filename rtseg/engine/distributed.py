@@ -28,11 +28,12 @@ class DistInfo:
 def setup(device: str = "auto") -> DistInfo:
     """Join the process group that ``torchrun`` describes in the environment, if any.
 
-    Backend nccl on CUDA, gloo on CPU. ``device``: "auto" (CUDA when available), "cpu", "cuda".
+    Backend nccl on CUDA, gloo on CPU. ``device``: "auto" (CUDA when available), "cpu", "cuda"
+    (UsageError where CUDA is not available, checked by :func:`rtseg.utils.resolve_device`).
     """
-    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
-    if use_cuda and not torch.cuda.is_available():
-        raise RuntimeError("device=cuda asked for, but CUDA is not available")
+    from ..utils import resolve_device
+
+    use_cuda = resolve_device(device).type == "cuda"
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))

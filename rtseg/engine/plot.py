@@ -33,9 +33,10 @@ def plot_log(log: str | Path, out: str | Path) -> Path:
     ax.set_ylabel("training loss", color="tab:blue")
     if val:
         ax2 = ax.twinx()
-        ax2.plot([r["iter"] for r in val], [r["miou"] for r in val], "o-", color="tab:red")
-        ax2.set_ylabel(f"{val[0].get('split', 'val')} mIoU", color="tab:red")
-        ax2.set_ylim(0, 1)
+        ax2.plot([r["iter"] for r in val], [100 * r["miou"] for r in val], "o-",
+                 color="tab:red")
+        ax2.set_ylabel(f"{val[0].get('split', 'val')} mIoU (%)", color="tab:red")
+        ax2.set_ylim(0, 100)
     ax.set_title(Path(log).parent.name)
     fig.tight_layout()
     fig.savefig(out)

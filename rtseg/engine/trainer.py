@@ -22,6 +22,7 @@ import contextlib
 import json
 import math
 import random
+import shutil
 import signal
 import threading
 import time
@@ -34,7 +35,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, DistributedSampler
 
 from .. import create_model
 from ..data import DataError, SegmentationDataset, build_dataset
@@ -42,7 +43,7 @@ from ..data.io import worker_message
 from ..data.transforms import eval_transforms, train_transforms
 from ..errors import CheckpointError, ConfigError, RunInterrupted, TrainingError, first_line
 from ..losses import build_loss
-from ..utils import autocast
+from ..utils import autocast, percent
 from . import distributed, weights
 from .checkpoint import (
     CHECKPOINT_FORMAT,
@@ -53,27 +54,8 @@ from .checkpoint import (
 )
 from .config import TrainConfig
 from .evaluate import evaluate
+from .loader import SeededSampler, loader_batches, quiet_worker
 from .runlog import RunLog
-
-
-class SeededSampler(Sampler):
-    """Yields ``(index, sample_seed)`` for one epoch of a DistributedSampler, from ``start``.
-
-    The seed of a sample depends only on (seed, epoch, position), so its augmentation is the
-    same whether the epoch is run whole or resumed in the middle, in any worker process.
-    """
-
-    def __init__(self, base: DistributedSampler, seed: int, epoch: int, start: int = 0) -> None:
-        self.base, self.seed, self.epoch, self.start = base, seed, epoch, start
-        base.set_epoch(epoch)
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        for pos, index in enumerate(list(self.base)):
-            if pos >= self.start:
-                yield index, hash((self.seed, self.epoch, pos, self.base.rank)) & 0x7FFFFFFF
-
-    def __len__(self) -> int:
-        return max(len(self.base) - self.start, 0)
 
 
 def poly_lambda(cfg: TrainConfig):
@@ -211,6 +193,7 @@ class Trainer:
     def _make_run_dir(self) -> None:
         import yaml
 
+        self.created = self.info.is_main and not self.out.exists()
         if not self.info.is_main:
             return
         self.out.mkdir(parents=True, exist_ok=True)
@@ -252,45 +235,59 @@ class Trainer:
         self.ddp.train()
         self._t_last, self._seen = time.perf_counter(), 0
         try:
-            with self._signals():
-                while self.it < cfg.iters and self.it != stop_at and not self._agree()[0]:
-                    self._epoch(stop_at)
-            if self._agree()[0] and self.it < cfg.iters:  # a finished run is not interrupted
-                self._interrupted()
-        finally:  # an error message then starts on a line of its own
-            self.bar.close()
-            self.log.close()
+            try:
+                with self._signals():
+                    while self.it < cfg.iters and self.it != stop_at and not self._agree()[0]:
+                        self._epoch(stop_at)
+                if self._agree()[0] and self.it < cfg.iters:  # a finished run is not interrupted
+                    self._interrupted()
+            finally:  # an error message then starts on a line of its own
+                self.bar.close()
+                self.log.close()
+        except BaseException:
+            self._discard_unsaved()
+            raise
         if self.info.is_main and self.it >= cfg.iters:
             from .plot import plot_log
 
             plot_log(self.out / "log.jsonl", self.out / "plot.png")
         return self.out
 
+    def _discard_unsaved(self) -> None:
+        """Remove the run folder this run created when the run failed before saving anything
+        (nothing in it to resume or use)."""
+        if self.created and not any((self.out / n).is_file() for n in ("last.pt", "best.pt")):
+            shutil.rmtree(self.out, ignore_errors=True)
+
     def _epoch(self, stop_at: int | None) -> None:
         """The rest of the current epoch, up to ``cfg.iters``, ``stop_at`` or a signal."""
-        cfg = self.cfg
         epoch, start = divmod(self.it, self.iters_per_epoch)
         try:
-            for images, labels in self._loader(epoch, start):
-                loss, parts = self._step(images, labels)
-                stop, diverged = self._agree(not math.isfinite(loss))
-                if diverged:  # every process stops here, before anything is saved
-                    raise TrainingError(
-                        f"loss is {loss} at iteration {self.it + 1}; stopped without saving it "
-                        f"({self.out / 'last.pt'} is unchanged): lower lr, add warmup_iters, "
-                        "or check the data")
-                self.it += 1
-                self.bar.update(1)
-                if self.it % cfg.log_interval == 0 or self.it == cfg.iters:
-                    self._log_train(epoch, loss, parts)
-                if self.it % cfg.eval_interval == 0 or self.it == cfg.iters:
-                    self._validate()
-                if self.it % cfg.ckpt_interval == 0 or self.it in (cfg.iters, stop_at):
-                    self._checkpoint(self.out / "last.pt")
-                if self.it >= cfg.iters or self.it == stop_at or stop:
-                    break
+            with loader_batches(self._loader(epoch, start)) as batches:
+                self._steps(batches, epoch, stop_at)
         except DataError as e:  # from a loader worker: its message, not its traceback
             raise DataError(worker_message(e)) from None
+
+    def _steps(self, batches: Iterator, epoch: int, stop_at: int | None) -> None:
+        cfg = self.cfg
+        for images, labels in batches:
+            loss, parts = self._step(images, labels)
+            stop, diverged = self._agree(not math.isfinite(loss))
+            if diverged:  # every process stops here, before anything is saved
+                raise TrainingError(
+                    f"loss is {loss} at iteration {self.it + 1}; stopped without saving it "
+                    f"({self.out / 'last.pt'} is unchanged): lower lr, add warmup_iters, "
+                    "or check the data")
+            self.it += 1
+            self.bar.update(1)
+            if self.it % cfg.log_interval == 0 or self.it == cfg.iters:
+                self._log_train(epoch, loss, parts)
+            if self.it % cfg.eval_interval == 0 or self.it == cfg.iters:
+                self._validate()
+            if self.it % cfg.ckpt_interval == 0 or self.it in (cfg.iters, stop_at):
+                self._checkpoint(self.out / "last.pt")
+            if self.it >= cfg.iters or self.it == stop_at or stop:
+                break
 
     @contextlib.contextmanager
     def _signals(self):
@@ -336,7 +333,7 @@ class Trainer:
         cfg = self.cfg
         sampler = SeededSampler(self.base_sampler, cfg.seed, epoch, start * self.per_rank)
         return DataLoader(self.train_set, self.per_rank, sampler=sampler,
-                          num_workers=cfg.workers, drop_last=True, worker_init_fn=_quiet_worker,
+                          num_workers=cfg.workers, drop_last=True, worker_init_fn=quiet_worker,
                           pin_memory=self.device.type == "cuda",
                           generator=torch.Generator().manual_seed(cfg.seed + epoch))
 
@@ -372,12 +369,12 @@ class Trainer:
                 dist.broadcast(buf, 0)
         res = evaluate(self.model, self.val_set, self.device, mode=cfg.eval_mode,
                        crop=cfg.eval_crop, scales=(cfg.eval_scale,),
-                       distributed_info=self.info, progress=False)
+                       distributed_info=self.info, progress=True)
         self.ddp.train()
         self.log.write("val", self.it, split=cfg.val_split, miou=res["miou"],
                        pixel_acc=res["pixel_acc"], boundary_f=res["mbf"], pixels=res["pixels"])
         if self.info.is_main:
-            self.bar.write(f"iter {self.it}: {cfg.val_split} mIoU {res['miou']:.4f}")
+            self.bar.write(f"iter {self.it}: {cfg.val_split} mIoU {percent(res['miou'])}")
         if res["miou"] > self.best:
             self.best = res["miou"]
             self._checkpoint(self.out / "best.pt", {"val_metrics": res})
@@ -397,13 +394,6 @@ class Trainer:
                      "classes": ts.classes, "palette": [list(c) for c in ts.palette],
                      "num_classes": ts.num_classes, "config": _plain(self.cfg.to_dict()),
                      **(extra or {})}, path)
-
-
-def _quiet_worker(worker_id: int) -> None:
-    """Loader workers leave SIGINT/SIGTERM to the main process, which stops the run cleanly
-    (a Ctrl-C reaches the whole process group)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _plain(obj: Any) -> Any:
