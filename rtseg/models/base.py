@@ -17,12 +17,14 @@ class SegmentationModel(nn.Module):
     """
 
     aux_weights: tuple[float, ...] = ()
+    align_corners: bool = False  # the final resize's convention (True: an official-compatible
+    # switch of FANet and IFA, whose official code resizes its logits that way)
 
     def output(
         self, x: torch.Tensor, logits: torch.Tensor, aux: list[torch.Tensor] | None = None
     ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         size = x.shape[-2:]
-        logits = resize(logits, size)
+        logits = resize(logits, size, self.align_corners)
         if not self.training:
             return logits
-        return logits, [resize(a, size) for a in (aux or [])]
+        return logits, [resize(a, size, self.align_corners) for a in (aux or [])]
