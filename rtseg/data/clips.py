@@ -26,7 +26,8 @@ Where the context frames come from:
 * **Cityscapes** (:func:`cityscapes_clips`): the official ``leftImg8bit_sequence`` release, the
   30-frame snippet around each labelled frame (frame 19 of the snippet):
   ``leftImg8bit_sequence/{split}/{city}/{city}_{seq}_{frame:06d}_leftImg8bit.png``; the context
-  is the ``past`` frames immediately before (``gap`` frames apart), as in the paper.
+  is the ``past`` frames immediately before (``gap`` frames apart; rtseg's choice: the
+  paper's spacing is not in the sources here).
 """
 
 from __future__ import annotations

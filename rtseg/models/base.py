@@ -13,7 +13,7 @@ class SegmentationModel(nn.Module):
 
     Eval: ``forward(x)`` returns B×K×H×W logits at the input size. Training: it returns
     ``(logits, [aux_1, ...])``, every tensor B×K×H×W; the loss lives outside the model and
-    weighs the auxiliary outputs by ``aux_weights`` (the paper's weights).
+    weighs the auxiliary outputs by ``aux_weights`` (the official code's weights).
     """
 
     aux_weights: tuple[float, ...] = ()

@@ -21,7 +21,7 @@ separate merge: ``FUSE_3X3`` is ignored by the official head, and so it has no o
 backbone that starts from ImageNet on these machines).
 
 All: two auxiliary heads on p4' and p5' (3×3 conv with bias + BN + ReLU + dropout + 1×1; loss
-weight 1.0 each, OHEM in the paper's recipe). The official code uses ``align_corners=False``
+weight 1.0 each, OHEM in the official configs). The official code uses ``align_corners=False``
 throughout, as rtseg does. Deviations from the official code: the context is a switch between
 ``gap`` and none (the official head's PSP ``ppm`` option is not built); the auxiliary heads
 are built only with ``aux=True`` (the official models always build them); the loss lives
@@ -103,7 +103,7 @@ class GAIN(_CrossLayerNet):
 
     Args:
         num_classes: K.
-        backbone: a 4-level backbone (deep-stem ResNet-18 in the paper).
+        backbone: a 4-level backbone (deep-stem ResNet-18 in the official code).
         channels: head width (128).
         context: add the global-context block on p5.
         fuse3x3: add the 3×3 conv to the merge.
@@ -141,7 +141,7 @@ class GAINLight(_CrossLayerNet):
 
     Args:
         num_classes: K.
-        backbone: a 3-level backbone (DFNetV2 in the paper), strides 8/16/32.
+        backbone: a 3-level backbone (DFNetV2 in the official code), strides 8/16/32.
         channels: head width (128).
         context: add the global-context block on p5.
         aux: build the two auxiliary heads.
