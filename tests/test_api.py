@@ -150,7 +150,7 @@ def test_create_model_forwards_options():
 
 
 def test_list_models_filter():
-    fpn = rtseg.list_models("fpn_*")
+    fpn = rtseg.list_models("fpn_r18_*")
     assert fpn and all(n.startswith("fpn_r18_") for n in fpn)
-    assert set(fpn) < set(rtseg.list_models())
+    assert set(fpn) < set(rtseg.list_models("fpn_*")) < set(rtseg.list_models())
     assert rtseg.list_models("nothing*") == []
