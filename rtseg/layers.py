@@ -109,14 +109,16 @@ def pointwise(parts: Sequence[torch.Tensor], layer: nn.Module) -> torch.Tensor:
     return out if act is None else act(out)
 
 
-def resize(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+def resize(x: torch.Tensor, size: tuple[int, int] | torch.Size,
+           align_corners: bool = False) -> torch.Tensor:
     """Bilinear resize of a …×C×h×w tensor (B×C×h×w, or B×T×C×h×w clips) to …×C×size,
-    cell-centre convention."""
+    cell-centre convention (``align_corners=True``: corner pixels onto corner pixels, only for
+    the official-compatible switches of FANet and IFA)."""
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     if x.dim() > 4:
-        return resize(x.flatten(0, x.dim() - 4), size).unflatten(0, x.shape[:-3])
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        return resize(x.flatten(0, x.dim() - 4), size, align_corners).unflatten(0, x.shape[:-3])
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=align_corners)
 
 
 def make_act(act: str | None) -> nn.Module:
@@ -142,8 +144,11 @@ class ConvBNAct(nn.Sequential):
         dilation: int = 1,
         act: str | None = "relu",
         bias: bool = False,
+        padding: int | None = None,
     ) -> None:
-        padding = dilation * (kernel_size - 1) // 2
+        """``padding``: None keeps the size (``dilation·(kernel_size − 1)/2``)."""
+        if padding is None:
+            padding = dilation * (kernel_size - 1) // 2
         super().__init__()
         self.conv = nn.Conv2d(
             in_channels, out_channels, kernel_size, stride, padding, dilation, bias=bias

@@ -69,7 +69,7 @@ def create_model(
     Returns:
         A module whose ``forward(x: B×3×H×W)`` gives K-channel logits of size H×W in eval mode,
         and in training mode a tuple ``(logits, [aux_logits, ...])``, all B×K×H×W. The model's
-        ``aux_weights`` attribute holds the paper's loss weight of each auxiliary output.
+        ``aux_weights`` attribute holds the official code's loss weight of each auxiliary output.
 
     Raises:
         UnknownNameError: an unknown model name or option.

@@ -67,7 +67,7 @@ def run_one(init: str, args: argparse.Namespace) -> dict[str, Any] | None:
         return None
     rtseg.train(cfg, resume=run if (run / "last.pt").is_file() else None)
     res = rtseg.evaluate(run / "best.pt", data=args.data, split="test", device=args.device,
-                         scales=(cfg.eval_scale,), tolerance=TOLERANCES)
+                         scales=(cfg.val_scale,), tolerance=TOLERANCES)
     metrics.write_text(json.dumps(res, indent=2))
     return res
 
@@ -101,7 +101,7 @@ def summary(init: str, res: dict[str, Any], args: argparse.Namespace) -> dict[st
         "pixel_accuracy": round(100 * res["pixel_acc"], 2),
         "best_val_miou": round(100 * max(v["miou"] for v in vals), 2) if vals else None,
         "iters": cfg.iters, "batch_size": cfg.batch_size, "crop_size": list(cfg.crop_size),
-        "test_scale": cfg.eval_scale,
+        "test_scale": cfg.val_scale,
         "train_hours": round(train_seconds(run / "log.jsonl", cfg.batch_size) / 3600, 2),
         "threads": torch.get_num_threads(),
         "command": command,
@@ -122,7 +122,7 @@ def figure(inits: list[str], args: argparse.Namespace, path: Path) -> None:
         cfg = config_of(init, args)
         best = Path(args.out) / cfg.run_name / "best.pt"
         if best.is_file():
-            segs[init] = rtseg.load(best, device=args.device, scales=[cfg.eval_scale])
+            segs[init] = rtseg.load(best, device=args.device, scales=[cfg.val_scale])
     frames = [i for i in args.figure_frames if i < len(ds)]
     cols = 2 + len(segs)
     fig, axes = plt.subplots(len(frames), cols, figsize=(2.6 * cols, 2.0 * len(frames)),

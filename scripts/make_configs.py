@@ -114,10 +114,12 @@ GAIN = {
                    {"crop_size": [1024, 1024], "batch_size": 16, "iters": 80000, "lr": 0.01,
                     "weight_decay": 1e-4, "warmup_iters": 0, "ohem_min_kept": 100000,
                     "sync_bn": True}),
-    "camvid": ("GAIN (clanet_r18_camvid_10000_iters) adapted: the paper trains 960×720 frames on "
-               "train+val and selects on test; here 480×360 frames, train only, selected on "
-               "val. OHEM count scaled by pixels (100000 at 960×720 -> 25000).",
-               {"crop_size": [360, 480], "batch_size": 16, "iters": 10000, "lr": 0.01,
+    "camvid": ("GAIN (clanet_r18_camvid_10000_iters) adapted: the official CamVid network (no "
+               "layer4 dilation, no global context, no 3×3 fuse); the official config trains "
+               "960×720 frames on train+val and selects on test; here 480×360 frames, train "
+               "only, selected on val. OHEM count scaled by pixels (100000 at 960×720 -> 25000).",
+               {"model_kwargs": {"dilate": False, "context": False, "fuse3x3": False},
+                "crop_size": [360, 480], "batch_size": 16, "iters": 10000, "lr": 0.01,
                 "weight_decay": 1e-4, "warmup_iters": 0, "ohem_min_kept": 25000}),
     "ade20k": gain_ade20k("clanet_r18_ade20k_train_160k_iters"),
     **{d: filled(d, f"GAIN {REPORTS['GAIN'][d]}: GAIN's optimiser and loss (SGD 0.9, wd 1e-4, "
@@ -135,13 +137,17 @@ GAIN_DF2 = {
     "camvid": ("GAIN DF2 (clanet_df2_camvid_5000_iters) adapted: the paper trains 960×720 "
                "frames on train+val for 5k iterations and selects on test; here 480×360 "
                "frames, train only, selected on val. OHEM count scaled by pixels (100000 at "
-               "960×720 -> 25000).", {**GAIN["camvid"][1], "iters": 5000}),
+               "960×720 -> 25000).",
+               {k: v for k, v in {**GAIN["camvid"][1], "iters": 5000}.items()
+                if k != "model_kwargs"}),
     "ade20k": gain_ade20k("clanet_df2_ade20k_train_160k_iters"),
 }
 FANET = {
-    "cityscapes": ("FANet (paper, as reported in the official repository's issue #11): SGD 0.9, "
-                   "wd 5e-4, lr 0.01 poly 0.9, batch 16, crop 1024×1024, scale 0.75-2, flip, "
-                   "OHEM 0.7 with crop/16 pixels per image, aux 0.5 + 0.5, 80k iterations.",
+    "cityscapes": ("FANet: no published Cityscapes recipe (the official Train/ config is for "
+                   "another data set). rtseg's choices, close to a user's own adapted set-up in "
+                   "the official repository's issue #11 (SGD 0.9, wd 5e-4, lr 0.01 poly, flip, "
+                   "scale 0.75-2, 80k iterations), with the official code's OHEM 0.7 (crop/16 "
+                   "pixels per image) and aux 0.5 + 0.5; batch 16, crop 1024×1024.",
                    {"crop_size": [1024, 1024], "scale_range": [0.75, 2.0], "batch_size": 16,
                     "iters": 80000, "lr": 0.01, "weight_decay": 5e-4, "warmup_iters": 1000,
                     "ohem_min_kept": 65536, "sync_bn": True}),
@@ -166,12 +172,16 @@ IFA = {
                 "ohem_min_kept": 14600}),
 }
 GUN = {
-    "cityscapes": ("GUN: the paper gives SGD with momentum, batch 8, random scaling and colour "
-                   "jitter, at half resolution (512×1024 input); lr, schedule and length are "
-                   "not published, so rtseg's choices fill them in (lr 0.01 poly, wd 5e-4, "
-                   "warm-up 1000, 80k iterations, OHEM 0.7).",
-                   {"crop_size": [512, 1024], "batch_size": 8, "iters": 80000, "lr": 0.01,
-                    "weight_decay": 5e-4, "warmup_iters": 1000, "ohem_min_kept": 32768}),
+    "cityscapes": ("GUN: the paper's summary gives SGD with momentum, batch 8, random scaling "
+                   "and colour jitter, and 'Subsampling 2': the network sees images at half "
+                   "resolution (input_scale 0.5: a 1024×2048 frame as 512×1024; training "
+                   "scales 0.5-2 of that, crops of 512×1024 network pixels; scored at "
+                   "1024×2048; test with rtseg eval --scales 0.5). lr, schedule and length "
+                   "are not published, so rtseg's choices fill them in (lr 0.01 poly, wd "
+                   "5e-4, warm-up 1000, 80k iterations, OHEM 0.7).",
+                   {"input_scale": 0.5, "crop_size": [512, 1024], "batch_size": 8,
+                    "iters": 80000, "lr": 0.01, "weight_decay": 5e-4, "warmup_iters": 1000,
+                    "ohem_min_kept": 32768}),
     "camvid": ("GUN recipe (batch 8, scaling + colour jitter; the rest rtseg's choice).",
                {"crop_size": [360, 480], "batch_size": 8, "iters": 10000, "lr": 0.01,
                 "weight_decay": 5e-4, "warmup_iters": 500, "ohem_min_kept": 10800}),
@@ -229,15 +239,21 @@ LITE["camvid"] = (
      "pretrained_backbone": "imagenet"})
 
 # gain_lite0: GAIN's rows with Lite0's ImageNet weights.
-GAIN_LITE = {d: (note + " Backbone: EfficientNet-Lite0 from ImageNet (rtseg[imagenet]).",
-                 {**fields, "pretrained_backbone": "imagenet"})
+# (gain_r18's CamVid options, the official ResNet-18 network's, are not carried over.)
+GAIN_LITE = {d: (note.replace("the official CamVid network (no layer4 dilation, no global "
+                              "context, no 3×3 fuse)", "gain_lite0 with its default head")
+                 + " Backbone: EfficientNet-Lite0 from ImageNet (rtseg[imagenet]).",
+                 {**{k: v for k, v in fields.items() if k != "model_kwargs"},
+                  "pretrained_backbone": "imagenet"})
              for d, (note, fields) in GAIN.items()}
 
-# FANet +Temp: the FANet rows on the video data sets (the paper gives no recipe for its video
-# model); trained on clips of a labelled frame and its 2 past frames (rtseg.data.clips).
-FANET_TEMP = {d: ("FANet +Temp on clips (t = 2 past frames); no published recipe: FANet's row. "
+# FANet +Temp: the FANet rows on the video data sets (no recipe for the video model is
+# published); trained on clips of a labelled frame and its past frame (rtseg.data.clips).
+FANET_TEMP = {d: ("FANet +Temp on clips of two frames (past=1: rtseg's reading of t = 2; past=2 "
+                  "is the other reading); no published recipe: FANet's row."
                   + (" Needs leftImg8bit_sequence/ beside leftImg8bit/." if d == "cityscapes"
-                     else " Context: the previous labelled frames of the same drive, 1 s apart.")
+                     else " Context: the previous labelled frame of the same drive (train and "
+                     "test 1 s apart, val 1/15 s; see rtseg.data.clips).")
                   + " " + FANET[d][0], FANET[d][1])
               for d in ("cityscapes", "camvid")}
 

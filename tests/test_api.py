@@ -146,7 +146,7 @@ def test_create_model_forwards_options():
     with pytest.raises(UnknownNameError, match="'fanet18' has no option 'foo'; its options: mean"):
         rtseg.create_model("fanet18", 3, foo=1)
     assert rtseg.model_options("gain_r18") == {"channels": 128, "context": True,
-                                               "fuse3x3": True}
+                                               "fuse3x3": True, "dilate": True}
 
 
 def test_list_models_filter():

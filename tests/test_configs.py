@@ -86,3 +86,23 @@ def test_bad_config_names_the_file_and_field(tmp_path: Path) -> None:
     path.write_text("model: fpn_r18_gai\nitters: 10\n")
     with pytest.raises(ValueError, match=r"bad\.yaml: unknown field\(s\) itters"):
         load_config(path)
+
+
+def test_camvid_gain_config_builds_the_official_camvid_network() -> None:
+    cfg = load_config(ROOT / "configs/camvid/gain_r18.yaml")
+    model = create_model(cfg.model, 11, **cfg.model_kwargs)
+    assert cfg.model_kwargs == {"dilate": False, "context": False, "fuse3x3": False}
+    assert all(m.dilation == (1, 1) for m in model.backbone.layer4.modules()
+               if hasattr(m, "dilation"))
+    assert not any(k.startswith(("context.", "merge.1.")) for k in model.state_dict())
+
+
+def test_gun_cityscapes_config_runs_at_half_resolution() -> None:
+    """'Subsampling 2': the network sees half-size images in training and validation."""
+    cfg = load_config(ROOT / "configs/cityscapes/gun.yaml")
+    assert cfg.input_scale == 0.5 and cfg.val_scale == 0.5
+    assert cfg.train_scale_range == (cfg.scale_range[0] / 2, cfg.scale_range[1] / 2)
+    both = load_config(ROOT / "configs/cityscapes/gun.yaml", ["eval_scale=2.0"])
+    assert both.val_scale == 1.0  # eval_scale is a factor on top of input_scale
+    with pytest.raises(ValueError, match="input_scale"):
+        load_config(None, ["input_scale=0"])

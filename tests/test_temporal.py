@@ -36,7 +36,7 @@ def test_streaming_equals_the_clip_call(pair, one_thread):
             streamed, state = temp.step(clip[:, t], state)
             batched = temp(clip[:, : t + 1])
             assert (streamed - batched).abs().max() <= 1e-5, t
-        assert len(state[0]) == 2  # only the last `past` frames are kept
+        assert len(state[0]) == temp.past == 1  # only the last `past` frames are kept
         # frames older than past + 1 do not matter; the past ones do
         changed = clip.clone()
         changed[:, :2] = torch.randn(2, 2, 3, 64, 96)
@@ -64,7 +64,7 @@ def test_clip_summation_is_the_formula(pair, one_thread):
 
 
 def test_training_on_clips_gives_gradients_through_the_past(one_thread):
-    model = rtseg.create_model("fanet18_temp", 4).train()
+    model = rtseg.create_model("fanet18_temp", 4, past=2).train()
     clip = torch.randn(2, 3, 3, 64, 64, requires_grad=True)
     logits, aux = model(clip)
     assert logits.shape == (2, 4, 64, 64) and len(aux) == 2

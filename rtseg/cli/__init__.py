@@ -14,9 +14,9 @@ import sys
 
 from .. import __version__
 from ..errors import RtsegError, RunInterrupted
-from . import bench, data, export, infer, info, train
+from . import bench, convert, data, export, infer, info, train
 
-COMMANDS = (info, train, infer, data, bench, export)
+COMMANDS = (info, train, infer, data, bench, export, convert)
 
 
 class Parser(argparse.ArgumentParser):

@@ -6,16 +6,28 @@ random draws (the same scale, crop, flip and colour jitter) and to the label wit
 
 Where the context frames come from:
 
-* **CamVid** (:func:`camvid_clips`): the SegNet release holds only the labelled frames, one a
-  second (every 30th frame of 30 fps video), named ``<drive>_<frame number>``. The context of a
-  frame is the previous labelled frames of the same drive *in the same split* (so a training
-  clip never shows a test image), 1 s apart; where a drive has fewer earlier frames, its first
-  frame is repeated. One second is far more motion than the paper's consecutive frames: what
-  the past adds is scene context, not a nearly identical view.
+* **CamVid** (:func:`camvid_clips`): the SegNet release holds only the labelled frames, named
+  ``<drive>_<frame number>`` (frame numbers of 30 fps video). The context of a frame is the
+  previous labelled frames of the same drive *in the same split* (so a training clip never
+  shows a test image). Their spacing differs by split (counted from the file names):
+
+  - train: 367 frames of drives 0001TP, 0006R0, 0016E5, 30 frames (1 s) apart, except in
+    0016E5: once 29 and once 31 frames, one jump of 270 frames (9 s) and one of 1950 frames
+    (65 s), where the val frames were cut out of the drive;
+  - val: 101 frames of 0016E5, every 2nd frame (1/15 s apart);
+  - test: 233 frames of 0001TP and Seq05VD, 30 frames (1 s) apart.
+
+  So a train or test clip spans seconds (what the past adds is scene context, not a nearly
+  identical view), a val clip a fraction of one. The paper's "+Temp" spacing is not known
+  from the sources here.
+
+  Where a drive has fewer than ``past`` earlier frames, its first frame stands in for the
+  missing ones (:func:`rtseg.data.history.context_positions`, shared with streaming).
 * **Cityscapes** (:func:`cityscapes_clips`): the official ``leftImg8bit_sequence`` release, the
   30-frame snippet around each labelled frame (frame 19 of the snippet):
   ``leftImg8bit_sequence/{split}/{city}/{city}_{seq}_{frame:06d}_leftImg8bit.png``; the context
-  is the ``past`` frames immediately before (``gap`` frames apart), as in the paper.
+  is the ``past`` frames immediately before (``gap`` frames apart; rtseg's choice: the
+  paper's spacing is not in the sources here).
 """
 
 from __future__ import annotations
@@ -28,6 +40,7 @@ import torch
 
 from .camvid import CamVid
 from .cityscapes import Cityscapes
+from .history import context_positions
 from .io import DataError, SegmentationDataset, Transform, read_image
 
 
@@ -75,7 +88,7 @@ class ClipDataset(SegmentationDataset):
 _CAMVID_NAME = re.compile(r"^(?P<drive>.+)_f?(?P<frame>\d+)$")
 
 
-def camvid_clips(base: CamVid, past: int = 2, transform: Transform | None = None) -> ClipDataset:
+def camvid_clips(base: CamVid, past: int = 1, transform: Transform | None = None) -> ClipDataset:
     """CamVid frames with the previous labelled frames of the same drive (see module doc)."""
     drives: dict[str, list[tuple[int, int]]] = {}
     for i in range(len(base)):
@@ -87,7 +100,7 @@ def camvid_clips(base: CamVid, past: int = 2, transform: Transform | None = None
     for frames in drives.values():
         order = [i for _, i in sorted(frames)]
         for k, i in enumerate(order):
-            earlier = [order[max(k - j, 0)] for j in range(past, 0, -1)]
+            earlier = [order[j] for j in context_positions(k, past)]
             context[i] = [base.samples[e][0] for e in earlier]
     return ClipDataset(base, context, transform)
 
@@ -95,7 +108,7 @@ def camvid_clips(base: CamVid, past: int = 2, transform: Transform | None = None
 _CITY_NAME = re.compile(r"^(?P<stem>.+_\d+)_(?P<frame>\d{6})_leftImg8bit\.png$")
 
 
-def cityscapes_clips(base: Cityscapes, past: int = 2, gap: int = 1,
+def cityscapes_clips(base: Cityscapes, past: int = 1, gap: int = 1,
                      transform: Transform | None = None) -> ClipDataset:
     """Cityscapes frames with the ``past`` frames before them from ``leftImg8bit_sequence``."""
     seq_root = base.root / "leftImg8bit_sequence"

@@ -66,6 +66,11 @@ class TrainConfig:
     eval_mode: str = "whole"  # whole | slide
     eval_crop: tuple[int, int] | None = None
     eval_scale: float = 1.0  # validation sees each image resized by this; scored at label size
+    # The protocol's input scale (GUN's "Subsampling 2" is 0.5): the network sees every image
+    # scaled by it, in training (random scales drawn from scale_range × input_scale, crops of
+    # crop_size network pixels) and in validation (eval_scale × input_scale), and the logits
+    # are resized to the label. eval_scale stays a test-time factor on top of it.
+    input_scale: float = 1.0
     # bookkeeping
     seed: int = 0
     workers: int = 2
@@ -80,6 +85,16 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @property
+    def train_scale_range(self) -> tuple[float, float]:
+        """The training transform's random scale range: ``scale_range × input_scale``."""
+        return (self.scale_range[0] * self.input_scale, self.scale_range[1] * self.input_scale)
+
+    @property
+    def val_scale(self) -> float:
+        """The scale validation resizes each image by: ``eval_scale × input_scale``."""
+        return self.eval_scale * self.input_scale
+
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
@@ -89,7 +104,7 @@ _POSITIVE = ("iters", "batch_size", "log_interval", "eval_interval", "ckpt_inter
              "synthetic_train_images", "synthetic_val_images", "ohem_min_kept")
 _NON_NEGATIVE = ("warmup_iters", "workers", "seed", "weight_decay", "momentum", "color_jitter")
 _FINITE_POSITIVE = ("lr", "head_lr_mult", "backbone_lr_mult", "poly_power", "warmup_ratio",
-                    "eval_scale")
+                    "eval_scale", "input_scale")
 _CHOICES = {"loss": ("ce", "ohem"), "eval_mode": ("whole", "slide"),
             "device": ("auto", "cpu", "cuda")}
 

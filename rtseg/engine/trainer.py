@@ -72,7 +72,7 @@ def poly_lambda(cfg: TrainConfig):
 def build_data(cfg: TrainConfig, split: str, train: bool) -> SegmentationDataset:
     """The training (augmented) or evaluation (normalised only) split of ``cfg``'s data set."""
     if train:
-        tf = train_transforms(cfg.crop_size, scale=cfg.scale_range, flip=cfg.flip,
+        tf = train_transforms(cfg.crop_size, scale=cfg.train_scale_range, flip=cfg.flip,
                               jitter=cfg.color_jitter)
     else:
         tf = eval_transforms()
@@ -368,7 +368,7 @@ class Trainer:
             for buf in self.model.buffers():
                 dist.broadcast(buf, 0)
         res = evaluate(self.model, self.val_set, self.device, mode=cfg.eval_mode,
-                       crop=cfg.eval_crop, scales=(cfg.eval_scale,),
+                       crop=cfg.eval_crop, scales=(cfg.val_scale,),
                        distributed_info=self.info, progress=True)
         self.ddp.train()
         self.log.write("val", self.it, split=cfg.val_split, miou=res["miou"],

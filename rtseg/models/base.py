@@ -13,16 +13,18 @@ class SegmentationModel(nn.Module):
 
     Eval: ``forward(x)`` returns B×K×H×W logits at the input size. Training: it returns
     ``(logits, [aux_1, ...])``, every tensor B×K×H×W; the loss lives outside the model and
-    weighs the auxiliary outputs by ``aux_weights`` (the paper's weights).
+    weighs the auxiliary outputs by ``aux_weights`` (the official code's weights).
     """
 
     aux_weights: tuple[float, ...] = ()
+    align_corners: bool = False  # the final resize's convention (True: an official-compatible
+    # switch of FANet and IFA, whose official code resizes its logits that way)
 
     def output(
         self, x: torch.Tensor, logits: torch.Tensor, aux: list[torch.Tensor] | None = None
     ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         size = x.shape[-2:]
-        logits = resize(logits, size)
+        logits = resize(logits, size, self.align_corners)
         if not self.training:
             return logits
-        return logits, [resize(a, size) for a in (aux or [])]
+        return logits, [resize(a, size, self.align_corners) for a in (aux or [])]

@@ -4,7 +4,12 @@
 (p2..p5) → global context on p5 → two GAIs that bring p4 and p5 *straight* onto the stride-8
 grid of p3 → merge ``cat[p3, p4', p5']`` (1×1 + 3×3) → bilinear ×2 → ``cat`` with p2 → 1×1 +
 dropout + classifier at stride 4 → bilinear to the input. The Cityscapes config also dilates
-layer4's 3×3 convs by 2 (stride kept at 32).
+layer4's second 3×3 conv of each block by 2 (stride kept at 32); the CamVid config has no
+dilation, no context and no 3×3 fuse (options ``dilate``, ``context``, ``fuse3x3``).
+
+Sources: the seed abstract (GAI interpolates high-resolution features guided by low-resolution
+semantic features; GAIN's headline numbers); the network itself is the official code
+(simpleseg ``models/segmentors/clanet.py``); the abstract does not describe it.
 
 ``gain_df2`` (``DFCLANet`` with ``CLALightHead``): DFNetV2 (c3..c5, strides 8/16/32) → 1×1
 laterals to 128 (p3..p5) → optional global context on p5 (off in the plain DF2 configs, on in
@@ -16,7 +21,7 @@ separate merge: ``FUSE_3X3`` is ignored by the official head, and so it has no o
 backbone that starts from ImageNet on these machines).
 
 All: two auxiliary heads on p4' and p5' (3×3 conv with bias + BN + ReLU + dropout + 1×1; loss
-weight 1.0 each, OHEM in the paper's recipe). The official code uses ``align_corners=False``
+weight 1.0 each, OHEM in the official configs). The official code uses ``align_corners=False``
 throughout, as rtseg does. Deviations from the official code: the context is a switch between
 ``gap`` and none (the official head's PSP ``ppm`` option is not built); the auxiliary heads
 are built only with ``aux=True`` (the official models always build them); the loss lives
@@ -98,7 +103,7 @@ class GAIN(_CrossLayerNet):
 
     Args:
         num_classes: K.
-        backbone: a 4-level backbone (deep-stem ResNet-18 in the paper).
+        backbone: a 4-level backbone (deep-stem ResNet-18 in the official code).
         channels: head width (128).
         context: add the global-context block on p5.
         fuse3x3: add the 3×3 conv to the merge.
@@ -136,7 +141,7 @@ class GAINLight(_CrossLayerNet):
 
     Args:
         num_classes: K.
-        backbone: a 3-level backbone (DFNetV2 in the paper), strides 8/16/32.
+        backbone: a 3-level backbone (DFNetV2 in the official code), strides 8/16/32.
         channels: head width (128).
         context: add the global-context block on p5.
         aux: build the two auxiliary heads.
@@ -166,13 +171,18 @@ class GAINLight(_CrossLayerNet):
 
 @register_model("gain_r18")
 def gain_r18(num_classes: int, pretrained_backbone: str | None = None, aux: bool = True, *,
-             channels: int = 128, context: bool = True, fuse3x3: bool = True) -> GAIN:
-    """GAIN, ResNet-18 (deep stem, layer4 dilated by 2), Cityscapes config: gap + fuse3×3.
+             channels: int = 128, context: bool = True, fuse3x3: bool = True,
+             dilate: bool = True) -> GAIN:
+    """GAIN, ResNet-18 (deep stem); defaults: the official Cityscapes config (``clanet_r18_gap_
+    fuse3x3_dialted_cityscapes``): layer4 dilated by 2, global context, 3×3 fuse.
 
     Options: ``channels`` (head width), ``context`` (the global-context block), ``fuse3x3``
-    (3×3 rather than 1×1 fuse); the defaults are the official Cityscapes configuration.
+    (add the 3×3 conv to the merge), ``dilate`` (dilate layer4's second 3×3 conv of each block
+    by 2, stride kept at 32: the official ``RESNET.DILATIONS=(1, 2)``). The official CamVid
+    network (``clanet_r18_camvid_*``) is ``dilate=False, context=False, fuse3x3=False``.
     """
-    backbone = resnet18_deep(pretrained_backbone, dilations=((1, 1), (1, 1), (1, 1), (2, 2)))
+    backbone = resnet18_deep(pretrained_backbone,
+                             dilations=((1, 1), (1, 1), (1, 1), (2, 2) if dilate else (1, 1)))
     return GAIN(num_classes, backbone, channels=channels, context=context, fuse3x3=fuse3x3,
                 aux=aux)
 

@@ -1,26 +1,30 @@
 """GUN: Guided Upsampling Network (Mazzini, BMVC 2018), rebuilt without official code.
 
-No official implementation exists, and the paper's layer tables were not available to us, so
-every choice below is ours; each states why.
+No official implementation exists, and the only paper source here is a summary of the paper
+(seeds/003: a multi-resolution encoder with a low- and a mid-resolution branch and shared
+weights, GUM with a Guidance Offset Table predicted by a large-rf, high-res or fusion Guidance
+Module, fusion the best trade-off at 69.64 % val mIoU and 33.3 FPS, batch 8, random scaling).
+Every other choice below is rtseg's; each states why.
 
-* **Encoder: ResNet-18 (torchvision layout).** The paper's encoder is a dilated ResNet-like
-  net; ResNet-18 keeps GUN comparable with the other rtseg networks and lets ImageNet files
-  load.
+* **Encoder: ResNet-18 (torchvision layout)** (rtseg's choice; the summary does not name the
+  paper's encoder): it keeps GUN comparable with the other rtseg networks and lets ImageNet
+  files load.
 * **Two branches, shared weights.** The *high-resolution* branch runs the stem, layer1 and
   layer2 on the full input (stride 8, 128 channels: detail). The *low-resolution* branch runs
-  the same stem, layer1 and layer2 (the same modules, so the same weights: the paper found
+  the same stem, layer1 and layer2 (the same modules, so the same weights: the summary reports
   sharing better) on the input downsampled by 2, then layer3 and a dilated layer4 (stride 1,
   dilation 2), ending at stride 32 of the full input with 512 channels (context). Running the
   deep layers only on the half-size input is what makes the network fast.
 * **Fusion at stride 8.** Context is projected to 128, given a global-pooling term, upsampled,
-  added to the projected detail, and a 3×3 conv fuses them; classes are predicted at stride 8,
-  as in the paper.
+  added to the projected detail, and a 3×3 conv fuses them; classes are predicted at stride 8
+  (rtseg's choice; the output stride of the paper's network is not in the sources here).
 * **GUM as the final upsampler, fusion guidance.** The stride-8 class scores are upsampled ×8
   by GUM. Its large-receptive-field guide is the fused stride-8 feature; its high-resolution
   guide is the stride-4 layer1 output of the high-resolution branch; the offset table is
   predicted at stride 4 and resized to the input (offsets are in coarse pixels, so resizing
   keeps their meaning). Offsets start at zero: an untrained GUN upsamples bilinearly.
-* **No auxiliary head**: the paper describes none.
+* **No auxiliary head** (rtseg's choice; the sources here mention none, which does not show
+  the paper has none).
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ class GUN(SegmentationModel):
         backbone: ResNet with layer4 dilated (stride 1) so the low branch ends at stride 16 of
             its half-size input.
         channels: fusion width.
-        guidance: GUM guidance variant ("fusion" in the paper's best model).
+        guidance: GUM guidance variant ("fusion": the summary's best trade-off).
     """
 
     aux_weights = ()
@@ -86,7 +90,8 @@ class GUN(SegmentationModel):
 @register_model("gun")
 def gun(num_classes: int, pretrained_backbone: str | None = None, aux: bool = True, *,
         channels: int = 128, guidance: str = "fusion") -> GUN:
-    """GUN with fusion guidance (the paper's 70.4 mIoU @ 33.3 FPS configuration).
+    """GUN with fusion guidance (the summary's best trade-off; its table gives GUN 70.4 % mIoU
+    at 33.3 FPS on Cityscapes test with subsampling 2).
 
     Options: ``channels`` (fusion width), ``guidance`` (GUM's variant: ``fusion``,
     ``large_rf`` or ``high_res``).

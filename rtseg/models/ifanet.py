@@ -3,8 +3,12 @@
 ``ifa_r50`` is the official network (deep-stem ResNet-50-C, multi-grid layer4 dilations 2/2/4 at
 stride 32, zero-init residuals; encoders 1×1 conv with bias + BN + ReLU to 256; IFA MLP
 1128 → 512 → 256 → 256 → K; logits at stride 4, bilinear to the input; one auxiliary head on
-layer3 with weight 0.4). The official final resize uses ``align_corners=True``; rtseg's uses
-the cell-centre convention, which is also the one IFA's own sampling follows.
+layer3 with weight 0.4). Sources: the seed abstract (features of every level taken at a query
+coordinate with their relative coordinates, an MLP, any output resolution); the network is
+the official code (``pyseg/models/fpn_ifa.py``, ``ifa.py``, ``model_helper.py``). Deviation: the
+official final resize of the logits (and of the auxiliary logits) to the input uses
+``align_corners=True``; rtseg's uses the cell-centre convention, which is also the one IFA's
+own sampling follows. ``align_corners=True`` restores the official resize.
 
 ``ifa_r18`` is rtseg's real-time variant: torchvision-layout ResNet-18, encoders to 128 and an
 MLP 616 → 256 → 128 → 128 → K.
@@ -34,6 +38,7 @@ class IFANet(SegmentationModel):
         hidden: IFA MLP widths.
         aux: auxiliary head on the stride-16 level.
         aux_channels: width of that head.
+        align_corners: resize the logits to the input with ``align_corners=True`` (official).
     """
 
     aux_weights = (0.4,)
@@ -46,8 +51,10 @@ class IFANet(SegmentationModel):
         hidden: Sequence[int] = (512, 256, 256),
         aux: bool = True,
         aux_channels: int = 256,
+        align_corners: bool = False,
     ) -> None:
         super().__init__()
+        self.align_corners = align_corners
         self.backbone = backbone
         self.encoders = nn.ModuleList(
             ConvBNAct(c, channels, 1, bias=True) for c in backbone.out_channels
@@ -72,20 +79,25 @@ class IFANet(SegmentationModel):
 
 @register_model("ifa_r50")
 def ifa_r50(num_classes: int, pretrained_backbone: str | None = None, aux: bool = True, *,
-            channels: int = 256, hidden: Sequence[int] = (512, 256, 256)) -> IFANet:
+            channels: int = 256, hidden: Sequence[int] = (512, 256, 256),
+            align_corners: bool = False) -> IFANet:
     """IFA, ResNet-50-C (deep stem), the official Cityscapes network.
 
-    Options: ``channels`` (encoder width per level), ``hidden`` (the MLP's widths).
+    Options: ``channels`` (encoder width per level), ``hidden`` (the MLP's widths),
+    ``align_corners`` (the final resize to the input as the official code: ``True``; rtseg's
+    default is the cell-centre convention).
     """
     backbone = resnet50_deep(
         pretrained_backbone, dilations=((1,) * 3, (1,) * 4, (1,) * 6, (2, 2, 4))
     )
-    return IFANet(num_classes, backbone, channels=channels, hidden=hidden, aux=aux)
+    return IFANet(num_classes, backbone, channels=channels, hidden=hidden, aux=aux,
+                  align_corners=align_corners)
 
 
 @register_model("ifa_r18")
 def ifa_r18(num_classes: int, pretrained_backbone: str | None = None, aux: bool = True, *,
-            channels: int = 128, hidden: Sequence[int] = (256, 128, 128)) -> IFANet:
+            channels: int = 128, hidden: Sequence[int] = (256, 128, 128),
+            align_corners: bool = False) -> IFANet:
     """IFA on a torchvision ResNet-18: rtseg's real-time variant; options as ``ifa_r50``."""
     return IFANet(num_classes, resnet18(pretrained_backbone), channels=channels,
-                  hidden=tuple(hidden), aux=aux, aux_channels=128)
+                  hidden=tuple(hidden), aux=aux, aux_channels=128, align_corners=align_corners)

@@ -7,12 +7,15 @@ Exactly FANet's ``FastAttModule`` on one level X (B×C×H×W, n = HW)::
     Y = Q̂ (K̂ᵀ V) [/ n]        (32×C intermediate; the n×n affinity is never formed)
     Z = X + LReLU(BN(Conv1x1(Y)))
 
-The 1/n factor (``mean=True``, the default) is in the paper's formula but not in the official
-code. We keep it on by default: each q̂·k̂ lies in [-1, 1], so with 1/n the output is a bounded
-weighted mean of V whatever the resolution, whereas without it the output grows with n and a
-network trained on crops sees larger activations when run on whole frames. ``mean=False`` gives
-the official behaviour. The official ``up`` conv's ``padding=1`` on a 1×1 kernel (an output two
-pixels too large) is not reproduced.
+Sources: the seed abstract (self-attention with the order of operations changed and no
+softmax, a cosine-similarity affinity); the formula above is the official code
+(``LAFeatureFusionModule``). The 1/n factor (``mean=True``, the default) is rtseg's choice: the
+official code has none, and whether the paper's formula has it is unverified here (the seed is
+an abstract; a third-party reimplementation, zh320's, divides by n). Each q̂·k̂ lies in [-1, 1],
+so with 1/n the output is a bounded weighted mean of V whatever the resolution, whereas without
+it the output grows with n and a network trained on crops sees larger activations when run on
+whole frames. ``mean=False`` gives the official behaviour. The official ``up`` conv's
+``padding=1`` lives in :mod:`rtseg.models.fanet` (switch ``up_padding``).
 """
 
 from __future__ import annotations

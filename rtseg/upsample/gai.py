@@ -8,7 +8,7 @@ H + W positions of its column and row, one softmax over all of them, its own pos
 once, no temperature; γ starts at 0. Output ``CBR1x1(cat[V_2, S↑])``.
 
 ``attention="nonlocal"`` swaps CC for full softmax attention over all H·W positions (scaled by
-1/√d, one pass), the ablation the paper compares against.
+1/√d, one pass), an ablation variant of the official code (``NL``).
 
 Speed (inference only, ``torch.compile`` included; training, tracing and export take the plain
 formula of :func:`criss_cross_attention`, which the tests hold as the oracle): the query is
@@ -229,7 +229,7 @@ class GAI(nn.Module):
 
 
 class GAINonLocal(GAI):
-    """GAI with full non-local softmax attention (one pass): the paper's ablation."""
+    """GAI with full non-local softmax attention (one pass): the official ``NL`` variant."""
 
     def __init__(self, coarse_channels: int, fine_channels: int, channels: int) -> None:
         super().__init__(coarse_channels, fine_channels, channels, attention="nonlocal")

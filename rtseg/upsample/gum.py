@@ -14,7 +14,8 @@ Guidance variants (``guidance=``):
     * ``large_rf``: from the coarse input (large receptive field); the table is predicted on the
       coarse grid and bilinearly resized to the output grid.
     * ``high_res``: from the fine guide, on its grid.
-    * ``fusion``: both, ``ReLU(BN(1×1(fine)) + up(BN(3×3(coarse))))``; the paper's best trade-off.
+    * ``fusion``: both, ``ReLU(BN(1×1(fine)) + up(BN(3×3(coarse))))``; the best trade-off in
+      the paper's summary (seeds/003).
 
 The unofficial reference (Kaggle-TGS) used the ``align_corners=True`` grid and normalised by
 (W−1)/2; rtseg keeps the cell-centre convention of the whole library.
