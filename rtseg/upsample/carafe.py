@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import resize, tracing_or_exporting
+from ..layers import tracing_or_exporting
 from .ifa import nearest_cells
 
 
@@ -55,9 +55,21 @@ def source_cells(
     return iy, ix
 
 
+def same_size(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> bool:
+    """Whether ``x`` (…×h×w) already has ``size``, so that a resize may be skipped; never while
+    tracing or exporting (the recorded graph must resize at other sizes)."""
+    return tuple(x.shape[-2:]) == tuple(size) and not tracing_or_exporting()
+
+
+def bilinear_to(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+    """:func:`rtseg.layers.resize` that stays in a traced graph when the sizes agree."""
+    return x if same_size(x, size) else F.interpolate(x, size=size, mode="bilinear",
+                                                      align_corners=False)
+
+
 def nearest_up(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
     """B×C×h×w → B×C×H×W, each output pixel the value of its source cell (nearest-exact)."""
-    if tuple(x.shape[-2:]) == tuple(size):
+    if same_size(x, size):
         return x
     iy, ix = source_cells(tuple(size), tuple(x.shape[-2:]), x)
     return x.index_select(3, ix).index_select(2, iy)
@@ -241,7 +253,7 @@ class CARAFE(nn.Module):
     def kernels(self, coarse: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """Normalised reassembly kernels B×k_up²×H×W."""
         logits = F.pixel_shuffle(self.encode(self.compress(coarse)), self.scale)
-        return torch.softmax(resize(logits, size), dim=1)
+        return torch.softmax(bilinear_to(logits, size), dim=1)
 
     def forward(self, coarse: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
         size = (fine.shape[-2], fine.shape[-1])

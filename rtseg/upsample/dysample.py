@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from ..layers import resize
+from .carafe import bilinear_to
 from .gum import guided_sample
 
 STYLES = ("lp", "pl")
@@ -111,6 +111,6 @@ class DySample(nn.Module):
 
     def forward(self, coarse: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
         b, c, h, w = coarse.shape
-        off = resize(self.offsets(coarse), fine.shape[-2:])
+        off = bilinear_to(self.offsets(coarse), fine.shape[-2:])
         out = guided_sample(coarse.reshape(b * self.groups, c // self.groups, h, w), off)
         return out.reshape(b, c, off.shape[-2], off.shape[-1])
