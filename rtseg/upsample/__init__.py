@@ -15,10 +15,14 @@ from torch import nn
 
 from ..errors import UnknownNameError
 from .bilinear import BilinearUpsample
+from .carafe import CARAFE, reassemble, window_similarity
+from .dysample import DySample
+from .fade import FADE, FADELite
 from .fast_attention import FastAttention, FastAttentionUpsample, fast_attention
 from .gai import GAI, GAINonLocal, criss_cross_attention, nonlocal_attention
 from .gum import GuidedUpsample, guided_sample
 from .ifa import IFA
+from .sapa import SAPA
 
 PAIRWISE = {
     "bilinear": BilinearUpsample,
@@ -26,6 +30,10 @@ PAIRWISE = {
     "gai_nonlocal": GAINonLocal,
     "fast_attention": FastAttentionUpsample,
     "gum": GuidedUpsample,
+    "dysample": DySample,
+    "carafe": CARAFE,
+    "fade": FADE,
+    "sapa": SAPA,
 }
 UPSAMPLERS = (*PAIRWISE, "ifa")
 
@@ -42,7 +50,8 @@ def create_upsampler(
 
 
 __all__ = [
-    "GAI", "IFA", "PAIRWISE", "UPSAMPLERS", "BilinearUpsample", "FastAttention",
-    "FastAttentionUpsample", "GAINonLocal", "GuidedUpsample", "create_upsampler",
-    "criss_cross_attention", "fast_attention", "guided_sample", "nonlocal_attention",
+    "CARAFE", "FADE", "GAI", "IFA", "PAIRWISE", "SAPA", "UPSAMPLERS", "BilinearUpsample",
+    "DySample", "FADELite", "FastAttention", "FastAttentionUpsample", "GAINonLocal",
+    "GuidedUpsample", "create_upsampler", "criss_cross_attention", "fast_attention",
+    "guided_sample", "nonlocal_attention", "reassemble", "window_similarity",
 ]

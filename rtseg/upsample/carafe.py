@@ -1,0 +1,264 @@
+"""CARAFE, Content-Aware ReAssembly of FEatures (Wang et al., ICCV 2019), in pure PyTorch.
+
+Computation (coarse ``x`` B×C×h×w → B×C×H×W)::
+
+    m = Conv_{k_enc}(Conv1×1(x))                 B×(k_up²·s²)×h×w   channel compressor, encoder
+    m = pixel_shuffle(m, s)                      B×k_up²×sh×sw      one kernel per output pixel
+    K = softmax over the k_up² channels          (resized to H×W first when H×W ≠ sh×sw)
+    out(i, j) = Σ_{a,b} K_{a,b}(i, j) · x(u_i + a − r, v_j + b − r),   r = (k_up − 1)/2
+
+``(u_i, v_j)`` is the *source cell* of output pixel (i, j): ``u_i = floor((i + 0.5)·h/H)``, the
+coarse cell containing the output cell's centre (rtseg's cell-centre convention; equal to
+``F.interpolate(mode="nearest-exact")`` and, at H = s·h, to the official ``i // s``).
+Neighbours outside the map count as zero (the official CUDA kernel skips them; the kernel is
+still normalised over all k_up² taps).
+
+Defaults as the paper and mmcv's ``CARAFEPack``: k_up = 5, k_enc = 3, 64 compressed channels,
+one kernel group, xavier-uniform convolutions with the encoder drawn from N(0, 0.001²) and zero
+biases: an untrained CARAFE is close to a 5×5 box filter around the nearest source cell.
+
+In the pairwise slot: CARAFE has no guidance input. It reads ``fine`` only for its size (H, W),
+and, like GUM, it reassembles its input without a projection: ``channels`` must equal
+``coarse_channels``. ``scale`` (s = 2) fixes the encoder's output channels; sizes other than
+s·h (odd inputs: 2h − 1 on ResNets, 2h + 1 on EfficientNet-Lite) get the predicted kernel logits
+bilinearly resized to H×W before the softmax — a choice the paper leaves open (it only upsamples
+by integer factors).
+
+The reassembly never builds the C·k_up²·H·W unfolded tensor: it loops over the k_up² taps
+(one gathered B×C×H×W term each), and its backward (:class:`_Reassemble`) recomputes the taps
+instead of storing them, so training memory is that of a few B×C×H×W maps. The same functions
+serve FADE and SAPA (:func:`reassemble`, :func:`window_similarity`).
+
+Sources: the paper (arXiv:1905.02188) and the official code (myownskyW7/CARAFE, no licence
+file; mmcv ``ops.carafe``, Apache-2.0), both CUDA-only. rtseg's code is its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..layers import tracing_or_exporting
+from .ifa import nearest_cells
+
+
+def source_cells(
+    out_size: tuple[int, int], in_size: tuple[int, int], like: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column indices (H,), (W,) of the coarse cell containing each output centre."""
+    like = torch.empty(0, device=like.device)  # positions in float32 whatever like's dtype
+    iy = nearest_cells(out_size[0], in_size[0], like)[0]
+    ix = nearest_cells(out_size[1], in_size[1], like)[0]
+    return iy, ix
+
+
+def same_size(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> bool:
+    """Whether ``x`` (…×h×w) already has ``size``, so that a resize may be skipped; never while
+    tracing or exporting (the recorded graph must resize at other sizes)."""
+    return tuple(x.shape[-2:]) == tuple(size) and not tracing_or_exporting()
+
+
+def bilinear_to(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+    """:func:`rtseg.layers.resize` that stays in a traced graph when the sizes agree."""
+    return x if same_size(x, size) else F.interpolate(x, size=size, mode="bilinear",
+                                                      align_corners=False)
+
+
+def nearest_up(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+    """B×C×h×w → B×C×H×W, each output pixel the value of its source cell (nearest-exact)."""
+    if same_size(x, size):
+        return x
+    iy, ix = source_cells(tuple(size), tuple(x.shape[-2:]), x)
+    return x.index_select(3, ix).index_select(2, iy)
+
+
+def _taps(x: torch.Tensor, size: tuple[int, int], k: int) -> Iterator[tuple[int, torch.Tensor]]:
+    """Yield ``(t, term)`` for the k² taps: term = x at (u_i + a − r, v_j + b − r), zero outside.
+
+    ``x`` B×C×h×w, term B×C×H×W, t = a·k + b (row-major over the window).
+    """
+    r = k // 2
+    iy, ix = source_cells(size, tuple(x.shape[-2:]), x)
+    pad = F.pad(x, (r, r, r, r))
+    for a in range(k):
+        rows = pad.index_select(2, iy + a)  # B×C×H×(w+2r)
+        for b in range(k):
+            yield a * k + b, rows.index_select(3, ix + b)
+
+
+def _scatter_taps(
+    terms: Callable[[int], torch.Tensor],
+    shape: torch.Size,
+    size: tuple[int, int],
+    k: int,
+    like: torch.Tensor,
+) -> torch.Tensor:
+    """Adjoint of :func:`_taps`: Σ_t scatter of term_t (B×C×H×W) back onto a B×C×h×w map."""
+    r = k // 2
+    b_, c, h, w = shape
+    iy, ix = source_cells(size, (h, w), like)
+    pad = like.new_zeros(b_, c, h + 2 * r, w + 2 * r)
+    for a in range(k):
+        rows = like.new_zeros(b_, c, size[0], w + 2 * r)
+        for b in range(k):
+            rows.index_add_(3, ix + b, terms(a * k + b))
+        pad.index_add_(2, iy + a, rows)
+    return pad[:, :, r:r + h, r:r + w]
+
+
+def reassemble_plain(value: torch.Tensor, weights: torch.Tensor, k: int) -> torch.Tensor:
+    """Σ_t weights[:, t] · tap_t(value): ``value`` B×C×h×w, ``weights`` B×k²×H×W → B×C×H×W."""
+    size = (weights.shape[-2], weights.shape[-1])
+    inplace = not torch.is_grad_enabled() and not tracing_or_exporting()
+    out = None
+    for t, term in _taps(value, size, k):
+        w = weights[:, t:t + 1]
+        if out is None:
+            out = term * w
+        elif inplace:
+            out.addcmul_(term, w)
+        else:
+            out = out + term * w
+    return out
+
+
+def window_similarity_plain(query: torch.Tensor, key: torch.Tensor, k: int) -> torch.Tensor:
+    """``query`` B×d×H×W · each of the k² keys around its source cell (``key`` B×d×h×w, zero
+    outside the map) → B×k²×H×W logits."""
+    size = (query.shape[-2], query.shape[-1])
+    return torch.cat([(term * query).sum(1, keepdim=True) for _, term in _taps(key, size, k)], 1)
+
+
+class _Reassemble(torch.autograd.Function):
+    """:func:`reassemble_plain` whose backward recomputes the taps instead of storing k² of
+    them (the plain autograd graph would keep k² B×C×H×W tensors)."""
+
+    @staticmethod
+    def forward(ctx, value, weights, k):
+        ctx.save_for_backward(value, weights)
+        ctx.k = k
+        with torch.no_grad():
+            return reassemble_plain(value, weights, k)
+
+    @staticmethod
+    def backward(ctx, grad):
+        value, weights = ctx.saved_tensors
+        k, size = ctx.k, (weights.shape[-2], weights.shape[-1])
+        g_w = g_v = None
+        if ctx.needs_input_grad[1]:
+            g_w = torch.cat([(term * grad).sum(1, keepdim=True)
+                             for _, term in _taps(value, size, k)], 1)
+        if ctx.needs_input_grad[0]:
+            g_v = _scatter_taps(lambda t: grad * weights[:, t:t + 1], value.shape, size, k, grad)
+        return g_v, g_w, None
+
+
+class _WindowSimilarity(torch.autograd.Function):
+    """:func:`window_similarity_plain` with a recomputing backward (as :class:`_Reassemble`)."""
+
+    @staticmethod
+    def forward(ctx, query, key, k):
+        ctx.save_for_backward(query, key)
+        ctx.k = k
+        with torch.no_grad():
+            return window_similarity_plain(query, key, k)
+
+    @staticmethod
+    def backward(ctx, grad):
+        query, key = ctx.saved_tensors
+        k, size = ctx.k, (query.shape[-2], query.shape[-1])
+        g_q = g_k = None
+        if ctx.needs_input_grad[0]:
+            g_q = torch.zeros_like(query)
+            for t, term in _taps(key, size, k):
+                g_q.addcmul_(term, grad[:, t:t + 1])
+        if ctx.needs_input_grad[1]:
+            g_k = _scatter_taps(lambda t: query * grad[:, t:t + 1], key.shape, size, k, grad)
+        return g_q, g_k, None
+
+
+def _recompute(*tensors: torch.Tensor) -> bool:
+    return (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+            and not tracing_or_exporting())
+
+
+def reassemble(value: torch.Tensor, weights: torch.Tensor, k: int) -> torch.Tensor:
+    """CARAFE's reassembly: B×C×h×w values, B×k²×H×W kernels (tap t = a·k + b over the k×k
+    window around each output pixel's source cell) → B×C×H×W. Memory O(B·C·H·W)."""
+    if _recompute(value, weights):
+        return _Reassemble.apply(value, weights, k)
+    return reassemble_plain(value, weights, k)
+
+
+def window_similarity(query: torch.Tensor, key: torch.Tensor, k: int) -> torch.Tensor:
+    """Dot products of each query (B×d×H×W) with the k² keys (B×d×h×w) of its window → B×k²×H×W.
+    Keys outside the map are zero vectors (logit 0)."""
+    if _recompute(query, key):
+        return _WindowSimilarity.apply(query, key, k)
+    return window_similarity_plain(query, key, k)
+
+
+def reassembly_macs(channels: int, k: int, out: torch.Tensor) -> int:
+    """Multiply-adds of a k×k reassembly (or similarity) of ``channels`` channels onto
+    ``out``'s grid, which the flop counter does not see (elementwise products)."""
+    return out.shape[0] * channels * k * k * out.shape[-2] * out.shape[-1]
+
+
+class CARAFE(nn.Module):
+    """CARAFE upsampler in the pairwise slot (``fine`` gives only the output size).
+
+    Args:
+        coarse_channels: C of the map to upsample.
+        fine_channels: ignored (no guidance).
+        channels: output channels; must equal ``coarse_channels`` (``None``: the same).
+        scale: nominal factor s (kernels predicted for an s·h × s·w grid).
+        k_up: reassembly window (odd).
+        k_enc: content-encoder kernel (odd).
+        compressed: channels of the channel compressor.
+
+    Forward: ``coarse`` B×C×h×w, ``fine`` B×C_f×H×W → B×C×H×W.
+    """
+
+    guided = False
+
+    def __init__(
+        self,
+        coarse_channels: int,
+        fine_channels: int,
+        channels: int | None = None,
+        scale: int = 2,
+        k_up: int = 5,
+        k_enc: int = 3,
+        compressed: int = 64,
+    ) -> None:
+        super().__init__()
+        del fine_channels
+        if channels not in (None, coarse_channels):
+            raise ValueError(f"CARAFE reassembles its input: channels ({channels}) must equal "
+                             f"coarse_channels ({coarse_channels})")
+        if k_up % 2 == 0 or k_enc % 2 == 0:
+            raise ValueError(f"k_up and k_enc must be odd, got {k_up} and {k_enc}")
+        self.scale, self.k_up, self.channels = scale, k_up, coarse_channels
+        self.compress = nn.Conv2d(coarse_channels, compressed, 1)
+        self.encode = nn.Conv2d(compressed, k_up * k_up * scale * scale, k_enc,
+                                padding=k_enc // 2)
+        nn.init.xavier_uniform_(self.compress.weight)
+        nn.init.zeros_(self.compress.bias)
+        nn.init.normal_(self.encode.weight, 0.0, 0.001)
+        nn.init.zeros_(self.encode.bias)
+
+    def kernels(self, coarse: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Normalised reassembly kernels B×k_up²×H×W."""
+        logits = F.pixel_shuffle(self.encode(self.compress(coarse)), self.scale)
+        return torch.softmax(bilinear_to(logits, size), dim=1)
+
+    def forward(self, coarse: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
+        size = (fine.shape[-2], fine.shape[-1])
+        return reassemble(coarse, self.kernels(coarse, size), self.k_up)
+
+    def uncounted_macs(self, inputs: tuple, out: torch.Tensor) -> int:
+        """MACs of the reassembly (see :func:`rtseg.complexity.count_call_macs`)."""
+        return reassembly_macs(self.channels, self.k_up, out)
