@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .hub import resolve_pretrained
 from .resnet import BasicBlock, load_state_dict_checked
 
 
@@ -83,8 +84,6 @@ class DFNetV2(nn.Module):
 
 def dfnetv2(pretrained: str | Path | None = None) -> DFNetV2:
     """DF-2 (GAIN's ``DFCLANet`` backbone): 128/256/512 channels at strides 8/16/32."""
-    from .hub import resolve_pretrained
-
     model = DFNetV2()
     if pretrained:
         model.load_pretrained(resolve_pretrained("dfnetv2", pretrained))

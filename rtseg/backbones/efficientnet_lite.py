@@ -51,6 +51,8 @@ import torch
 from torch import nn
 
 from ..utils import IMAGENET_MEAN, IMAGENET_STD
+from .hub import resolve_pretrained
+from .resnet import load_state_dict_checked
 
 _STAGES = (  # repeats, kernel, stride, expand ratio, output channels (before width scaling)
     (1, 3, 1, 1, 16),
@@ -176,8 +178,6 @@ class EfficientNetLite(nn.Module):
     def load_pretrained(self, path: str | Path) -> None:
         """Load an ``efficientnet_pytorch``-layout ImageNet file (the classifier ``_fc`` is
         dropped, leading underscores removed); raise on any key or shape mismatch."""
-        from .resnet import load_state_dict_checked
-
         load_state_dict_checked(self, path, drop_prefixes=("fc.",), rename=wheel_key)
 
 
@@ -187,8 +187,6 @@ def wheel_key(key: str) -> str:
 
 
 def _build(name: str, pretrained: str | Path | None, **kwargs) -> EfficientNetLite:
-    from .hub import resolve_pretrained
-
     width, depth = _VARIANTS[name]
     model = EfficientNetLite(width, depth, **kwargs)
     if pretrained:

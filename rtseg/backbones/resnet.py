@@ -24,6 +24,7 @@ from torch import nn
 
 from ..errors import CheckpointError
 from ..layers import make_act
+from .hub import resolve_pretrained
 
 
 def _conv3x3(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
@@ -287,8 +288,6 @@ def _build(
     pretrained: str | Path | None,
     **kwargs,
 ) -> ResNet:
-    from .hub import resolve_pretrained
-
     model = ResNet(block, layers, **kwargs)
     if pretrained:
         model.load_pretrained(resolve_pretrained(name, pretrained))
