@@ -230,12 +230,12 @@ LITE = {d: (note.replace("fpn_r18_*", "fpn_lite0_*") + " Backbone from ImageNet 
 LITE["camvid"] = (
     "rtseg's ImageNet fine-tuning recipe on CamVid 480×360 frames: the network sees them at about "
     "twice their size (random scale 1-3, crop 320×320, validation at scale 2), SGD 0.9, wd "
-    "5e-4, lr 0.01 poly 0.9 with 200 warm-up iterations, batch 8, 4000 iterations, OHEM 0.7 "
-    "with crop/16 pixels per image, aux 0.4 + 0.4, the whole network trained. Test: rtseg eval "
-    "--scales 2.",
-    {"crop_size": [320, 320], "scale_range": [1.0, 3.0], "batch_size": 8, "iters": 4000,
+    "5e-4, lr 0.01 poly 0.9 with 200 warm-up iterations, batch 8, 3000 iterations, OHEM 0.7 "
+    "with crop/16 pixels per image, aux 0.4 + 0.4, the whole network trained, NHWC. Test: rtseg "
+    "eval --scales 2.",
+    {"crop_size": [320, 320], "scale_range": [1.0, 3.0], "batch_size": 8, "iters": 3000,
      "lr": 0.01, "weight_decay": 5e-4, "warmup_iters": 200, "ohem_min_kept": 6400,
-     "eval_interval": 1000, "ckpt_interval": 100, "eval_scale": 2.0,
+     "eval_interval": 500, "ckpt_interval": 100, "eval_scale": 2.0, "channels_last": True,
      "pretrained_backbone": "imagenet"})
 
 # gain_lite0: GAIN's rows with Lite0's ImageNet weights.

@@ -160,3 +160,15 @@ def test_two_process_gloo_ddp_run(tmp_path):
 def test_sync_bn_on_cpu_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="sync_bn=true needs CUDA"):
         train(tiny(tmp_path, run_name="s", device="cpu", sync_bn=True))
+
+
+def test_channels_last_trains_the_same_network(tmp_path):
+    plain = train(tiny(tmp_path, run_name="plain", iters=2, eval_interval=2))
+    nhwc = train(tiny(tmp_path, run_name="nhwc", iters=2, eval_interval=2, channels_last=True))
+    a, b = weights(plain), weights(nhwc)
+    assert any(v.dim() == 4 and v.is_contiguous(memory_format=torch.channels_last)
+               and not v.is_contiguous() for v in b.values())
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=1e-4, msg=k)
+    restored = create_model("fpn_r18_bilinear", 8, aux=True)
+    restored.load_state_dict(b)  # an NHWC checkpoint loads into a plain model

@@ -171,6 +171,8 @@ class Trainer:
             self.train_set = make_clips(self.train_set, model.past)
             self.val_set = make_clips(self.val_set, model.past)
         model.to(self.device)
+        if cfg.channels_last:
+            model.to(memory_format=torch.channels_last)
         if cfg.sync_bn and self.info.enabled:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         # after the SyncBN conversion, which makes new BN modules without freeze's hooks
@@ -340,6 +342,8 @@ class Trainer:
     def _step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, dict]:
         """One optimisation step; returns the loss (one device sync) and its parts."""
         images = images.to(self.device, non_blocking=True)
+        if self.cfg.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         labels = labels.to(self.device, non_blocking=True)
         self._seen += images.shape[0] * self.info.world_size
         with autocast(self.device, "amp" if self.cfg.amp else "fp32"):
