@@ -18,10 +18,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .data import SegmentationDataset, build_dataset, detect_dataset
+from .data import DATASETS, SegmentationDataset, build_dataset, detect_dataset, from_config
 from .data.transforms import eval_transforms
 from .engine.checkpoint import load_model
-from .engine.config import TrainConfig, load_config, make_config
+from .engine.config import TrainConfig, load_config, make_config, upgrade_values
 from .engine.evaluate import evaluate as _evaluate
 from .errors import ConfigError, UsageError
 from .segmenter import Segmenter
@@ -73,18 +73,16 @@ def _dataset_for(ckpt_config: dict[str, Any] | None, data: Any, dataset: str | N
     """The evaluation data set: given, found at ``data``, or the checkpoint's own."""
     if isinstance(data, SegmentationDataset):
         return data
-    cfg = ckpt_config or {}
-    if data is None and not cfg and dataset != "synthetic":
-        raise UsageError("evaluate a model without its training record: give data=PATH (or a "
-                         "data set), or dataset='synthetic'")
-    root = data if data is not None else cfg.get("data_root")
-    if dataset is None:
-        dataset = cfg.get("dataset") if data is None else detect_dataset(root)
-    kwargs: dict[str, Any] = {}
-    if dataset == "synthetic":
-        kwargs = {"size": tuple(cfg.get("synthetic_size", (128, 256))),
-                  "num_images": cfg.get("synthetic_val_images", 40), "seed": cfg.get("seed", 0)}
-    return build_dataset(dataset, root, split, transform=eval_transforms(), **kwargs)
+    if data is not None:
+        name = dataset or detect_dataset(data)
+        return build_dataset(name, data, split, transform=eval_transforms())
+    if ckpt_config:
+        cfg = upgrade_values(ckpt_config)
+        return from_config(cfg if dataset is None else {**cfg, "dataset": dataset}, split)
+    if dataset in DATASETS and not DATASETS[dataset].needs_root:
+        return from_config({"dataset": dataset}, split)
+    raise UsageError("evaluate a model without its training record: give data=PATH (or a "
+                     "data set), or a data set made in memory (dataset='synthetic')")
 
 
 def evaluate(

@@ -8,8 +8,8 @@ from PIL import Image
 import rtseg
 from rtseg.errors import CheckpointError, ConfigError, UnknownNameError, UsageError
 
-TINY = dict(model="fpn_r18_bilinear", dataset="synthetic", synthetic_size=[32, 48],
-            crop_size=[32, 48], synthetic_train_images=8, synthetic_val_images=2,
+TINY = dict(model="fpn_r18_bilinear", dataset="synthetic", crop_size=[32, 48],
+            dataset_kwargs={"size": [32, 48], "num_images": dict(train=8, val=2, test=2)},
             batch_size=4, iters=2, eval_interval=2, ckpt_interval=2, workers=0)
 
 

@@ -10,8 +10,8 @@ from rtseg.backends import installed, read_metadata
 from rtseg.cli import main
 from rtseg.errors import CheckpointError, UsageError
 
-TINY = dict(model="fpn_r18_bilinear", dataset="synthetic", synthetic_size=[32, 48],
-            crop_size=[32, 48], synthetic_train_images=4, synthetic_val_images=1,
+TINY = dict(model="fpn_r18_bilinear", dataset="synthetic", crop_size=[32, 48],
+            dataset_kwargs={"size": [32, 48], "num_images": dict(train=4, val=1, test=1)},
             batch_size=4, iters=1, eval_interval=1, workers=0)
 
 

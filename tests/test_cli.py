@@ -9,8 +9,8 @@ from PIL import Image
 
 from rtseg.cli import main
 
-TINY = ["model=fpn_r18_bilinear", "dataset=synthetic", "synthetic_size=[32,48]",
-        "crop_size=[32,48]", "synthetic_train_images=8", "synthetic_val_images=2",
+TINY = ["model=fpn_r18_bilinear", "dataset=synthetic", "crop_size=[32,48]",
+        "dataset_kwargs={size: [32, 48], num_images: {train: 8, val: 2, test: 2}}",
         "batch_size=4", "iters=2", "eval_interval=2", "ckpt_interval=2", "workers=0"]
 
 

@@ -27,8 +27,8 @@ from rtseg.engine.checkpoint import load_checkpoint
 from rtseg.errors import TrainingError
 
 KILLS = int(os.environ.get("RTSEG_KILLS", "6"))
-TINY = {"model": "fpn_r18_bilinear", "dataset": "synthetic", "synthetic_size": [32, 48],
-        "crop_size": [32, 48], "synthetic_train_images": 8, "synthetic_val_images": 2,
+TINY = {"model": "fpn_r18_bilinear", "dataset": "synthetic", "crop_size": [32, 48],
+        "dataset_kwargs": {"size": [32, 48], "num_images": dict(train=8, val=2, test=2)},
         "batch_size": 4, "iters": 8, "eval_interval": 4, "ckpt_interval": 1,
         "log_interval": 1, "workers": 0}
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}

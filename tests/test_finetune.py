@@ -12,8 +12,9 @@ from rtseg.engine.config import make_config
 from rtseg.engine.trainer import train
 from rtseg.errors import ConfigError
 
-TINY = dict(model="fpn_r18_bilinear", dataset="synthetic", synthetic_size=[32, 48],
-            crop_size=[32, 48], synthetic_train_images=8, synthetic_val_images=2, batch_size=4,
+TINY = dict(model="fpn_r18_bilinear", dataset="synthetic", crop_size=[32, 48],
+            dataset_kwargs={"size": [32, 48], "num_images": dict(train=8, val=2, test=2)},
+            batch_size=4,
             iters=2, eval_interval=2, ckpt_interval=2, log_interval=1, workers=0, lr=0.05)
 
 

@@ -17,8 +17,9 @@ from rtseg.viz import colorize
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
-    cfg = make_config(dict(model="fpn_r18_bilinear", dataset="synthetic", synthetic_size=[32, 48],
-                           crop_size=[32, 48], synthetic_train_images=8, synthetic_val_images=2,
+    cfg = make_config(dict(model="fpn_r18_bilinear", dataset="synthetic", crop_size=[32, 48],
+                           dataset_kwargs={"size": [32, 48],
+                                           "num_images": dict(train=8, val=2, test=2)},
                            batch_size=4, iters=2, eval_interval=2, ckpt_interval=2, workers=0,
                            out_dir=str(out), run_name="tiny"))
     return train(cfg)

@@ -231,9 +231,10 @@ def _payload_checkpoint(path: Path, marker: Path) -> None:
 
 def test_bad_checkpoints_are_refused_with_the_file_named(tmp_path):
     ckpt = rtseg.train({"model": "fpn_r18_bilinear", "dataset": "synthetic",
-                        "synthetic_size": [32, 48], "crop_size": [32, 48],
-                        "synthetic_train_images": 4, "synthetic_val_images": 1, "batch_size": 4,
-                        "iters": 1, "workers": 0}, out_dir=str(tmp_path), run_name="r") / "last.pt"
+                        "crop_size": [32, 48], "batch_size": 4, "iters": 1, "workers": 0,
+                        "dataset_kwargs": {"size": [32, 48],
+                                           "num_images": dict(train=4, val=1, test=1)}},
+                       out_dir=str(tmp_path), run_name="r") / "last.pt"
     good = ckpt.read_bytes()
     cases = {}
     (tmp_path / "truncated.pt").write_bytes(good[: len(good) // 2])

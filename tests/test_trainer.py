@@ -10,14 +10,16 @@ import torch
 import torch.multiprocessing as mp
 
 from rtseg import create_model
+from rtseg.data import from_config
 from rtseg.engine.checkpoint import load_checkpoint, save_atomic
 from rtseg.engine.config import load_config, make_config
 from rtseg.engine.evaluate import evaluate
-from rtseg.engine.trainer import build_data, poly_lambda, train
-from rtseg.errors import CheckpointError
+from rtseg.engine.trainer import poly_lambda, train
+from rtseg.errors import CheckpointError, ConfigError
 
-TINY = dict(model="fpn_r18_bilinear", dataset="synthetic", synthetic_size=[32, 48],
-            crop_size=[32, 48], synthetic_train_images=12, synthetic_val_images=3, batch_size=4,
+TINY = dict(model="fpn_r18_bilinear", dataset="synthetic", crop_size=[32, 48],
+            dataset_kwargs={"size": [32, 48], "num_images": dict(train=12, val=3, test=3)},
+            batch_size=4,
             iters=6, eval_interval=3, ckpt_interval=3, log_interval=1, workers=0,
             loss="ohem", ohem_min_kept=500)
 
@@ -148,12 +150,12 @@ def test_two_process_gloo_ddp_run(tmp_path):
     # weights (up to argmax flips from the processes' different thread counts).
     rows = [json.loads(line) for line in (tmp_path / "ddp" / "log.jsonl").read_text().splitlines()]
     logged = [r for r in rows if r["kind"] == "val" and r["iter"] == 6][0]
-    assert logged["pixels"] == TINY["synthetic_val_images"] * 32 * 48
+    assert logged["pixels"] == TINY["dataset_kwargs"]["num_images"]["val"] * 32 * 48
     cfg = make_config(values)
     model = create_model(cfg.model, 8, aux=True)
     model.load_state_dict(ckpt["model"])
-    res = evaluate(model, build_data(cfg, "val", train=False))
-    assert res["images"] == TINY["synthetic_val_images"]
+    res = evaluate(model, from_config(cfg, "val"))
+    assert res["images"] == TINY["dataset_kwargs"]["num_images"]["val"]
     assert logged["miou"] == pytest.approx(res["miou"], abs=5e-3)
 
 
@@ -172,3 +174,20 @@ def test_channels_last_trains_the_same_network(tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=1e-4, msg=k)
     restored = create_model("fpn_r18_bilinear", 8, aux=True)
     restored.load_state_dict(b)  # an NHWC checkpoint loads into a plain model
+
+
+def test_dataset_kwargs_are_checked_and_old_synthetic_fields_still_read():
+    with pytest.raises(ConfigError, match=r"dataset 'synthetic' has no option bogus; .*size"):
+        make_config({"dataset": "synthetic", "dataset_kwargs": {"bogus": 1}})
+    with pytest.raises(ConfigError, match="dataset_kwargs must be a mapping"):
+        make_config({"dataset": "synthetic", "dataset_kwargs": [1]})
+    old = make_config({"dataset": "synthetic", "synthetic_size": [32, 48], "seed": 3,
+                       "synthetic_train_images": 5, "synthetic_val_images": 2})
+    assert old.dataset_kwargs == {"size": [32, 48], "num_images": {"train": 5, "val": 2,
+                                                                   "test": 2}, "seed": 3}
+    lengths = {s: len(from_config(old, s)) for s in ("train", "val", "test")}
+    assert lengths == {"train": 5, "val": 2, "test": 2}
+    image, label = from_config(old, "val")[0]
+    assert image.shape == (3, 32, 48) and label.shape == (32, 48)
+    crop = from_config(old, "train", train=True)[(0, 0)][0]
+    assert crop.shape == (3, *old.crop_size)

@@ -52,16 +52,16 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"rtseg demo: training {cfg.model} on {cfg.dataset}{where} for {cfg.iters} "
           f"iterations")
     out = run_demo(cfg)
-    run, res = out["run"], out["metrics"]
+    run, res, split = out["run"], out["metrics"], out["split"]
     print("\n=== rtseg demo finished ===")
     print(f"model {cfg.model}, data {cfg.dataset}, {cfg.iters} iterations in "
           f"{out['train_seconds']:.0f} s (total {out['seconds']:.0f} s)")
-    print(f"test mIoU {percent(res['miou'])}  pixel acc {percent(res['pixel_acc'])}  "
+    print(f"{split} mIoU {percent(res['miou'])}  pixel acc {percent(res['pixel_acc'])}  "
           f"boundary F {percent(res['mbf'])}")
     print(f"run folder:   {run}")
     print(f"  checkpoints {run / 'best.pt'}, {run / 'last.pt'}")
     print(f"  log         {run / 'log.jsonl'}")
     print(f"  plot        {run / 'plot.png'}")
-    print(f"  metrics     {run / 'metrics_test.json'}")
+    print(f"  metrics     {run / f'metrics_{split}.json'}")
     print(f"  predictions {run / 'predictions'} ({len(out['overlays'])} overlays)")
     return 0

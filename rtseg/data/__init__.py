@@ -7,6 +7,8 @@ checked: image uint8 3×H×W, label int64 H×W) and ``ds[i]`` / ``ds[(i, seed)]`
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from .io import (
 )
 from .pascal_context import PascalContext, is_pascal_context
 from .synthetic import Synthetic
+from .transforms import eval_transforms, train_transforms
 
 DATASETS: dict[str, type[SegmentationDataset]] = {
     "cityscapes": Cityscapes,
@@ -105,18 +108,50 @@ def build_dataset(
     if name not in DATASETS:
         raise UnknownNameError(
             f"unknown dataset {name!r}; available: {', '.join(sorted(DATASETS))}")
-    if name == "synthetic":
-        return Synthetic(split="train" if split is None else split, transform=transform, **kwargs)
+    cls = DATASETS[name]
+    if not cls.needs_root:
+        return cls(split="train" if split is None else split, transform=transform, **kwargs)
     if root is None:
         raise DataError(f"dataset {name!r} needs a root folder (root=None given)")
     if not Path(root).is_dir():
         raise DataError(f"{root}: {name} root folder does not exist or is not a folder")
-    return DATASETS[name](root, split, transform=transform, **kwargs)
+    return cls(root, split, transform=transform, **kwargs)
+
+
+def dataset_options(name: str) -> list[str]:
+    """The keyword options of data set ``name`` (what ``dataset_kwargs`` may hold)."""
+    params = inspect.signature(DATASETS[name].__init__).parameters
+    return [p for p in params if p not in ("self", "root", "split", "transform")]
+
+
+def from_config(cfg: Any, split: str, train: bool = False) -> SegmentationDataset:
+    """Split ``split`` of the data set a training config describes.
+
+    ``cfg`` is a :class:`~rtseg.engine.config.TrainConfig` or its dict (a checkpoint's
+    ``config``); its ``dataset``, ``data_root`` and ``dataset_kwargs`` choose the data, and with
+    ``train`` its ``crop_size``, ``scale_range`` × ``input_scale``, ``flip`` and
+    ``color_jitter`` the augmentation; without ``train`` images are normalised only.
+    """
+    def get(key: str, default: Any = None) -> Any:
+        if isinstance(cfg, Mapping):
+            return cfg.get(key, default)
+        return getattr(cfg, key, default)
+
+    if train:
+        low, high = get("scale_range", (0.5, 2.0))
+        k = get("input_scale", 1.0)
+        tf = train_transforms(get("crop_size"), scale=(low * k, high * k),
+                              flip=get("flip", True), jitter=get("color_jitter", 0.25))
+    else:
+        tf = eval_transforms()
+    return build_dataset(get("dataset"), get("data_root"), split, transform=tf,
+                         **dict(get("dataset_kwargs") or {}))
 
 
 __all__ = [
     "ADE20K", "COCOStuff", "DATASETS", "CamVid", "Cityscapes", "DataError", "FilePairDataset",
     "FolderDataset", "PascalContext", "SegmentationDataset", "Synthetic", "Transform",
-    "build_dataset", "check_label_values", "check_pair", "detect_dataset", "read_classes",
+    "build_dataset", "check_label_values", "check_pair", "dataset_options", "detect_dataset",
+    "from_config", "read_classes",
     "read_image", "read_label",
 ]

@@ -253,6 +253,7 @@ class SegmentationDataset(Dataset):
     palette: list[tuple[int, int, int]]
     ignore_index: int = 255
     transform: Transform | None = None
+    needs_root: bool = True  # read from a folder (False: made in memory, e.g. Synthetic)
     # strict=False (``rtseg check-data``): a sample whose files do not pair up is left out and
     # its problem kept in ``problems`` instead of raising, so one scan reports them all.
     strict: bool = True

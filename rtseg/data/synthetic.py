@@ -22,6 +22,8 @@ and large regions (road, sky, facades) appear in every split.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import torch
 
@@ -402,7 +404,8 @@ class Synthetic(SegmentationDataset):
 
     Args:
         split: "train", "val" or "test"; each split has its own random streams.
-        num_images: length of the split (default 2000 train, 200 val, 200 test).
+        num_images: length of the split (default 2000 train, 200 val, 200 test), or a mapping
+            from split name to length (``{"train": 400, "val": 40}``; missing splits: default).
         size: (H, W) of every image.
         seed: data set seed; sample i of a split is a function of (seed, split, i) only.
         transform: ``transform(image, label, generator)``, see :class:`SegmentationDataset`.
@@ -413,11 +416,12 @@ class Synthetic(SegmentationDataset):
     classes = SYNTHETIC_CLASSES
     palette = SYNTHETIC_PALETTE
     ignore_index = 255
+    needs_root = False
 
     def __init__(
         self,
         split: str = "train",
-        num_images: int | None = None,
+        num_images: int | Mapping[str, int] | None = None,
         size: tuple[int, int] = (256, 512),
         seed: int = 0,
         transform: Transform | None = None,
@@ -428,6 +432,12 @@ class Synthetic(SegmentationDataset):
         if height < 8 or width < 8:
             raise DataError(f"synthetic images need H, W >= 8, got {size}")
         self.split = split
+        if isinstance(num_images, Mapping):
+            unknown = sorted(set(num_images) - set(SPLITS))
+            if unknown:
+                raise DataError(f"num_images: unknown synthetic split(s) {', '.join(unknown)}; "
+                                f"use {list(SPLITS)}")
+            num_images = num_images.get(split)
         self.num_images = DEFAULT_NUM_IMAGES[split] if num_images is None else int(num_images)
         if self.num_images < 0:
             raise ValueError(f"num_images must be >= 0, got {num_images}")

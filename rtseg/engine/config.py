@@ -23,6 +23,9 @@ class TrainConfig:
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # create_model(**model_kwargs)
     dataset: str = "synthetic"  # a name of rtseg.data.DATASETS
     data_root: str | None = None
+    # The data set class's options (rtseg.data.dataset_options), e.g. for synthetic
+    # {size: [128, 256], num_images: {train: 400, val: 40, test: 40}}.
+    dataset_kwargs: dict[str, Any] = field(default_factory=dict)
     train_split: str = "train"
     val_split: str = "val"  # model selection; never the test split
     pretrained_backbone: str | None = None
@@ -33,10 +36,6 @@ class TrainConfig:
     # Comma-separated top-level parts of the model to freeze (e.g. "backbone"): no gradient,
     # BN statistics frozen, forward under no_grad.
     freeze: str | None = None
-    # synthetic data only
-    synthetic_size: tuple[int, int] = (128, 256)
-    synthetic_train_images: int = 400
-    synthetic_val_images: int = 40
     # augmentation
     crop_size: tuple[int, int] = (128, 256)
     scale_range: tuple[float, float] = (0.5, 2.0)
@@ -104,7 +103,7 @@ FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 # Fields that must be >= 1, >= 0, or a finite number > 0.
 _POSITIVE = ("iters", "batch_size", "log_interval", "eval_interval", "ckpt_interval",
-             "synthetic_train_images", "synthetic_val_images", "ohem_min_kept")
+             "ohem_min_kept")
 _NON_NEGATIVE = ("warmup_iters", "workers", "seed", "weight_decay", "momentum", "color_jitter")
 _FINITE_POSITIVE = ("lr", "head_lr_mult", "backbone_lr_mult", "poly_power", "warmup_ratio",
                     "eval_scale", "input_scale")
@@ -143,7 +142,39 @@ def _coerce(name: str, value: Any) -> Any:
         raise ConfigError(f"{name} must be a string, got {value!r}")
     if name == "model_kwargs" and not isinstance(value, dict):
         raise ConfigError(f"model_kwargs must be a mapping such as {{mean: false}}, got {value!r}")
+    if name == "dataset_kwargs" and not isinstance(value, dict):
+        raise ConfigError("dataset_kwargs must be a mapping such as {size: [128, 256]}, got "
+                          f"{value!r}")
     return value
+
+
+# Fields of configs and checkpoints written before dataset_kwargs (read for one release).
+_LEGACY_SYNTHETIC = ("synthetic_size", "synthetic_train_images", "synthetic_val_images")
+
+
+def upgrade_values(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with the pre-``dataset_kwargs`` synthetic fields moved into it.
+
+    ``synthetic_size`` becomes ``size``, ``synthetic_train_images`` the train split's
+    ``num_images`` and ``synthetic_val_images`` the val and test splits' (as they were read);
+    the data seed is the run's ``seed``, as it was.
+    """
+    if not any(k in values for k in _LEGACY_SYNTHETIC):
+        return values
+    out = {k: v for k, v in values.items() if k not in _LEGACY_SYNTHETIC}
+    if values.get("dataset", "synthetic") != "synthetic":
+        return out
+    kwargs = dict(out.get("dataset_kwargs") or {})
+    if "synthetic_size" in values:
+        kwargs["size"] = list(values["synthetic_size"])
+    counts = dict(kwargs.get("num_images") or {})
+    if "synthetic_train_images" in values:
+        counts["train"] = values["synthetic_train_images"]
+    if "synthetic_val_images" in values:
+        counts["val"] = counts["test"] = values["synthetic_val_images"]
+    kwargs.update(num_images=counts, seed=values.get("seed", 0))
+    out["dataset_kwargs"] = kwargs
+    return out
 
 
 def make_config(values: dict[str, Any], source: str = "config") -> TrainConfig:
@@ -153,8 +184,9 @@ def make_config(values: dict[str, Any], source: str = "config") -> TrainConfig:
     checked here, so that nothing (no run folder) is created for an invalid configuration.
     """
     from .. import registry
-    from ..data import DATASETS
+    from ..data import DATASETS, dataset_options
 
+    values = upgrade_values(values)
     unknown = sorted(set(values) - set(FIELDS))
     if unknown:
         raise ConfigError(f"{source}: unknown field(s) {', '.join(unknown)}; valid fields: "
@@ -168,8 +200,13 @@ def make_config(values: dict[str, Any], source: str = "config") -> TrainConfig:
     if cfg.dataset not in DATASETS:
         raise ConfigError(f"{source}: unknown dataset {cfg.dataset!r}; available: "
                           + ", ".join(sorted(DATASETS)))
-    if cfg.dataset != "synthetic" and not cfg.data_root:
+    if DATASETS[cfg.dataset].needs_root and not cfg.data_root:
         raise ConfigError(f"{source}: dataset {cfg.dataset!r} needs data_root=PATH")
+    options = dataset_options(cfg.dataset)
+    bad = sorted(set(cfg.dataset_kwargs) - set(options))
+    if bad:
+        raise ConfigError(f"{source}: dataset {cfg.dataset!r} has no option {', '.join(bad)}; "
+                          f"its options: {', '.join(options) or 'none'}")
     if cfg.eval_mode == "slide" and cfg.eval_crop is None:
         raise ConfigError(f"{source}: eval_mode=slide needs eval_crop=[h,w]")
     return cfg

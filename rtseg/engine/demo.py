@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..data import build_dataset, detect_dataset
+from ..data import DataError, SegmentationDataset, detect_dataset, from_config
 from .config import TrainConfig, make_config
 
 
@@ -27,24 +27,23 @@ def demo_config(data: str | Path | None = None, model: str = "fpn_r18_gai", iter
         values.update(dataset=detect_dataset(data), data_root=str(data),
                       crop_size=[240, 320], batch_size=8, workers=2)
     else:
-        values.update(dataset="synthetic", synthetic_size=[128, 256], crop_size=[128, 256],
-                      batch_size=8, workers=1, synthetic_train_images=400,
-                      synthetic_val_images=40)
+        values.update(dataset="synthetic", crop_size=[128, 256], batch_size=8, workers=1,
+                      dataset_kwargs={"size": [128, 256],
+                                      "num_images": {"train": 400, "val": 40, "test": 40}})
     values.update(overrides)
     return make_config(values, "demo")
 
 
 def run_demo(cfg: TrainConfig, examples: int = 4, report: Callable[[str], None] = print,
              clock: Callable[[], float] = time.perf_counter) -> dict[str, Any]:
-    """Train ``cfg``, evaluate ``best.pt`` on test, predict ``examples`` test images.
+    """Train ``cfg``, evaluate ``best.pt`` on test (or val, where the data has no test split),
+    predict ``examples`` of its images.
 
     Each of the three phases is announced through ``report`` with the time spent so far and an
     estimate of the time left (:func:`time_left`); training and evaluation also show progress
-    bars. Returns the run folder, the test metrics, the written overlays and the times in
-    seconds.
+    bars. Returns the run folder, the scored split and its metrics, the written overlays and the
+    times in seconds.
     """
-    from dataclasses import asdict
-
     from .. import api
     from .predict import predict_path
 
@@ -54,26 +53,31 @@ def run_demo(cfg: TrainConfig, examples: int = 4, report: Callable[[str], None] 
     run = api.train(cfg)
     t_train = clock() - t0
     ckpt = run / "best.pt"
-    test = api._dataset_for(asdict(cfg), cfg.data_root, None, "test")
+    split, test = scoring_split(cfg)
     left = time_left(t_train, cfg.iters * cfg.batch_size, len(test), examples)
-    report(f"rtseg demo [2/3] evaluation of best.pt on {len(test)} test images; "
+    report(f"rtseg demo [2/3] evaluation of best.pt on {len(test)} {split} images; "
            f"{_minutes(clock() - t0)} so far, about {_minutes(left)} left")
     t_eval = clock()
-    res = api.evaluate(ckpt, data=test, split="test", device=cfg.device)
+    res = api.evaluate(ckpt, data=test, split=split, device=cfg.device)
     t_eval = clock() - t_eval
-    (run / "metrics_test.json").write_text(json.dumps(res, indent=2))
+    (run / f"metrics_{split}.json").write_text(json.dumps(res, indent=2))
     seg = api.load(ckpt, device=cfg.device)
-    if cfg.dataset == "synthetic":
-        src = run / "test_images"
-        _write_synthetic_examples(cfg, src, n=examples)
-    else:
-        src = Path(cfg.data_root) / ("test" if cfg.dataset == "camvid" else "leftImg8bit/test")
+    src = run / f"{split}_images"
+    write_examples(test, src, n=examples)
     left = time_left(t_eval, 0, len(test), examples, measured_inference=True)
-    report(f"rtseg demo [3/3] prediction of {examples} test images; {_minutes(clock() - t0)} "
+    report(f"rtseg demo [3/3] prediction of {examples} {split} images; {_minutes(clock() - t0)} "
            f"so far, about {_minutes(left)} left")
     written = predict_path(seg, src, run / "predictions", limit=examples)
-    return {"run": run, "metrics": res, "overlays": written, "train_seconds": t_train,
-            "seconds": clock() - t0}
+    return {"run": run, "split": split, "metrics": res, "overlays": written,
+            "train_seconds": t_train, "seconds": clock() - t0}
+
+
+def scoring_split(cfg: TrainConfig) -> tuple[str, SegmentationDataset]:
+    """The split the demo scores: ``test``, or the validation split where there is no test."""
+    try:
+        return "test", from_config(cfg, "test")
+    except DataError:
+        return cfg.val_split, from_config(cfg, cfg.val_split)
 
 
 def time_left(seconds: float, images_seen: int, test_images: int, examples: int,
@@ -96,13 +100,13 @@ def _minutes(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
-def _write_synthetic_examples(cfg: TrainConfig, folder: Path, n: int) -> None:
-    """Save a few synthetic test images as PNGs, so prediction reads real files."""
+def write_examples(ds: SegmentationDataset, folder: Path, n: int) -> None:
+    """Save the first ``n`` images of ``ds`` as PNGs named by ``ds.name(i)``, so that prediction
+    reads real files whatever the data set's layout (or none: the synthetic scenes)."""
     from PIL import Image
 
-    ds = build_dataset("synthetic", None, "test", size=tuple(cfg.synthetic_size),
-                       num_images=n, seed=cfg.seed)
     folder.mkdir(parents=True, exist_ok=True)
-    for i in range(len(ds)):
+    for i in range(min(n, len(ds))):
         image, _ = ds.load(i)
-        Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{ds.name(i)}.png")
+        name = Path(ds.name(i)).name  # Cityscapes names carry their city folder
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{name}.png")

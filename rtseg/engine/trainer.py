@@ -38,9 +38,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 from .. import create_model
-from ..data import DataError, SegmentationDataset, build_dataset
+from ..data import DataError, from_config
 from ..data.io import worker_message
-from ..data.transforms import eval_transforms, train_transforms
 from ..errors import CheckpointError, ConfigError, RunInterrupted, TrainingError, first_line
 from ..losses import build_loss
 from ..utils import autocast, percent
@@ -67,20 +66,6 @@ def poly_lambda(cfg: TrainConfig):
         return max(1 - it / cfg.iters, 0.0) ** cfg.poly_power
 
     return factor
-
-
-def build_data(cfg: TrainConfig, split: str, train: bool) -> SegmentationDataset:
-    """The training (augmented) or evaluation (normalised only) split of ``cfg``'s data set."""
-    if train:
-        tf = train_transforms(cfg.crop_size, scale=cfg.train_scale_range, flip=cfg.flip,
-                              jitter=cfg.color_jitter)
-    else:
-        tf = eval_transforms()
-    kwargs: dict[str, Any] = {}
-    if cfg.dataset == "synthetic":
-        n = cfg.synthetic_train_images if train else cfg.synthetic_val_images
-        kwargs = {"size": cfg.synthetic_size, "num_images": n, "seed": cfg.seed}
-    return build_dataset(cfg.dataset, cfg.data_root, split, transform=tf, **kwargs)
 
 
 def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
@@ -128,8 +113,8 @@ class Trainer:
             raise ConfigError("sync_bn=true needs CUDA: PyTorch's SyncBatchNorm does not run "
                               "on CPU; add sync_bn=false")
         seed_everything(cfg.seed + info.rank)
-        self.train_set = build_data(cfg, cfg.train_split, train=True)
-        self.val_set = build_data(cfg, cfg.val_split, train=False)
+        self.train_set = from_config(cfg, cfg.train_split, train=True)
+        self.val_set = from_config(cfg, cfg.val_split, train=False)
         self._build_sampler()
         self._build_model()
         self._build_optimiser()
