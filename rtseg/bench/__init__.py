@@ -17,7 +17,8 @@ Protocol (the same for every model, so the numbers compare):
   percentage of a plain fp32 matrix product timed on the same device in the same run.
 * ``compare=True`` times several models in one run, interleaved: after every model's warm-up,
   round r times one call of each model in turn (starting at model r mod n), so that slow
-  drifts of the machine (other jobs, clocks, temperature) hit all models alike.
+  drifts of the machine (other jobs, clocks, temperature) hit all models alike. The same
+  protocol times any callables against each other: :func:`time_interleaved`.
 
 Peak memory (``peak_mem_mb``) is what one forward pass needs on its own: the model's weights and
 buffers, the input, and the largest extra memory during one call. On CUDA the extra is
@@ -37,7 +38,7 @@ Layout: :mod:`.runner` (the entry points), :mod:`.cases` (what is timed), :mod:`
 from .cases import ATTENTIONS, MODULES
 from .report import describe_settings, format_report
 from .runner import benchmark, run_benchmark
-from .timing import matmul_reference
+from .timing import matmul_reference, time_interleaved
 
 __all__ = [
     "ATTENTIONS",
@@ -47,4 +48,5 @@ __all__ = [
     "format_report",
     "matmul_reference",
     "run_benchmark",
+    "time_interleaved",
 ]
