@@ -30,7 +30,8 @@ one call, after freeing the C heap (``malloc_trim``) and resetting the peak thro
 and library buffers touched for the first time); where the reset is not possible it is
 reported as ``None`` ("n/a") rather than guessed.
 
-Layout: :mod:`.runner` (the entry points), :mod:`.cases` (what is timed), :mod:`.timing`
+Layout: :mod:`.runner` (the entry points), :mod:`.settings` (:class:`BenchSettings`, what a run
+times and how, checked once), :mod:`.cases` (what is timed), :mod:`.timing`
 (warm-up, timed calls, statistics, the matmul reference), :mod:`.memory` (peak memory),
 :mod:`.report` (settings and the text table). The command line is :mod:`rtseg.cli.bench`.
 """
@@ -38,10 +39,12 @@ Layout: :mod:`.runner` (the entry points), :mod:`.cases` (what is timed), :mod:`
 from .cases import ATTENTIONS, MODULES
 from .report import describe_settings, format_report
 from .runner import benchmark, run_benchmark
+from .settings import BenchSettings
 from .timing import matmul_reference, time_interleaved
 
 __all__ = [
     "ATTENTIONS",
+    "BenchSettings",
     "MODULES",
     "benchmark",
     "describe_settings",
