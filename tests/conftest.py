@@ -2,7 +2,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -29,17 +28,6 @@ def randomise():
     offset head) and non-trivial BN statistics and affine terms, so that attention, offsets and
     BN all change the output; returns the model in eval mode."""
 
-    def apply(model: nn.Module) -> nn.Module:
-        with torch.no_grad():
-            for p in model.parameters():
-                if p.abs().sum() == 0:
-                    p.normal_(0, 0.2)
-            for m in model.modules():
-                if isinstance(m, nn.BatchNorm2d):
-                    m.running_mean.normal_(0, 0.2)
-                    m.running_var.uniform_(0.5, 2.0)
-                    m.weight.uniform_(0.5, 1.5)
-                    m.bias.normal_(0, 0.2)
-        return model.eval()
+    from studies.common import randomise_weights
 
-    return apply
+    return randomise_weights

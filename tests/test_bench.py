@@ -10,7 +10,15 @@ from torch import nn
 
 import rtseg
 from rtseg import cli
-from rtseg.bench import benchmark, cases, format_report, run_benchmark, timing
+from rtseg.bench import (
+    BenchSettings,
+    benchmark,
+    cases,
+    format_report,
+    run_benchmark,
+    time_interleaved,
+    timing,
+)
 from rtseg.bench.timing import add_floors
 from rtseg.cli import bench as bench_cli
 from rtseg.complexity import count_macs, count_params
@@ -33,6 +41,11 @@ def _cli(*argv: str) -> int:
     bench_cli.add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["bench", *argv])
     return args.func(args)
+
+
+def _run(models=(), **kwargs):
+    """``run_benchmark`` of ``BenchSettings(models, **kwargs)``."""
+    return run_benchmark(settings=BenchSettings(models, **kwargs))
 
 
 def _sane(row, batch, iters):
@@ -83,14 +96,14 @@ def test_cli_json_and_report(tmp_path, capsys):
 
 def test_compare_interleaves_round_robin():
     names = ["fpn_r18_bilinear", "fanet18"]
-    rows = run_benchmark(names, compare=True, reference=False, **{**TINY, "iters": 4})["results"]
+    rows = _run(names, compare=True, reference=False, **{**TINY, "iters": 4})["results"]
     starts = [r["starts_s"] for r in rows]
     for k in range(3):  # every model's k-th call comes before any model's (k+1)-th call
         assert max(s[k] for s in starts) < min(s[k + 1] for s in starts)
     for r in rows:
         _sane({**r, "efficiency_pct": 1.0}, 1, 4)
         assert r["efficiency_pct"] is None
-    seq = run_benchmark(names, reference=False, **TINY)["results"]
+    seq = _run(names, reference=False, **TINY)["results"]
     assert max(seq[0]["starts_s"]) < min(seq[1]["starts_s"])  # without --compare: one by one
 
 
@@ -169,15 +182,15 @@ def test_bad_arguments_raise_usage_errors():
         _cli("nope", "--device", "cpu")
     assert "fpn_r18_gai" in str(e.value)  # the message lists the valid names
     with pytest.raises(UnknownNameError, match="unknown module 'magic'"):
-        run_benchmark(modules=["magic"], device="cpu")
+        BenchSettings(modules=["magic"], device="cpu")
     with pytest.raises(UsageError, match="model names or --module"):
         _cli("--device", "cpu")
     with pytest.raises(UsageError, match="size must be two positive integers"):
-        run_benchmark(["fanet18"], device="cpu", size=(0, 64))  # the CLI refuses it earlier
+        BenchSettings(["fanet18"], device="cpu", size=(0, 64))  # the CLI refuses it earlier
     with pytest.raises(UsageError, match="must be >= 1"):
-        run_benchmark(["fanet18"], device="cpu", iters=0)
+        BenchSettings(["fanet18"], device="cpu", iters=0)
     with pytest.raises(UsageError, match="unknown device 'tpu9'|not supported"):
-        run_benchmark(["fanet18"], device="tpu9")
+        BenchSettings(["fanet18"], device="tpu9")
     if not torch.cuda.is_available():
         with pytest.raises(UsageError, match="CUDA is not available"):
             _cli("fanet18", "--device", "cuda")
@@ -191,8 +204,8 @@ def test_cli_prints_a_usage_error_as_one_line(capsys):
 
 def test_module_micro_benchmark():
     names = ["fast_attention", "gai_nonlocal", "gum", "ifa", "attention:criss_cross"]
-    rows = run_benchmark(modules=names, channels=16, size=(16, 24), device="cpu", warmup=1,
-                         iters=2, reference=False, floor=False)["results"]
+    rows = _run(modules=names, channels=16, size=(16, 24), device="cpu", warmup=1,
+                iters=2, reference=False, floor=False)["results"]
     assert [r["name"] for r in rows] == names
     for r in rows:
         assert r["gmac"] > 0 and r["p10_ms"] <= r["median_ms"] <= r["p90_ms"]
@@ -226,9 +239,8 @@ def test_floor_of_hand_made_rows():
 
 
 def test_module_run_times_the_rate_network_and_reports_floors():
-    result = run_benchmark(modules=["bilinear", "gai", "attention:criss_cross"], channels=16,
-                           size=(8, 12), device="cpu", warmup=1, iters=2, reference=False,
-                           compare=True)
+    result = _run(modules=["bilinear", "gai", "attention:criss_cross"], channels=16,
+                  size=(8, 12), device="cpu", warmup=1, iters=2, reference=False, compare=True)
     by = {r["name"]: r for r in result["results"]}
     rate = by["fpn_r18_bilinear (input 32×48, rate)"]
     per_gmac = 2 / rate["gflops"] * 1e3
@@ -262,9 +274,42 @@ def test_out_of_memory_is_reported_and_the_run_goes_on(monkeypatch, capsys):
 
     monkeypatch.setattr(cases, "create_model", create)
     for compare in (False, True):
-        result = run_benchmark(["fanet18", "fpn_r18_bilinear"], compare=compare,
-                               reference=False, **TINY)
+        result = _run(["fanet18", "fpn_r18_bilinear"], compare=compare, reference=False,
+                      **TINY)
         hungry, ok = result["results"]
         assert hungry["error"].startswith("out of memory") and "median_ms" not in hungry
         assert ok["error"] is None and ok["relative"] == 1.0 and len(ok["times_ms"]) == 3
     assert "fanet18: not timed: out of memory" in format_report(result)
+
+
+def test_settings_are_checked_and_normalised_once():
+    s = BenchSettings(["fanet18", "all"], device="cpu", backends=("torch", "torch"))
+    assert s.models[0] == "fanet18" and len(s.models) == len(set(s.models)) > 1
+    assert s.device == torch.device("cpu") and (s.warmup, s.iters) == (2, 10)
+    assert s.size == (1024, 2048) and s.backends == ["torch"] and s.kind == "models"
+    m = BenchSettings(modules=["gai"], device="cpu")
+    assert m.size == (128, 256) and m.timed_names()[0] == "gai" and len(m.timed_names()) == 2
+    assert BenchSettings(modules=["gai"], device="cpu", floor=False).timed_names() == ["gai"]
+    with pytest.raises(UsageError, match="threads must be >= 1"):
+        BenchSettings(["fanet18"], device="cpu", threads=0)
+    with pytest.raises(UsageError, match="not both"):
+        run_benchmark(["fanet18"], settings=s)
+
+
+def test_keyword_settings_still_run_with_a_deprecation_warning():
+    with pytest.warns(DeprecationWarning, match="BenchSettings"):
+        result = run_benchmark(["fpn_r18_bilinear"], reference=False, **TINY)
+    assert result["results"][0]["error"] is None and result["results"][0]["median_ms"] > 0
+
+
+def test_time_interleaved_times_callables_round_robin():
+    calls = []
+    stats = time_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+                             warmup=2, iters=3)
+    assert calls == ["a", "a", "b", "b", "a", "b", "b", "a", "a", "b"]
+    assert list(stats) == ["a", "b"]
+    for v in stats.values():
+        assert set(v) == {"p10_ms", "median_ms", "p90_ms", "mean_ms"}
+        assert 0 <= v["p10_ms"] <= v["median_ms"] <= v["p90_ms"]
+    with pytest.raises(UsageError, match="iters >= 1"):
+        time_interleaved({"a": lambda: None}, iters=0)

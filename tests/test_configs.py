@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
 from rtseg import create_model, list_models
 from rtseg.engine.config import load_config
+from tools import make_configs
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ["cityscapes", "camvid", "ade20k", "pascal_context", "coco_stuff", "synthetic"]
@@ -16,16 +16,13 @@ CORE = ["cityscapes", "camvid", "synthetic"]  # every model has a recipe for the
 
 
 def load_generator():
-    spec = importlib.util.spec_from_file_location("make_configs", ROOT / "scripts/make_configs.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return make_configs
 
 
 def test_every_registered_model_has_a_recipe_family() -> None:
     generator = load_generator()
     missing = sorted(set(list_models()) - set(generator.FAMILY))
-    assert not missing, f"no recipe in scripts/make_configs.py FAMILY for {missing}"
+    assert not missing, f"no recipe in tools/make_configs.py FAMILY for {missing}"
     for model in generator.FAMILY:
         video = getattr(create_model(model, 2, aux=False), "temporal", False)
         core = [d for d in CORE if not (video and d == "synthetic")]  # no clips there
@@ -56,7 +53,7 @@ def test_committed_configs_equal_the_generator_output(tmp_path: Path) -> None:
     for path in written:
         committed = ROOT / "configs" / path.relative_to(tmp_path)
         assert committed.read_text() == path.read_text(), (
-            f"{committed} is out of date: run python scripts/make_configs.py")
+            f"{committed} is out of date: run python -m tools.make_configs")
 
 
 def test_paper_recipes_hold_the_published_values() -> None:

@@ -1,8 +1,8 @@
-"""The CamVid study script end to end on a tiny CamVid-layout fixture: trains, resumes, reports."""
+"""The studies and tools end to end on tiny fixtures: the CamVid study trains, resumes and
+reports; the probe, the deploy study, the ONNX profiler and the int8 bisection run."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -11,23 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from studies import common
+from studies.camvid_study import run as study
+from tools import int8_bisect, profile_onnx
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_script(name: str):
-    """The module ``scripts/<name>.py`` (scripts/ on the path: they import each other)."""
-    import sys
-
-    if str(ROOT / "scripts") not in sys.path:
-        sys.path.insert(0, str(ROOT / "scripts"))
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def load_study():
-    return load_script("study_camvid")
 
 
 def export_tiny(model: str, path: Path) -> Path:
@@ -51,9 +39,8 @@ def make_camvid(root: Path) -> None:
             Image.fromarray(label, mode="L").save(root / f"{split}annot" / f"f{i}.png")
 
 
-def test_study_trains_resumes_and_reports(tmp_path: Path) -> None:
+def test_study_trains_resumes_and_reports(tmp_path: Path, monkeypatch) -> None:
     make_camvid(tmp_path / "camvid")
-    study = load_study()
     argv = ["--data", str(tmp_path / "camvid"), "--out", str(tmp_path / "study"),
             "--models", "fpn_r18_bilinear", "--iters", "2", "--crop", "32", "32", "--batch", "2",
             "--device", "cpu", "--workers", "0", "--bench-iters", "2", "--figure-frames", "0"]
@@ -71,7 +58,8 @@ def test_study_trains_resumes_and_reports(tmp_path: Path) -> None:
     assert study.main(argv + ["--no-bench"]) == 0
     assert (run / "best.pt").stat().st_mtime_ns == stamp
     # Neither --no-bench nor --report-only re-times: both keep the study run's timings.
-    study.latency = lambda *a, **k: pytest.fail("a report that trains nothing must not time")
+    monkeypatch.setattr(study, "latency",
+                        lambda *a, **k: pytest.fail("a report that trains nothing must not time"))
     assert study.main(argv + ["--report-only"]) == 0
     again = json.loads((out / "results.json").read_text())
     assert again["latency"] == first["latency"]
@@ -80,17 +68,16 @@ def test_study_trains_resumes_and_reports(tmp_path: Path) -> None:
 
 
 def test_verdict_compares_the_difference_with_the_seed_spread() -> None:
-    study = load_study()
+    verdict = common.verdict
     base = [{"miou": 0.30}, {"miou": 0.32}]  # range 2 points
-    assert study.verdict([{"miou": 0.325}, {"miou": 0.335}], base, "miou") == \
+    assert verdict([{"miou": 0.325}, {"miou": 0.335}], base, "miou") == \
         "+2.0 (≤ spread 2.0: no difference)"
-    assert study.verdict([{"miou": 0.36}, {"miou": 0.36}], base, "miou") == \
+    assert verdict([{"miou": 0.36}, {"miou": 0.36}], base, "miou") == \
         "+5.0 (> spread 2.0)"
-    assert study.verdict([{"miou": 0.20}], base, "miou") == "-11.0 (1 seed)"
+    assert verdict([{"miou": 0.20}], base, "miou") == "-11.0 (1 seed)"
 
 
 def test_report_lists_seeds_and_differences_to_bilinear() -> None:
-    study = load_study()
     classes = ["Sky", "Pole", "SignSymbol", "Pedestrian", "Bicyclist"]
 
     def run(miou: float, pole: float, seed: int) -> dict:
@@ -117,7 +104,6 @@ def test_report_lists_seeds_and_differences_to_bilinear() -> None:
 
 def test_faithful_seeds_limit_the_faithful_networks_only(tmp_path: Path) -> None:
     make_camvid(tmp_path / "camvid")
-    study = load_study()
     out = tmp_path / "study"
     for name, miou in {"gain_r18_s0": 0.3, "gain_r18_s1": 0.5, "fpn_r18_gum_s0": 0.2,
                        "fpn_r18_gum_s1": 0.4}.items():
@@ -134,17 +120,14 @@ def test_faithful_seeds_limit_the_faithful_networks_only(tmp_path: Path) -> None
     assert [r["miou"] for r in runs["gain_r18"]] == [0.3]
 
 
-def load_probe():
-    return load_script("probe_camvid")
-
-
 def test_probe_two_stages_on_a_frozen_backbone(tmp_path: Path) -> None:
     import torch
 
     from rtseg.engine.checkpoint import load_checkpoint
 
     make_camvid(tmp_path / "camvid")
-    probe = load_probe()
+    from studies.probe import run as probe
+
     out = tmp_path / "probe"
     argv = ["--data", str(tmp_path / "camvid"), "--out", str(out), "--stage1-iters", "2",
             "--iters", "2", "--seeds", "0", "--upsamplers", "bilinear", "gai", "--crop", "32",
@@ -185,7 +168,8 @@ def test_deploy_script_exports_scores_and_times_every_runtime(tmp_path: Path, ca
                       crop_size=(32, 32), workers=0, device="cpu", amp=False,
                       data_root=str(tmp_path / "camvid"), out_dir=str(tmp_path / "runs"),
                       run_name="tiny", eval_interval=1, log_interval=1)
-    deploy = load_script("deploy_camvid")
+    from studies.deploy import run as deploy
+
     out = tmp_path / "deploy"
     argv = [f"tiny={run / 'best.pt'}", "--data", str(tmp_path / "camvid"), "--out", str(out),
             "--calib-images", "2", "--sizes", "32x48", "--warmup", "1", "--iters", "2",
@@ -213,7 +197,7 @@ def test_deploy_script_exports_scores_and_times_every_runtime(tmp_path: Path, ca
 
 
 def test_onnx_profile_sums_operator_time_by_type_after_the_warmup() -> None:
-    prof = load_script("profile_onnx")
+    prof = profile_onnx
     # ONNX Runtime's events of 1 warm-up and 2 timed runs (µs): the warm-up's nodes left out
     events = [{"name": "model_run", "ts": 0, "dur": 900},
               {"cat": "Node", "name": "c_kernel_time", "ts": 10, "dur": 800,
@@ -246,7 +230,7 @@ def test_onnx_profile_reports_every_operator_type_of_a_real_file(tmp_path: Path,
 
     path = export_tiny("fpn_r18_bilinear", tmp_path / "m.onnx")
     op_types = {node.op_type for node in onnx.load(str(path)).graph.node}
-    prof = load_script("profile_onnx")
+    prof = profile_onnx
     ops = prof.profile(path, (32, 48), 1, 1, 2)
     # times themselves depend on the machine's load; which operators ran does not
     assert ops.pop("(whole call)") > 0 and {"Conv", "Resize"} <= op_types & set(ops)
@@ -261,7 +245,7 @@ def test_onnx_profile_reports_every_operator_type_of_a_real_file(tmp_path: Path,
 def test_int8_bisect_quantises_only_the_named_convolutions(tmp_path: Path, capsys) -> None:
     pytest.importorskip("onnxruntime", reason="onnxruntime is an optional extra (rtseg[full])")
     onnx = export_tiny("fpn_r18_gum", tmp_path / "m.onnx")
-    bisect = load_script("int8_bisect")
+    bisect = int8_bisect
     capsys.readouterr()
     assert bisect.main([str(onnx), "--calib", "synthetic", "--only", "/lateral.0/", "/backbone/",
                         "--size", "32", "48", "--calib-images", "2", "--images", "1",

@@ -188,15 +188,11 @@ def test_bench_times_the_streaming_step():
     assert rows[0]["error"] is None and rows[0]["median_ms"] > 0
 
 
-def test_temporal_camvid_script_compares_both_models(tmp_path, one_thread):
-    import importlib.util
+def test_temporal_camvid_study_compares_both_models(tmp_path, one_thread):
     import json
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("tc", root / "scripts/temporal_camvid.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    from studies.temporal import run as script
+
     names = {**CAMVID_NAMES, "test": ["0001TP_008550", "0001TP_008580"]}
     _camvid_fixture(tmp_path / "camvid", names, size=(64, 64))
     argv = ["--data", str(tmp_path / "camvid"), "--out", str(tmp_path / "out"), "--iters", "2",

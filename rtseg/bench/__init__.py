@@ -17,7 +17,8 @@ Protocol (the same for every model, so the numbers compare):
   percentage of a plain fp32 matrix product timed on the same device in the same run.
 * ``compare=True`` times several models in one run, interleaved: after every model's warm-up,
   round r times one call of each model in turn (starting at model r mod n), so that slow
-  drifts of the machine (other jobs, clocks, temperature) hit all models alike.
+  drifts of the machine (other jobs, clocks, temperature) hit all models alike. The same
+  protocol times any callables against each other: :func:`time_interleaved`.
 
 Peak memory (``peak_mem_mb``) is what one forward pass needs on its own: the model's weights and
 buffers, the input, and the largest extra memory during one call. On CUDA the extra is
@@ -29,7 +30,8 @@ one call, after freeing the C heap (``malloc_trim``) and resetting the peak thro
 and library buffers touched for the first time); where the reset is not possible it is
 reported as ``None`` ("n/a") rather than guessed.
 
-Layout: :mod:`.runner` (the entry points), :mod:`.cases` (what is timed), :mod:`.timing`
+Layout: :mod:`.runner` (the entry points), :mod:`.settings` (:class:`BenchSettings`, what a run
+times and how, checked once), :mod:`.cases` (what is timed), :mod:`.timing`
 (warm-up, timed calls, statistics, the matmul reference), :mod:`.memory` (peak memory),
 :mod:`.report` (settings and the text table). The command line is :mod:`rtseg.cli.bench`.
 """
@@ -37,14 +39,17 @@ Layout: :mod:`.runner` (the entry points), :mod:`.cases` (what is timed), :mod:`
 from .cases import ATTENTIONS, MODULES
 from .report import describe_settings, format_report
 from .runner import benchmark, run_benchmark
-from .timing import matmul_reference
+from .settings import BenchSettings
+from .timing import matmul_reference, time_interleaved
 
 __all__ = [
     "ATTENTIONS",
+    "BenchSettings",
     "MODULES",
     "benchmark",
     "describe_settings",
     "format_report",
     "matmul_reference",
     "run_benchmark",
+    "time_interleaved",
 ]

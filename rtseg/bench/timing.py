@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import first_line
+from ..errors import UsageError, first_line
 from .memory import peak_extra_bytes
 
 Check = Callable[[Any], None]  # raises when the first call's output is wrong
@@ -110,6 +110,43 @@ def _prepared(build: Build, name: str, warmup: int, device: torch.device) -> Ite
     return Item(name, None, 0, 0, 0, error=error)
 
 
+def _round_robin(items: Sequence[Item], iters: int, t0: float) -> None:
+    """``iters`` rounds; round r times one call of each item in turn, starting at item r mod n."""
+    for r in range(iters):
+        for j in range(len(items)):
+            _time_once(items[(r + j) % len(items)], t0)
+
+
+def time_interleaved(fns: dict[str, Callable[[], Any]], warmup: int = 2,
+                     iters: int = 10) -> dict[str, dict[str, float]]:
+    """Time callables against each other, interleaved: the protocol of ``rtseg bench --compare``.
+
+    Every callable is first called ``warmup`` times (untimed, one callable after the other);
+    then round r times one call of each in turn, starting at callable r mod n, so that slow
+    drifts of the machine (other jobs, clocks, temperature) hit all alike. Each call is timed
+    with ``time.perf_counter``; a callable that queues work on a GPU must synchronise itself.
+
+    Returns:
+        ``{name: {"p10_ms", "median_ms", "p90_ms", "mean_ms"}}`` in milliseconds, in the order
+        of ``fns`` (10th/90th percentile with linear interpolation, as :func:`latency`).
+
+    Raises:
+        UsageError: no callable, ``warmup`` < 0 or ``iters`` < 1.
+    """
+    if not fns:
+        raise UsageError("time_interleaved: no callable to time")
+    if warmup < 0 or iters < 1:
+        raise UsageError(f"time_interleaved: warmup must be >= 0 and iters >= 1, got {warmup} "
+                         f"and {iters}")
+    items = [Item(name, fn, 0, 0, 0) for name, fn in fns.items()]
+    for item in items:
+        for _ in range(warmup):
+            item.run()
+    _round_robin(items, iters, time.perf_counter())
+    return {item.name: {f"{k}_ms": v * 1e3 for k, v in latency(item.times).items()}
+            for item in items}
+
+
 def time_items(
     build: Build,
     names: Sequence[str],
@@ -130,10 +167,7 @@ def time_items(
         for name in names:
             done.append(_prepared(build, name, warmup, device))
             say(f"{name}: " + (done[-1].error or "ready"))
-        ok = [item for item in done if item.error is None]
-        for r in range(iters):
-            for j in range(len(ok)):
-                _time_once(ok[(r + j) % len(ok)], t0)
+        _round_robin([item for item in done if item.error is None], iters, t0)
     else:
         for name in names:
             item = _prepared(build, name, warmup, device)

@@ -8,7 +8,7 @@ import sys
 
 from .. import bench as library
 from ..backends import BACKENDS
-from ..bench import MODULES, format_report, run_benchmark
+from ..bench import MODULES, BenchSettings, format_report, run_benchmark
 from ..outputs import atomic_path, check_output
 from ..registry import list_models
 from ..utils import PRECISIONS
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     """Time what ``args`` names, print the table and optionally write the JSON record; 1 when
     no row could be timed."""
     path = check_output(args.json, "--json", [], "json", args.overwrite) if args.json else None
-    result = run_benchmark(
+    settings = BenchSettings(
         models=args.models, size=tuple(args.size) if args.size else None, batch=args.batch,
         device=args.device, precision=args.precision, channels_last=args.channels_last,
         compile=args.compile, fold_bn=args.fold_bn, argmax=args.argmax,
@@ -82,8 +82,8 @@ def run(args: argparse.Namespace) -> int:
         reference=not args.no_reference, reference_size=args.matmul_size, tf32=args.tf32,
         cudnn_benchmark=args.cudnn_benchmark,
         compile_mode=None if args.compile_mode in (None, "default") else args.compile_mode,
-        progress=_progress, backends=args.backend,
-        floor=not args.no_floor, reference_paths=args.reference_paths)
+        backends=args.backend, floor=not args.no_floor, reference_paths=args.reference_paths)
+    result = run_benchmark(settings=settings, progress=_progress)
     print(format_report(result))
     if args.json:
         with atomic_path(path) as tmp:

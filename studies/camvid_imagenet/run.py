@@ -1,9 +1,9 @@
 """CamVid from ImageNet: ``fpn_lite0_<up>`` fine-tuned from EfficientNet-Lite0's ImageNet
 weights, and the same recipe and budget from random weights beside it. One command, resumable::
 
-    python scripts/camvid_imagenet.py                      # both runs, test scores, JSON, figure
-    python scripts/camvid_imagenet.py --inits imagenet     # the ImageNet run only
-    python scripts/camvid_imagenet.py --report-only        # JSON and figure from finished runs
+    python -m studies.camvid_imagenet.run                   # both runs, test scores, JSON, figure
+    python -m studies.camvid_imagenet.run --inits imagenet  # the ImageNet run only
+    python -m studies.camvid_imagenet.run --report-only     # JSON and figure from finished runs
 
 Each run trains with ``configs/camvid/<model>.yaml`` (``pretrained_backbone=imagenet`` or
 ``none``), resuming from its ``last.pt``; its ``best.pt`` (on val) is then scored on the 233
@@ -27,8 +27,16 @@ import torch
 import rtseg
 from rtseg.data import CamVid
 from rtseg.engine.config import load_config
+from studies.common import (
+    CAMVID,
+    ROOT,
+    THIN,
+    load_runs,
+    prediction_rows,
+    save_grid,
+    train_then_test,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
 INITS = {"imagenet": "imagenet", "scratch": None}
 TOLERANCES = (1, 2, 3)
 
@@ -36,7 +44,7 @@ TOLERANCES = (1, 2, 3)
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="fpn_lite0_gum")
-    p.add_argument("--data", default=str(ROOT.parent / "shared/data/camvid"))
+    p.add_argument("--data", default=str(CAMVID))
     p.add_argument("--out", default="runs/camvid_imagenet")
     p.add_argument("--inits", nargs="+", default=list(INITS), choices=list(INITS))
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
@@ -59,17 +67,10 @@ def config_of(init: str, args: argparse.Namespace):
 def run_one(init: str, args: argparse.Namespace) -> dict[str, Any] | None:
     """Train (or resume) one run, then score its best checkpoint on test; cached on disk."""
     cfg = config_of(init, args)
-    run = Path(args.out) / cfg.run_name
-    metrics = run / "metrics_test.json"
-    if metrics.is_file():
-        return json.loads(metrics.read_text())
-    if args.report_only:
-        return None
-    rtseg.train(cfg, resume=run if (run / "last.pt").is_file() else None)
-    res = rtseg.evaluate(run / "best.pt", data=args.data, split="test", device=args.device,
-                         scales=(cfg.val_scale,), tolerance=TOLERANCES)
-    metrics.write_text(json.dumps(res, indent=2))
-    return res
+    return train_then_test(Path(args.out) / cfg.run_name,
+                           lambda resume: rtseg.train(cfg, resume=resume), data=args.data,
+                           device=args.device, report_only=args.report_only,
+                           scales=(cfg.val_scale,), tolerance=TOLERANCES)
 
 
 def train_seconds(log: Path, batch: int) -> float:
@@ -89,7 +90,7 @@ def summary(init: str, res: dict[str, Any], args: argparse.Namespace) -> dict[st
     run = Path(args.out) / cfg.run_name
     vals = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()
             if '"val"' in line]
-    command = "python scripts/camvid_imagenet.py --inits " + init + (
+    command = "python -m studies.camvid_imagenet.run --inits " + init + (
         " --set " + " ".join(shlex.quote(s) for s in args.set) if args.set else "")
     return {
         "model": args.model,
@@ -110,34 +111,13 @@ def summary(init: str, res: dict[str, Any], args: argparse.Namespace) -> dict[st
 
 def figure(inits: list[str], args: argparse.Namespace, path: Path) -> None:
     """Test frames: image, ground truth, then each run's prediction at the test scale."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ds = CamVid(args.data, "test")
-    palette = torch.tensor(ds.palette + [(0, 0, 0)] * (256 - len(ds.palette)), dtype=torch.uint8)
     segs = {}
     for init in inits:
         cfg = config_of(init, args)
-        best = Path(args.out) / cfg.run_name / "best.pt"
-        if best.is_file():
-            segs[init] = rtseg.load(best, device=args.device, scales=[cfg.val_scale])
-    frames = [i for i in args.figure_frames if i < len(ds)]
-    cols = 2 + len(segs)
-    fig, axes = plt.subplots(len(frames), cols, figsize=(2.6 * cols, 2.0 * len(frames)),
-                             squeeze=False)
-    for r, index in enumerate(frames):
-        image, label = ds.load(index)
-        panels = [("image", image.permute(1, 2, 0)), ("ground truth", palette[label])]
-        panels += [(f"{args.model} ({init})", palette[seg(image)]) for init, seg in segs.items()]
-        for c, (title, picture) in enumerate(panels):
-            axes[r, c].imshow(picture.numpy(), interpolation="nearest")
-            axes[r, c].set_axis_off()
-            axes[r, c].set_title(title, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+        segs.update(load_runs({f"{args.model} ({init})": Path(args.out) / cfg.run_name},
+                              args.device, scales=[cfg.val_scale]))
+    rows = prediction_rows(CamVid(args.data, "test"), args.figure_frames, segs)
+    save_grid(rows, path, cell=(2.6, 2.0), dpi=100)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     figure(list(done), args, docs / "camvid_imagenet_predictions.png")
     for init, row in done.items():
         thin = ", ".join(f"{k} {row['per_class_iou'][k]:.1f}"
-                         for k in ("Pole", "SignSymbol", "Pedestrian", "Bicyclist"))
+                         for k in THIN)
         print(f"{init}: test mIoU {row['test_miou']:.2f} %, BF@2 {row['bf2']:.2f} %, {thin}, "
               f"{row['iters']} iterations, {row['train_hours']:.2f} h of training")
     return 0

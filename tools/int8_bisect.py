@@ -8,7 +8,7 @@ images of ``--calib`` (drawn with another seed than the ``--calib-images`` that 
 Used to find that OpenVINO breaks the int8 files of
 ``fpn_r18_gum`` and ``fpn_r18_ifa`` (docs/deploy.md)::
 
-    python scripts/int8_bisect.py runs/deploy/fpn_r18_gum_frozen_s0/model.onnx \\
+    python -m tools.int8_bisect runs/deploy/fpn_r18_gum_frozen_s0/model.onnx \\
         --calib ../shared/data/camvid --only /backbone/ /lateral.0/ /top_down.2/refine
 """
 

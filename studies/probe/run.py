@@ -14,10 +14,10 @@ boundary crops (test-frame windows around poles and sign edges) per upsampler.
 Every run lives in ``OUT/<name>/`` and resumes exactly (``last.pt``): re-run the same command
 to continue after a stop. Finished runs (``metrics_test.json``) are skipped::
 
-    python scripts/probe_camvid.py --out runs/probe_camvid            # everything
-    python scripts/probe_camvid.py --stage1-only                      # the CamVid model alone
-    python scripts/probe_camvid.py --report-only                      # tables of what exists
-    python scripts/probe_camvid.py --time-step                        # full vs decoder-only step
+    python -m studies.probe.run --out runs/probe_camvid            # everything
+    python -m studies.probe.run --stage1-only                      # the CamVid model alone
+    python -m studies.probe.run --report-only                      # tables of what exists
+    python -m studies.probe.run --time-step                        # full vs decoder-only step
 
 More seeds for some runs only: ``--seeds 0 1 2 --finetune-seeds 0 1 --upsamplers bilinear gum``
 trains the frozen-backbone seed 2 of those two and nothing else.
@@ -33,17 +33,23 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
+import torch
 
-import torch  # noqa: E402
-from study_camvid import by_seed, per_class_table, spread, verdict  # noqa: E402
-
-import rtseg  # noqa: E402
+import rtseg
+from studies.common import (
+    CAMVID,
+    ROOT,
+    THIN,
+    difference_table,
+    per_class_table,
+    saved_latency,
+    spread,
+    train_then_test,
+)
+from studies.common import camvid_latency as _camvid_latency
+from studies.probe.figure import boundary_figure
 
 UPSAMPLERS = ["bilinear", "gai", "fast_attention", "ifa", "gum"]
-THIN = ["Pole", "SignSymbol", "Pedestrian", "Bicyclist"]
 TOLERANCES = (1, 2, 3)
 STAGE1 = "stage1_fpn_r18_bilinear"
 # The recipe of both stages (configs/camvid/fpn_r18_bilinear.yaml overridden by these):
@@ -61,7 +67,7 @@ def recipe(args: argparse.Namespace) -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "camvid"))
+    p.add_argument("--data", default=str(CAMVID))
     p.add_argument("--out", default="runs/probe_camvid")
     p.add_argument("--stage1-iters", type=int, default=5000)
     p.add_argument("--iters", type=int, default=1000, help="stage-2 iterations per run")
@@ -85,21 +91,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def run_one(name: str, values: dict[str, Any], args: argparse.Namespace) -> dict | None:
     """Train (or resume) ``OUT/name`` with ``values``, then evaluate best.pt on test; cached."""
     run = Path(args.out) / name
-    metrics = run / "metrics_test.json"
-    if metrics.is_file():
-        return json.loads(metrics.read_text())
-    if args.report_only:
-        return None
-    resume = run if (run / "last.pt").is_file() else None
-    config = run / "config.yaml" if resume else ROOT / "configs/camvid/fpn_r18_bilinear.yaml"
-    overrides = {} if resume else {**recipe(args), **values, "data_root": args.data,
-                                   "out_dir": args.out, "run_name": name,
-                                   "device": args.device}
-    rtseg.train(config, resume=resume, **overrides)
-    res = rtseg.evaluate(run / "best.pt", data=args.data, split="test", device=args.device,
-                         tolerance=TOLERANCES)
-    metrics.write_text(json.dumps(res, indent=2))
-    return res
+
+    def train(resume: Path | None) -> None:
+        if resume:  # the run's own config.yaml, as it was started
+            rtseg.train(run / "config.yaml", resume=resume)
+        else:
+            rtseg.train(ROOT / "configs/camvid/fpn_r18_bilinear.yaml",
+                        **{**recipe(args), **values, "data_root": args.data,
+                           "out_dir": args.out, "run_name": name, "device": args.device})
+
+    return train_then_test(run, train, data=args.data, device=args.device,
+                           report_only=args.report_only, tolerance=TOLERANCES)
 
 
 def stage2_values(up: str, seed: int, args: argparse.Namespace, finetune: bool) -> dict:
@@ -114,12 +116,8 @@ def stage2_values(up: str, seed: int, args: argparse.Namespace, finetune: bool) 
 
 def latency(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """Median latency of the five fpn_r18 models at 360×480, batch 1, one interleaved run."""
-    from rtseg.bench import benchmark
-
-    models = [f"fpn_r18_{u}" for u in args.upsamplers]
-    rows = benchmark(models, size=(360, 480), batch=1, device=args.device, num_classes=11,
-                     iters=args.bench_iters, compare=True, reference=False)
-    return {r["name"]: r for r in rows}
+    return _camvid_latency([f"fpn_r18_{u}" for u in args.upsamplers], args.device,
+                           args.bench_iters)
 
 
 def time_step(args: argparse.Namespace, steps: int = 6) -> None:
@@ -180,14 +178,12 @@ def report(results: dict[str, list[dict]], speed: dict[str, dict]) -> str:
         if kind in ("frozen", "finetune") and up != "bilinear" and base:
             pairs.append((n, base))
     if pairs:
-        lines += ["", "Difference to bilinear with the same backbone treatment, in points:", "",
-                  "| run | Δ mIoU | by seed | Δ BF@1 | Δ BF@2 | Δ BF@3 | BF@2 by seed |",
-                  "|---|---|---|---|---|---|---|"]
-        for n, base in pairs:
-            deltas = [verdict(results[n], base, f"bf{t}") for t in TOLERANCES]
-            lines.append(f"| {n} | {verdict(results[n], base, 'miou')} | "
-                         f"{by_seed(results[n], base, 'miou')} | " + " | ".join(deltas)
-                         + f" | {by_seed(results[n], base, 'bf2')} |")
+        lines += ["", "Difference to bilinear with the same backbone treatment, in points:", ""]
+        lines += difference_table(
+            [(n, results[n], base) for n, base in pairs],
+            [("Δ mIoU", "miou", "verdict"), ("by seed", "miou", "by_seed")]
+            + [(f"Δ BF@{t}", f"bf{t}", "verdict") for t in TOLERANCES]
+            + [("BF@2 by seed", "bf2", "by_seed")])
     lines += [""] + per_class_table(results, classes, head="run")
     return "\n".join(lines) + "\n"
 
@@ -220,16 +216,11 @@ def main(argv: list[str] | None = None) -> int:
                     results.setdefault(f"{prefix} {up}", []).append(
                         dict(res, seed=seed, model=f"fpn_r18_{up}"))
     saved = out / "results.json"
-    if args.no_bench or args.report_only:
-        speed = json.loads(saved.read_text()).get("latency", {}) if saved.is_file() else {}
-    else:
-        speed = latency(args)
+    speed = saved_latency(out) if args.no_bench or args.report_only else latency(args)
     text = report(results, speed)
     (out / "results.md").write_text(text)
     saved.write_text(json.dumps({"args": vars(args), "runs": results, "latency": speed},
                                 indent=1, default=str))
-    from probe_figure import boundary_figure
-
     boundary_figure(args, out / "boundary_crops.png")
     print(text)
     return 0

@@ -4,7 +4,7 @@ The recipes live here as small tables so that they stay consistent; the YAML fil
 users read, copy and pass to ``rtseg train --config``. ``tests/test_configs.py`` checks that
 the committed files equal this script's output, so edit the tables and run::
 
-    python scripts/make_configs.py
+    python -m tools.make_configs
 
 Sources: ``../shared/spec/anchors.md`` §1.4 (GAIN), §2.3 (FANet), §3.4 (IFA), §4.3 (GUN), and
 simpleseg's ``configs/clanet_{r18,df2}_*.yaml`` for GAIN's ADE20K and DF2 recipes.
@@ -29,10 +29,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from rtseg import list_models
 
-from rtseg import list_models  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 REGISTERED = list_models()
 FPN = [m for m in REGISTERED if m.startswith("fpn_r18_")]

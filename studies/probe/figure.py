@@ -3,7 +3,8 @@
 The crops are chosen from the ground truth alone (never from a prediction): in every test
 frame, the window with the most boundary pixels of thin classes (Pole, SignSymbol); the frames
 whose best window has the most are shown. Each row: the image crop, the ground truth, then each
-frozen-backbone upsampler's prediction (seed of the first run).
+frozen-backbone upsampler's prediction (seed of the first run). Drawn by
+``python -m studies.probe.run`` at its end.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 import rtseg
+from studies.common import load_runs, palette_of, save_grid
 
 THIN_IDS = (2, 6)  # CamVid Pole, SignSymbol
 WINDOW = (96, 128)
@@ -47,10 +49,8 @@ def best_window(label: torch.Tensor) -> tuple[int, int, float]:
 
 
 def boundary_figure(args: argparse.Namespace, path: Path, rows: int = 4) -> None:
-    from study_camvid import load_runs, save_grid
-
     ds = rtseg.data.CamVid(args.data, "test")
-    palette = torch.tensor(ds.palette + [(0, 0, 0)] * (256 - len(ds.palette)), dtype=torch.uint8)
+    palette = palette_of(ds)
     windows = sorted(((best_window(ds.load(i)[1]), i) for i in range(len(ds))),
                      key=lambda w: -w[0][2])
     chosen = []

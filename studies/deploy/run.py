@@ -17,15 +17,15 @@ Results go to ``OUT/NAME/results.json`` (a finished step is not redone: delete t
 rerun), then two markdown tables are printed: every variant, and what int8 costs and gains
 per model at the last size. Never time while another job uses the cores.
 
-    python scripts/deploy_camvid.py fpn_r18_bilinear=runs/probe/stage1/best.pt \\
+    python -m studies.deploy.run fpn_r18_bilinear=runs/probe/stage1/best.pt \\
         fanet18=runs/temporal/fanet18_s0/best.pt --data ../shared/data/camvid --out runs/deploy
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,9 +34,10 @@ import numpy as np
 import torch
 
 from rtseg import backends
-from rtseg.api import _dataset_for
-from rtseg.bench import timing
+from rtseg.bench import time_interleaved
 from rtseg.cli import main as cli_main
+from rtseg.data import build_dataset, detect_dataset
+from rtseg.data.transforms import eval_transforms
 from rtseg.engine.checkpoint import load_model
 from rtseg.engine.metrics import ConfusionMatrix
 
@@ -93,7 +94,9 @@ def accuracy(config: dict, run: dict[str, Callable], args: argparse.Namespace
     (``config``: the checkpoint's training config, which names the data set)."""
     from tqdm import tqdm
 
-    ds = _dataset_for(config, args.data, None, "test")
+    # TODO: rtseg.data.from_config(config, "test", train=False) once it lands; until then the
+    # data set at --data, as rtseg.evaluate finds it (its layout detected)
+    ds = build_dataset(detect_dataset(args.data), args.data, "test", transform=eval_transforms())
     cms = {v: ConfusionMatrix(ds.num_classes, ds.ignore_index) for v in run}
     changed = dict.fromkeys(run, 0)
     pixels = 0
@@ -114,18 +117,8 @@ def latency(run: dict[str, Callable], size: tuple[int, int], args: argparse.Name
             ) -> dict[str, dict]:
     """Median and p10/p90 ms per variant at ``size``, the variants' calls interleaved."""
     x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0))
-    times: dict[str, list[float]] = {v: [] for v in run}
-    for f in run.values():
-        for _ in range(args.warmup):
-            f(x)
-    names = list(run)
-    for r in range(args.iters):
-        for j in range(len(names)):
-            v = names[(r + j) % len(names)]
-            t = time.perf_counter()
-            run[v](x)
-            times[v].append((time.perf_counter() - t) * 1e3)
-    return {v: {f"{k}_ms": ms for k, ms in timing.latency(t).items()} for v, t in times.items()}
+    return time_interleaved({v: functools.partial(f, x) for v, f in run.items()},
+                            warmup=args.warmup, iters=args.iters)
 
 
 def table(results: dict[str, dict], sizes: list[str]) -> str:

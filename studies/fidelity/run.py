@@ -5,21 +5,17 @@ parameters drawn), one random input, fp64; prints the largest logit difference b
 default and the switched network, relative to the largest logit, and the share of pixels whose
 argmax label changes. Random weights measure the arithmetic, not a trained model's accuracy.
 
-    python scripts/fidelity_effects.py [--size 256 512] [--seed 0]
+    python -m studies.fidelity.run [--size 256 512] [--seed 0]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
-from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import rtseg  # noqa: E402
+import rtseg
+from studies.common import randomise_weights
 
 CASES = [
     ("fanet18", {"up_padding": True}),
@@ -31,24 +27,10 @@ CASES = [
 ]
 
 
-def randomised(model: nn.Module) -> nn.Module:
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.abs().sum() == 0:
-                p.normal_(0, 0.2)
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.2)
-    return model.double().eval()
-
-
 def effect(name: str, options: dict, size: tuple[int, int], seed: int) -> tuple[float, float]:
     """(max |Δlogit| / max |logit|, % of labels changed) of ``options`` on model ``name``."""
     torch.manual_seed(seed)
-    base = randomised(rtseg.create_model(name, 19))
+    base = randomise_weights(rtseg.create_model(name, 19)).double()
     switched = rtseg.create_model(name, 19, **options).double().eval()
     switched.load_state_dict(base.state_dict())
     x = torch.randn(1, 3, *size, dtype=torch.float64)

@@ -6,7 +6,7 @@ and then with their inference fast paths. Printed as one markdown table per mode
 operators' self CPU time in ms, largest first. Profiles are single calls on a shared machine:
 read them for where the time goes, and take latencies from ``rtseg bench --compare``.
 
-    python scripts/profile_upsamplers.py --size 512 1024 --threads 2
+    python -m tools.profile_upsamplers --size 512 1024 --threads 2
 """
 
 from __future__ import annotations

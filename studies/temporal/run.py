@@ -7,28 +7,25 @@ on single frames, ``fanet18_temp`` on clips of the frame and its two previous la
 of the same drive, 1 s apart), and are evaluated on the 233 test frames (the temporal model on
 test clips). Every run resumes (``OUT/<model>_s<seed>/last.pt``); finished runs are skipped::
 
-    python scripts/temporal_camvid.py --init runs/probe_camvid/stage1_fpn_r18_bilinear/best.pt
+    python -m studies.temporal.run --init runs/probe_camvid/stage1_fpn_r18_bilinear/best.pt
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
+from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import rtseg  # noqa: E402
+import rtseg
+from studies.common import CAMVID, ROOT, THIN, train_then_test
 
 MODELS = ["fanet18", "fanet18_temp"]
-THIN = ["Pole", "SignSymbol", "Pedestrian", "Bicyclist"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "camvid"))
+    p.add_argument("--data", default=str(CAMVID))
     p.add_argument("--out", default="runs/temporal_camvid")
     p.add_argument("--init", help="checkpoint whose backbone both models start from")
     p.add_argument("--iters", type=int, default=400)
@@ -40,14 +37,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def run_one(model: str, seed: int, args: argparse.Namespace) -> dict:
+def run_one(model: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Train (or resume) one run, then score its best checkpoint on test; cached on disk."""
     run = Path(args.out) / f"{model}_s{seed}"
-    metrics = run / "metrics_test.json"
-    if metrics.is_file():
-        return json.loads(metrics.read_text())
-    if (run / "last.pt").is_file():
-        rtseg.train(resume=run)
-    else:
+
+    def train(resume: Path | None) -> None:
+        if resume:
+            rtseg.train(resume=resume)
+            return
         h, w = args.crop
         extra = {"init_from": args.init, "init_parts": "backbone"} if args.init else {}
         rtseg.train(ROOT / "configs" / "camvid" / f"{model}.yaml", data_root=args.data,
@@ -56,10 +53,8 @@ def run_one(model: str, seed: int, args: argparse.Namespace) -> dict:
                     eval_interval=max(args.iters // 4, 1), ckpt_interval=50, log_interval=10,
                     warmup_iters=min(100, args.iters // 10), ohem_min_kept=h * w // 16,
                     out_dir=args.out, run_name=run.name, **extra)
-    res = rtseg.evaluate(run / "best.pt", data=args.data, split="test", device=args.device,
-                         tolerance=(2,))
-    metrics.write_text(json.dumps(res, indent=2))
-    return res
+
+    return train_then_test(run, train, data=args.data, device=args.device, tolerance=(2,))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,24 +8,19 @@ seed per sample, so both see the same scales and windows; the medians of the per
 and the median of the per-sample ratios are printed, with the largest image difference (uint8
 levels) and whether all labels agreed. Run::
 
-    python scripts/time_augment.py --samples 40
+    python -m studies.time_augment.run --samples 40
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from rtseg.data.transforms import RandomCrop, RandomScale, RandomScaleCrop  # noqa: E402
+from rtseg.data.transforms import RandomCrop, RandomScale, RandomScaleCrop
 
 Pair = tuple[torch.Tensor, torch.Tensor]
 SETTINGS = {  # name: (image H×W, crop H×W)

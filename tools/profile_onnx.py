@@ -9,7 +9,7 @@ as ``rtseg.load`` runs it. Random input of the given size, warm-up calls dropped
 runtimes are profiled one after the other, so compare the shares inside one profile and the
 totals as a rough guide::
 
-    python scripts/profile_onnx.py runs/deploy/gun/model.onnx runs/deploy/gun/model.int8.onnx \\
+    python -m tools.profile_onnx runs/deploy/gun/model.onnx runs/deploy/gun/model.int8.onnx \\
         --size 512 1024 --threads 2 --runtime onnxruntime openvino
 """
 

@@ -1,0 +1,201 @@
+"""What every study shares: cached, resumable train-then-test, verdict and per-class tables,
+the interleaved CamVid latency, figure grids of predictions, and randomised weights.
+
+* :func:`train_then_test`: train a run (or resume it from its ``last.pt``), then score its
+  ``best.pt`` on the test split once; the scores are cached as ``metrics_test.json`` in the run
+  folder, so a finished run is never trained or scored again and a stopped one continues.
+* :func:`spread`, :func:`verdict`, :func:`by_seed`, :func:`difference_table`,
+  :func:`per_class_table`: the markdown of results over seeds, and of a difference to a
+  baseline judged against the spread over seeds.
+* :func:`camvid_latency`, :func:`saved_latency`: every model timed by ``rtseg bench`` in one
+  interleaved run at CamVid's 360×480, or the timings an earlier report kept.
+* :func:`prediction_rows`, :func:`save_grid`: figures of image / ground truth / predictions.
+* :func:`randomise_weights`: non-trivial random weights for equivalence measurements.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+CAMVID = ROOT.parent / "shared" / "data" / "camvid"  # the default --data of the CamVid studies
+THIN = ["Pole", "SignSymbol", "Pedestrian", "Bicyclist"]  # CamVid's thin classes
+METRICS = "metrics_test.json"
+
+Runs = list[dict[str, Any]]  # one metrics dict per seed
+Grid = list[list[tuple[str, torch.Tensor]]]  # rows of (title, H×W×3 uint8 picture)
+
+
+def train_then_test(run: Path, train: Callable[[Path | None], Any], *, data: str,
+                    device: str = "auto", report_only: bool = False,
+                    **evaluate: Any) -> dict[str, Any] | None:
+    """The test metrics of run folder ``run``: cached, or trained (resumed) and scored now.
+
+    ``train(resume)`` trains the run into ``run``; ``resume`` is ``run`` when it holds a
+    ``last.pt`` (continue exactly where it stopped), else None (start). Then ``best.pt`` is
+    scored by :func:`rtseg.evaluate` on ``data``'s test split with ``evaluate``'s options, and
+    the scores are written to ``run/metrics_test.json``: the run is done, and later calls read
+    that file. With ``report_only`` nothing is trained: an unfinished run gives None.
+    """
+    import rtseg
+
+    metrics = run / METRICS
+    if metrics.is_file():
+        return json.loads(metrics.read_text())
+    if report_only:
+        return None
+    train(run if (run / "last.pt").is_file() else None)
+    res = rtseg.evaluate(run / "best.pt", data=data, split="test", device=device, **evaluate)
+    metrics.write_text(json.dumps(res, indent=2))
+    return res
+
+
+def spread(values: Sequence[float]) -> str:
+    """``mean`` in %, with ``(min–max)`` over seeds when there are several."""
+    mean = statistics.fmean(values)
+    if len(values) == 1:
+        return f"{100 * mean:.1f}"
+    return f"{100 * mean:.1f} ({100 * min(values):.1f}–{100 * max(values):.1f})"
+
+
+def verdict(runs: Runs, baseline: Runs, key: str) -> str:
+    """Mean difference to the baseline in points, and whether it exceeds the seed spread.
+
+    The spread is the larger of the two min–max ranges over seeds; a difference no larger than
+    it is reported as no difference. With one seed on either side the spread is unknown.
+    """
+    a, b = [r[key] for r in runs], [r[key] for r in baseline]
+    delta = 100 * (statistics.fmean(a) - statistics.fmean(b))
+    if len(a) < 2 or len(b) < 2:
+        return f"{delta:+.1f} (1 seed)"
+    spread_ = 100 * max(max(a) - min(a), max(b) - min(b))
+    if abs(delta) <= spread_:
+        return f"{delta:+.1f} (≤ spread {spread_:.1f}: no difference)"
+    return f"{delta:+.1f} (> spread {spread_:.1f})"
+
+
+def by_seed(runs: Runs, baseline: Runs, key: str) -> str:
+    """The difference to the baseline seed by seed (same initial weights and data order)."""
+    base = {r.get("seed"): r[key] for r in baseline}
+    pairs = [(r.get("seed"), r[key] - base[r.get("seed")]) for r in runs if r.get("seed") in base]
+    return ", ".join(f"s{seed} {100 * d:+.1f}" for seed, d in pairs)
+
+
+def difference_table(pairs: Iterable[tuple[str, Runs, Runs]],
+                     columns: Sequence[tuple[str, str, str]], head: str = "run") -> list[str]:
+    """Markdown rows of differences to a baseline, one row per ``(name, runs, baseline)``.
+
+    ``columns``: ``(header, metric key, "verdict" or "by_seed")`` each: the mean difference
+    judged against the seed spread (:func:`verdict`), or the seed-by-seed differences.
+    """
+    cell = {"verdict": verdict, "by_seed": by_seed}
+    lines = [f"| {head} | " + " | ".join(h for h, _, _ in columns) + " |",
+             "|---|" + "---|" * len(columns)]
+    for name, runs, base in pairs:
+        lines.append(f"| {name} | " + " | ".join(cell[kind](runs, base, key)
+                                                  for _, key, kind in columns) + " |")
+    return lines
+
+
+def per_class_table(results: Mapping[str, Runs], classes: Sequence[str],
+                    head: str = "model") -> list[str]:
+    """Markdown rows of the seed-mean IoU (%) of every class, one row per entry."""
+    lines = ["Per-class IoU (%), seed mean:", "",
+             f"| {head} | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes)]
+    for name, runs in results.items():
+        means = [statistics.fmean(r["iou"][k] for r in runs) for k in range(len(classes))]
+        lines.append(f"| {name} | " + " | ".join(f"{100 * v:.1f}" for v in means) + " |")
+    return lines
+
+
+def camvid_latency(models: Sequence[str], device: str, iters: int) -> dict[str, dict[str, Any]]:
+    """Median latency of every model at 360×480, batch 1, 11 classes, one interleaved run."""
+    from rtseg.bench import benchmark
+
+    rows = benchmark(list(models), size=(360, 480), batch=1, device=device, num_classes=11,
+                     iters=iters, compare=True, reference=False)
+    return {r["name"]: r for r in rows}
+
+
+def saved_latency(out: Path, models: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+    """The timings an earlier call wrote to ``out/results.json`` (for ``models``); {} if none.
+
+    CPU latency drifts with the machine's load, so a report that trains nothing keeps the
+    timings taken in the study run rather than quietly replacing them with new ones.
+    """
+    try:
+        saved = json.loads((out / "results.json").read_text()).get("latency") or {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+    names = list(saved) if models is None else models
+    return {m: saved[m] for m in names if isinstance(saved.get(m), dict)}
+
+
+def load_runs(runs: Mapping[str, Path], device: str, **options: Any) -> dict[str, Any]:
+    """Segmenters (:func:`rtseg.load`) of the runs whose ``best.pt`` exists, by title."""
+    import rtseg
+
+    return {title: rtseg.load(run / "best.pt", device=device, **options)
+            for title, run in runs.items() if (run / "best.pt").is_file()}
+
+
+def palette_of(ds: Any) -> torch.Tensor:
+    """256×3 uint8 colours of a data set's classes (black beyond them: the ignore label)."""
+    return torch.tensor(ds.palette + [(0, 0, 0)] * (256 - len(ds.palette)), dtype=torch.uint8)
+
+
+def prediction_rows(ds: Any, frames: Iterable[int], segs: Mapping[str, Callable]) -> Grid:
+    """One figure row per frame index of ``ds`` (those past its end are left out): the image,
+    the ground truth, then each segmenter's prediction, titled by its key."""
+    palette = palette_of(ds)
+    rows = []
+    for index in [i for i in frames if i < len(ds)]:
+        image, label = ds.load(index)
+        rows.append([("image", image.permute(1, 2, 0)), ("ground truth", palette[label])]
+                    + [(name, palette[seg(image)]) for name, seg in segs.items()])
+    return rows
+
+
+def save_grid(rows: Grid, path: Path, cell: tuple[float, float] = (2.4, 1.9),
+              dpi: int = 110) -> None:
+    """A figure of H×W×3 uint8 pictures, one row per list of (title, picture)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = max(len(r) for r in rows)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(cell[0] * cols, cell[1] * len(rows)),
+                             squeeze=False)
+    for r, panels in enumerate(rows):
+        for c, (title, picture) in enumerate(panels):
+            axes[r, c].imshow(picture.numpy(), interpolation="nearest")
+            axes[r, c].set_axis_off()
+            axes[r, c].set_title(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+
+
+def randomise_weights(model: nn.Module) -> nn.Module:
+    """Non-zero values for zero-initialised parameters (GAI's γ, GUM's offset head) and
+    non-trivial BN statistics and affine terms, so that attention, offsets and BN all change
+    the output; in place, from torch's global generator; returns the model in eval mode."""
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.abs().sum() == 0:
+                p.normal_(0, 0.2)
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0, 0.2)
+    return model.eval()
