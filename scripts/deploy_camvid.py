@@ -2,7 +2,7 @@
 
 For each ``NAME=CHECKPOINT`` (trained on CamVid):
 
-1. ``rtseg export`` writes ``OUT/NAME/model.onnx`` (fp32, dynamic batch/H/W, with metadata)
+1. ``rtseg.export`` writes ``OUT/NAME/model.onnx`` (fp32, dynamic batch/H/W, with metadata)
    and ``model.int8.onnx`` (static QDQ, calibrated on ``--calib-images`` CamVid train images
    at the export size 360×480).
 2. Every image of the test split (233 frames, 360×480, whole-image inference) is predicted by
@@ -33,10 +33,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from rtseg import backends
+import rtseg
 from rtseg.api import _dataset_for
 from rtseg.bench import timing
-from rtseg.cli import main as cli_main
+from rtseg.deploy import runtimes as backends
 from rtseg.engine.checkpoint import load_model
 from rtseg.engine.metrics import ConfusionMatrix
 
@@ -81,10 +81,11 @@ def export(name: str, ckpt: str, folder: Path, args: argparse.Namespace) -> None
     if (folder / "model.int8.onnx").exists():
         return
     folder.mkdir(parents=True, exist_ok=True)
-    rc = cli_main(["export", ckpt, "--onnx", str(folder / "model.onnx"), "--size", "360", "480",
-                   "--int8", "--calib", args.data, "--calib-images", str(args.calib_images)])
-    if rc != 0:
-        raise SystemExit(f"{name}: export failed (status {rc})")
+    try:
+        print(rtseg.export(ckpt, folder / "model.onnx", size=(360, 480), int8_calib=args.data,
+                           calib_images=args.calib_images, progress=True))
+    except rtseg.RtsegError as e:
+        raise SystemExit(f"{name}: export failed ({e})") from None
 
 
 def accuracy(config: dict, run: dict[str, Callable], args: argparse.Namespace

@@ -56,7 +56,7 @@ def _check_names(names: Sequence[str], valid: Sequence[str], what: str) -> list[
 def _with_backends(names: list[str], backends: Sequence[str], modules: Sequence[str],
                    device: torch.device, precision: str, torch_only: bool) -> list[str]:
     """Model names with ``@backend`` for every runtime other than torch (checked)."""
-    from ..backends import require
+    from ..deploy.runtimes import require
 
     backends = list(dict.fromkeys(backends)) or ["torch"]
     for b in backends:
