@@ -33,13 +33,13 @@ def load(path: str | Path, device: str | torch.device = "auto", backend: str = "
     """A :class:`Segmenter` for an rtseg checkpoint (``.pt``) or an exported ``.onnx`` file.
 
     Args:
-        path: ``best.pt``/``last.pt`` of a run, or a file written by ``rtseg export --onnx``
+        path: ``best.pt``/``last.pt`` of a run, or a file written by :func:`rtseg.export`
             (its metadata holds the classes, palette and normalisation).
         device: for a checkpoint, ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``;
             exported files run on the CPU.
         backend: ``"torch"`` (checkpoints), ``"onnxruntime"`` or ``"openvino"`` (exported
             files), or ``"auto"``: torch for a checkpoint, the first installed runtime of
-            :func:`rtseg.backends.auto_order` for an exported file.
+            :func:`rtseg.deploy.runtimes.auto_order` for an exported file.
         threads: intra-op threads of an exported file's runtime (default: the runtime's).
         **options: the default test-time options (``mode``, ``crop``, ``stride``, ``scales``,
             ``flip``).
@@ -47,12 +47,13 @@ def load(path: str | Path, device: str | torch.device = "auto", backend: str = "
     Raises ``CheckpointError`` for a file that is not a readable rtseg checkpoint or export,
     ``UsageError`` for a backend that is not installed or does not fit the file.
     """
-    from . import backends
+    from .deploy.metadata import is_exported, read_metadata
+    from .deploy.runtimes import RUNTIMES, pick_backend
 
     # an exported file's metadata is read once: "auto" chooses by it, the Segmenter needs it
-    auto_exported = backends.is_exported(path) and backend == "auto"
-    meta = backends.read_metadata(path) if auto_exported else None
-    name = backends.pick_backend(path, backend, meta)
+    auto_exported = is_exported(path) and backend == "auto"
+    meta = read_metadata(path) if auto_exported else None
+    name = pick_backend(path, backend, meta)
     if name == "torch":
         dev = resolve_device(device)
         model, ckpt = load_model(path, dev)
@@ -60,8 +61,8 @@ def load(path: str | Path, device: str | torch.device = "auto", backend: str = "
                          name=ckpt["config"]["model"], **options)
     if resolve_device(device).type != "cpu" and device != "auto":
         raise UsageError(f"{path}: exported files run on the CPU here, not {device}")
-    meta = meta or backends.read_metadata(path)
-    model = backends.RUNTIMES[name](path, threads)
+    meta = meta or read_metadata(path)
+    model = RUNTIMES[name](path, threads)
     if meta.get("dynamic") is False and meta.get("trace_size"):
         model.static_shape = (meta.get("batch", 1), 3, *meta["trace_size"])
     return Segmenter(model, meta["classes"], meta["palette"], "cpu", mean=meta["mean"],
@@ -128,7 +129,7 @@ def evaluate(
         The metrics (``miou``, ``iou``, ``pixel_acc``, ``mbf``, …) with ``classes``, ``split``,
         ``dataset``, ``images``, ``seconds`` and the options used.
     """
-    from .backends import is_exported
+    from .deploy.metadata import is_exported
     from .segmenter import check_options
 
     ckpt_cfg, checkpoint, k = None, None, None

@@ -1,237 +1,32 @@
-"""Exported models behind the Segmenter: ONNX Runtime and OpenVINO, read from the file alone.
+"""Deprecated alias of :mod:`rtseg.deploy.runtimes` and :mod:`rtseg.deploy.metadata`, kept for
+one release (issue 27 moved the exported-file format into :mod:`rtseg.deploy`)."""
 
-``rtseg export --onnx`` writes into the ONNX file's metadata everything inference needs besides
-the graph (:data:`METADATA_KEYS`): the model name, class names, palette, normalisation and the
-input-size rules, so ``rtseg.load("m.onnx")`` needs no checkpoint and no rtseg config. An
-:class:`OnnxRuntimeModel` / :class:`OpenVINOModel` is a callable that takes and returns torch
-tensors like an eval-mode ``nn.Module`` (B×3×H×W normalised float → B×K×H×W logits), so the
-Segmenter's test-time options (sliding windows, scales, flip) work unchanged on top of it.
-"""
+import warnings
 
-from __future__ import annotations
+from .deploy.metadata import (  # noqa: F401
+    METADATA_FORMAT,
+    METADATA_KEYS,
+    is_exported,
+    make_metadata,
+    read_metadata,
+    write_metadata,
+)
+from .deploy.runtimes import (  # noqa: F401
+    BACKENDS,
+    INT8_MAX_CHANGED,
+    INT8_OPENVINO_CHANGED,
+    OPENVINO_FIRST_FP32,
+    OPENVINO_FIRST_INT8,
+    RUNTIMES,
+    OnnxRuntimeModel,
+    OpenVINOModel,
+    auto_order,
+    installed,
+    ort_session,
+    pick_backend,
+    require,
+)
 
-import json
-from pathlib import Path
-from typing import Any
-
-import numpy as np
-import torch
-
-from .errors import CheckpointError, UsageError, first_line
-
-METADATA_FORMAT = 1
-METADATA_KEYS = ("rtseg.format", "rtseg.model", "rtseg.classes", "rtseg.palette", "rtseg.mean",
-                 "rtseg.std", "rtseg.dynamic", "rtseg.trace_size", "rtseg.version")
-BACKENDS = ("torch", "onnxruntime", "openvino")
-_INSTALL = {"onnxruntime": 'pip install "rtseg[full]" (onnxruntime)',
-            "openvino": 'pip install "rtseg[openvino]"'}
-
-
-def installed(backend: str) -> bool:
-    """Whether the runtime of ``backend`` can be imported here."""
-    import importlib.util
-
-    return backend == "torch" or importlib.util.find_spec(backend) is not None
-
-
-def require(backend: str) -> None:
-    if backend not in BACKENDS:
-        raise UsageError(f"unknown backend {backend!r}; use auto, {', '.join(BACKENDS)}")
-    if not installed(backend):
-        raise UsageError(f"backend {backend!r} is not installed: {_INSTALL[backend]}")
-
-
-def make_metadata(model_name: str, classes: list[str], palette: list, mean: tuple, std: tuple,
-                  dynamic: bool, trace_size: tuple[int, int], batch: int = 1,
-                  precision: str = "fp32") -> dict[str, str]:
-    """The ONNX metadata of an rtseg export (every value a string; lists as JSON)."""
-    from . import __version__
-
-    return {"rtseg.format": str(METADATA_FORMAT), "rtseg.model": model_name,
-            "rtseg.precision": precision,
-            "rtseg.classes": json.dumps(list(classes)),
-            "rtseg.palette": json.dumps([list(map(int, c)) for c in palette]),
-            "rtseg.mean": json.dumps(list(mean)), "rtseg.std": json.dumps(list(std)),
-            "rtseg.dynamic": json.dumps(bool(dynamic)),
-            "rtseg.trace_size": json.dumps(list(trace_size)), "rtseg.batch": str(batch),
-            "rtseg.version": __version__}
-
-
-def write_metadata(path: str | Path, metadata: dict[str, str]) -> None:
-    """Store ``metadata`` in the ONNX file at ``path`` (replacing rtseg's earlier keys)."""
-    import onnx
-
-    model = onnx.load(str(path))
-    kept = [p for p in model.metadata_props if p.key not in metadata]
-    del model.metadata_props[:]
-    model.metadata_props.extend(kept)
-    for key, value in metadata.items():
-        model.metadata_props.add(key=key, value=value)
-    onnx.save(model, str(path))
-
-
-def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The rtseg metadata of an ONNX file, decoded; CheckpointError when it has none."""
-    import onnx
-
-    path = Path(path)
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as e:  # noqa: BLE001 - a truncated or foreign file
-        raise CheckpointError(f"{path}: cannot read ONNX file ({type(e).__name__}: "
-                              f"{first_line(e)})") from None
-    props = {p.key: p.value for p in model.metadata_props}
-    missing = [k for k in METADATA_KEYS[:6] if k not in props]
-    if missing:
-        raise CheckpointError(f"{path}: no rtseg metadata ({', '.join(missing)} missing): "
-                              "export the model with `rtseg export CHECKPOINT --onnx FILE`, "
-                              "which records its classes, palette and normalisation")
-    if int(props["rtseg.format"]) > METADATA_FORMAT:
-        raise CheckpointError(f"{path}: written by a newer rtseg (metadata format "
-                              f"{props['rtseg.format']}): upgrade rtseg")
-    meta: dict[str, Any] = {"model": props["rtseg.model"],
-                            "precision": props.get("rtseg.precision", "fp32")}
-    for key in ("classes", "palette", "mean", "std", "dynamic", "trace_size", "batch"):
-        if f"rtseg.{key}" in props:
-            meta[key] = json.loads(props[f"rtseg.{key}"])
-    return meta
-
-
-class _ExportedModel:
-    """The nn.Module surface the Segmenter uses: ``to``, ``eval`` and a call."""
-
-    static_shape: tuple[int, ...] | None = None  # (B, 3, H, W) of a --static export
-
-    def to(self, device: Any) -> _ExportedModel:
-        if torch.device(device).type != "cpu":
-            raise UsageError(f"{type(self).__name__} runs on the CPU here; use device='cpu'")
-        return self
-
-    def eval(self) -> _ExportedModel:
-        return self
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4:
-            raise UsageError(f"an exported model takes B×3×H×W images, got {tuple(x.shape)}")
-        if self.static_shape is not None and tuple(x.shape) != self.static_shape:
-            b, _, h, w = self.static_shape
-            raise UsageError(f"this export is static: it takes {b}×3×{h}×{w} inputs, not "
-                             f"{'×'.join(map(str, x.shape))}; use mode='slide', "
-                             f"crop=({h}, {w}) (batch {b}) or export without --static")
-        out = self._run(np.ascontiguousarray(x.detach().float().cpu().numpy()))
-        return torch.from_numpy(np.asarray(out))
-
-    def _run(self, x: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-
-class OnnxRuntimeModel(_ExportedModel):
-    """An ONNX file run by ONNX Runtime's CPU provider (``threads``: intra-op threads)."""
-
-    backend = "onnxruntime"
-
-    def __init__(self, path: str | Path, threads: int | None = None) -> None:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-        try:
-            self.session = ort.InferenceSession(str(path), opts,
-                                                providers=["CPUExecutionProvider"])
-        except Exception as e:  # noqa: BLE001 - ONNX Runtime's own errors
-            raise CheckpointError(f"{path}: ONNX Runtime cannot load it ({type(e).__name__}: "
-                                  f"{first_line(e)})") from None
-        self.input = self.session.get_inputs()[0].name
-
-    def _run(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input: x})[0]
-
-
-class OpenVINOModel(_ExportedModel):
-    """An ONNX file compiled by OpenVINO for its CPU plugin."""
-
-    backend = "openvino"
-
-    def __init__(self, path: str | Path, threads: int | None = None) -> None:
-        import openvino as ov
-
-        core = ov.Core()
-        # fp32 as exported: on CPUs with AVX-512 BF16 or AMX the plugin would otherwise run
-        # in bf16 (logits ~1e-2 off); int8 and bf16 are deliberate choices, not a default.
-        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32"}
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = threads
-        try:
-            self.compiled = core.compile_model(str(path), "CPU", config)
-        except Exception as e:  # noqa: BLE001 - OpenVINO's own errors
-            raise CheckpointError(f"{path}: OpenVINO cannot compile it ({type(e).__name__}: "
-                                  f"{first_line(e)})") from None
-        self.request = self.compiled.create_infer_request()
-
-    def _run(self, x: np.ndarray) -> np.ndarray:
-        return self.request.infer({0: x})[0].copy()
-
-
-RUNTIMES = {"onnxruntime": OnnxRuntimeModel, "openvino": OpenVINOModel}
-# What "auto" runs an exported file in, from interleaved timings on this project's CPU (2
-# threads; docs/deploy.md). fp32: ONNX Runtime was faster than OpenVINO at 512×1024 for every
-# model but gun (265 ms against 311 ms at 512×1024; at 360×480 ONNX Runtime was faster for gun
-# too, 103.9 against 109.3 ms on the CamVid test frames).
-OPENVINO_FIRST_FP32 = frozenset({"gun"})
-# int8, the rule: an int8 file goes to OpenVINO only where OpenVINO ran it faster than ONNX
-# Runtime and its labels differ from PyTorch fp32's on at most INT8_MAX_CHANGED % of the CamVid
-# test pixels; every other int8 file (and every model not measured) goes to ONNX Runtime.
-# Measured (docs/deploy.md, CamVid test, 233 frames): OpenVINO ran every measured int8 file
-# faster; its share of changed labels is below (ONNX Runtime's int8 files: 0.77-1.36 %). The
-# threshold was written down after these measurements (issue 29); they fall far on either side
-# of it (at most 2.63 % against at least 11.15 %), so any threshold from 3 % to 11 % picks the
-# same models.
-INT8_MAX_CHANGED = 5.0
-INT8_OPENVINO_CHANGED = {  # % of pixels whose label differs from PyTorch fp32, OpenVINO int8
-    "fpn_r18_bilinear": 0.76, "fpn_r18_gai": 0.77, "fpn_r18_fast_attention": 2.63,
-    "fanet18": 2.05, "gain_r18": 0.74, "gun": 1.32, "fpn_r18_ifa": 11.15, "fpn_r18_gum": 18.97,
-}
-OPENVINO_FIRST_INT8 = frozenset(m for m, changed in INT8_OPENVINO_CHANGED.items()
-                                if changed <= INT8_MAX_CHANGED)
-
-
-def auto_order(path: str | Path, meta: dict[str, Any] | None = None) -> tuple[str, str]:
-    """The runtimes ``backend="auto"`` tries for the exported file at ``path``, best first
-    (``meta``: its :func:`read_metadata`, when the caller has it already)."""
-    if meta is None:
-        try:
-            meta = read_metadata(path)
-        except CheckpointError:  # refused with its own message when loaded
-            return ("onnxruntime", "openvino")
-    first = OPENVINO_FIRST_INT8 if meta["precision"] == "int8" else OPENVINO_FIRST_FP32
-    if meta["model"] in first:
-        return ("openvino", "onnxruntime")
-    return ("onnxruntime", "openvino")
-
-
-def is_exported(path: str | Path) -> bool:
-    """True for an exported ``.onnx`` file (run by a runtime), False for a checkpoint."""
-    return Path(path).suffix.lower() == ".onnx"
-
-
-def pick_backend(path: str | Path, backend: str = "auto",
-                 meta: dict[str, Any] | None = None) -> str:
-    """The backend for the file at ``path``: a .pt checkpoint runs in torch, an .onnx file in
-    the named runtime, or with ``"auto"`` in the first installed of :func:`auto_order` (the
-    runtime measured fastest for the file's model and precision)."""
-    exported = is_exported(path)
-    if backend == "auto":
-        if not exported:
-            return "torch"
-        for name in auto_order(path, meta):
-            if installed(name):
-                return name
-        raise UsageError(f"{path}: no runtime for it is installed: {_INSTALL['onnxruntime']}")
-    require(backend)
-    if backend == "torch" and exported:
-        raise UsageError(f"{path}: an exported file runs in onnxruntime or openvino, not torch")
-    if backend != "torch" and not exported:
-        raise UsageError(f"{path}: backend {backend!r} runs an exported .onnx file; export "
-                         f"the checkpoint first: rtseg export {path} --onnx model.onnx")
-    return backend
+warnings.warn("rtseg.backends is deprecated: import from rtseg.deploy.runtimes (runtimes, "
+              "auto policy) or rtseg.deploy.metadata (read_metadata, write_metadata)",
+              DeprecationWarning, stacklevel=2)

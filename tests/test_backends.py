@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 import rtseg
-from rtseg.backends import installed, read_metadata
 from rtseg.cli import main
+from rtseg.deploy.export import export_onnx
+from rtseg.deploy.metadata import read_metadata
+from rtseg.deploy.runtimes import installed
 from rtseg.errors import CheckpointError, UsageError
 
 TINY = dict(model="fpn_r18_bilinear", dataset="synthetic", crop_size=[32, 48],
@@ -20,7 +22,8 @@ def exported(tmp_path_factory):
     out = tmp_path_factory.mktemp("exp")
     run = rtseg.train(TINY, out_dir=str(out), run_name="r")
     onnx = out / "m.onnx"
-    assert main(["export", str(run / "best.pt"), "--onnx", str(onnx), "--size", "64", "96"]) == 0
+    report = rtseg.export(run / "best.pt", onnx, size=(64, 96))
+    assert report.onnx == onnx and report.max_diff <= 1e-4
     return run / "best.pt", onnx
 
 
@@ -57,8 +60,7 @@ def test_auto_backend_and_clear_errors(exported, tmp_path):
     ckpt, onnx = exported
     assert "onnxruntime" in rtseg.load(onnx).name  # auto: the first installed runtime
     bare = tmp_path / "bare.onnx"
-    rtseg.export.export_onnx(rtseg.create_model("fpn_r18_bilinear", 3, aux=False), bare,
-                             (32, 32))
+    export_onnx(rtseg.create_model("fpn_r18_bilinear", 3, aux=False), bare, (32, 32))
     with pytest.raises(CheckpointError, match="bare.onnx: no rtseg metadata"):
         rtseg.load(bare)
     with pytest.raises(UsageError, match="runs an exported .onnx file; export the checkpoint"):
@@ -75,12 +77,12 @@ def test_auto_backend_and_clear_errors(exported, tmp_path):
 
 def test_int8_export_runs_and_stays_close(tmp_path, capsys):
     out = tmp_path / "m.onnx"
-    assert main(["export", "fpn_r18_bilinear", "--num-classes", "4", "--onnx", str(out),
-                 "--size", "32", "48", "--int8", "--calib", "synthetic", "--calib-images",
-                 "3"]) == 0
-    printed = capsys.readouterr().out
+    report = rtseg.export("fpn_r18_bilinear", out, num_classes=4, size=(32, 48),
+                          int8_calib="synthetic", calib_images=3)
+    printed = str(report)
     assert "int8 QDQ, 3 calibration images" in printed and "Conv ×" in printed
     int8 = tmp_path / "m.int8.onnx"
+    assert report.int8 == int8 and report.int8_quantized["quantized"]["Conv"] > 0
     assert int8.stat().st_size < out.stat().st_size / 2  # int8 weights
     q = rtseg.load(int8, backend="onnxruntime")
     f = rtseg.load(out, backend="onnxruntime")
@@ -93,7 +95,8 @@ def test_int8_export_runs_and_stays_close(tmp_path, capsys):
 
 
 def test_auto_backend_follows_the_measured_order(exported, tmp_path):
-    from rtseg.backends import auto_order, make_metadata, pick_backend, write_metadata
+    from rtseg.deploy.metadata import make_metadata, write_metadata
+    from rtseg.deploy.runtimes import auto_order, pick_backend
 
     _, onnx = exported
     assert auto_order(onnx) == ("onnxruntime", "openvino")  # an fp32 fpn_r18_bilinear
@@ -142,9 +145,9 @@ def test_predict_and_eval_commands_take_an_exported_file(exported, tmp_path, cap
 
 def test_fp16_export_runs(tmp_path, capsys):
     out = tmp_path / "m.onnx"
-    assert main(["export", "fpn_r18_gai", "--num-classes", "4", "--onnx", str(out), "--size",
-                 "32", "48", "--fp16", "--no-check"]) == 0
-    assert "fp16 weights and arithmetic" in capsys.readouterr().out
+    report = rtseg.export("fpn_r18_gai", out, num_classes=4, size=(32, 48), fp16=True,
+                          check=False)
+    assert "fp16 weights and arithmetic" in str(report) and not report.checks
     half, full = rtseg.load(tmp_path / "m.fp16.onnx"), rtseg.load(out)
     image = np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8)
     assert (half.logits(image) - full.logits(image)).abs().max() < 0.05
@@ -168,8 +171,7 @@ def test_bench_times_every_backend_in_one_run():
 def test_a_static_export_says_what_it_takes(exported, tmp_path):
     ckpt, _ = exported
     out = tmp_path / "s.onnx"
-    assert main(["export", str(ckpt), "--onnx", str(out), "--size", "32", "48", "--static",
-                 "--no-check"]) == 0
+    rtseg.export(ckpt, out, size=(32, 48), dynamic=False, check=False)
     seg = rtseg.load(out)
     image = np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8)
     assert seg(image).shape == (32, 48)
@@ -185,7 +187,7 @@ def test_int8_quantises_convs_whose_bias_the_exporter_shared(tmp_path):
     pytest.importorskip("onnxruntime", reason="the int8 path needs onnxruntime")
     from onnx import TensorProto, helper, numpy_helper
 
-    from rtseg.quantize import float_nodes, inline_constant_identities, quantize_int8
+    from rtseg.deploy.quantize import float_nodes, inline_constant_identities, quantize_int8
 
     rng = np.random.default_rng(0)
     inits = [numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w1"),
@@ -224,7 +226,7 @@ def test_int8_quantises_convs_whose_bias_the_exporter_shared(tmp_path):
     # the quantiser's output without the inlining: the second Conv's bias is not constant
     from onnxruntime.quantization import QuantFormat, quantize_static
 
-    from rtseg.quantize import _Reader
+    from rtseg.deploy.quantize import _Reader
     raw = tmp_path / "raw.int8.onnx"
     quantize_static(str(src), str(raw), _Reader("x", iter(batches)), quant_format=QuantFormat.QDQ)
     quantized, floating = float_nodes(raw)

@@ -22,8 +22,8 @@ from rtseg.bench import (
 from rtseg.bench.timing import add_floors
 from rtseg.cli import bench as bench_cli
 from rtseg.complexity import count_macs, count_params
+from rtseg.deploy.fuse import count_bn, fold_batchnorm
 from rtseg.errors import UnknownNameError, UsageError
-from rtseg.models.fuse import count_bn, fold_batchnorm
 
 TINY = dict(size=(32, 64), device="cpu", warmup=1, iters=3, reference_size=128)
 SETTINGS = {"torch", "device", "threads", "precision", "channels_last", "compile", "fold_bn",

@@ -8,9 +8,7 @@ import torch
 import rtseg
 from rtseg import cli
 from rtseg.cli import export as export_cli
-from rtseg.engine.checkpoint import save_atomic
-from rtseg.errors import UnknownNameError, UsageError
-from rtseg.export import (
+from rtseg.deploy.export import (
     STATIC_ONLY,
     ExportCheckError,
     check_onnx,
@@ -21,6 +19,8 @@ from rtseg.export import (
     export_torchscript,
     second_size,
 )
+from rtseg.engine.checkpoint import save_atomic
+from rtseg.errors import UnknownNameError, UsageError
 
 SIZE = (64, 128)
 
@@ -103,12 +103,12 @@ def test_cli_with_checkpoint(tmp_path, capsys, randomise):
 
 
 def test_cli_failed_check_exits_1(tmp_path, capsys, monkeypatch):
-    import rtseg.export
+    import rtseg.deploy.export
 
     def differs(*args, **kwargs):
-        raise rtseg.export.ExportCheckError("m.pt: max |diff| 1 > atol")
+        raise rtseg.deploy.export.ExportCheckError("m.pt: max |diff| 1 > atol")
 
-    monkeypatch.setattr(rtseg.export, "check_torchscript", differs)
+    monkeypatch.setattr(rtseg.deploy.export, "compare", differs)
     path = tmp_path / "m.pt"
     assert _cli("fpn_r18_bilinear", "--torchscript", str(path), "--size", *map(str, SIZE),
                 "--static") == 1

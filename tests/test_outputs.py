@@ -189,7 +189,7 @@ def test_device_cuda_without_cuda_is_one_line_in_every_command(run, tmp_path, ca
 
 def test_eval_of_an_exported_file_asks_for_its_data_in_cli_terms(run, tmp_path, capsys):
     onnx = tmp_path / "m.onnx"
-    assert main(["export", str(run), "--onnx", str(onnx), "--size", "32", "48"]) == 0
+    rtseg.export(run, onnx, size=(32, 48))
     capsys.readouterr()
     assert main(["eval", str(onnx)]) == 2
     assert "give --data-root PATH" in _one_line_error(capsys, "eval")

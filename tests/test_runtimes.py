@@ -16,7 +16,7 @@ import torch
 
 import rtseg
 from rtseg.backbones import EfficientNetLite
-from rtseg.export import export_onnx
+from rtseg.deploy.export import export_onnx
 
 RUNTIMES = ["onnxruntime", "openvino", "cv2"]
 CASES = [(1, (64, 96)), (2, (45, 61))]

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 import rtseg
 import rtseg.bench
-from rtseg.export import export_onnx
+from rtseg.deploy.export import export_onnx
 from rtseg.layers import ConvBNAct, pointwise, reference_paths
 from rtseg.upsample import (
     IFA,

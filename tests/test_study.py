@@ -19,12 +19,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def export_tiny(model: str, path: Path) -> Path:
-    """``rtseg export`` of a randomly initialised 4-class ``model`` at 32×48."""
-    from rtseg.cli import main
+    """``rtseg.export`` of a randomly initialised 4-class ``model`` at 32×48."""
+    import rtseg
 
-    assert main(["export", model, "--num-classes", "4", "--onnx", str(path),
-                 "--size", "32", "48"]) == 0
-    return path
+    return rtseg.export(model, path, num_classes=4, size=(32, 48)).onnx
 
 
 def make_camvid(root: Path) -> None:
@@ -226,7 +224,7 @@ def test_onnx_profile_reports_every_operator_type_of_a_real_file(tmp_path: Path,
     pytest.importorskip("onnxruntime", reason="onnxruntime is an optional extra (rtseg[full])")
     import onnx
 
-    from rtseg.backends import installed
+    from rtseg.deploy.runtimes import installed
 
     path = export_tiny("fpn_r18_bilinear", tmp_path / "m.onnx")
     op_types = {node.op_type for node in onnx.load(str(path)).graph.node}

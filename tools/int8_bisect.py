@@ -1,6 +1,6 @@
 """Which convolutions make an int8 file go wrong in a runtime: quantise a few, compare.
 
-For each ``--only`` pattern, quantises (``rtseg.quantize.quantize_int8``, as ``rtseg export
+For each ``--only`` pattern, quantises (``rtseg.deploy.quantize.quantize_int8``, as ``rtseg export
 --int8``) only the ``Conv`` nodes of ``MODEL.onnx`` whose name contains the pattern, runs the
 result in ONNX Runtime and in OpenVINO (as ``rtseg.load`` does), and prints the percentage of
 pixels whose class differs from the fp32 file in ONNX Runtime, over ``--images`` training
@@ -54,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import onnx
 
-    from rtseg.backends import RUNTIMES, installed
-    from rtseg.quantize import calibration_batches, quantize_int8
+    from rtseg.deploy.quantize import calibration_batches, quantize_int8
+    from rtseg.deploy.runtimes import RUNTIMES, installed
 
     graph = onnx.load(str(args.model), load_external_data=False).graph
     size = tuple(args.size)

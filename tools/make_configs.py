@@ -49,7 +49,9 @@ DATASET = {
                        "eval_interval": 4000, "ckpt_interval": 1000, "log_interval": 50},
     "coco_stuff": {"dataset": "coco_stuff", "data_root": "data/coco_stuff164k",
                    "eval_interval": 8000, "ckpt_interval": 2000, "log_interval": 50},
-    "synthetic": {"dataset": "synthetic", "synthetic_size": [128, 256],
+    "synthetic": {"dataset": "synthetic",
+                  "dataset_kwargs": {"size": [128, 256],
+                                     "num_images": {"train": 400, "val": 40, "test": 40}},
                   "eval_interval": 100, "ckpt_interval": 100, "log_interval": 10},
 }
 

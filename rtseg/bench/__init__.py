@@ -6,7 +6,7 @@ Protocol (the same for every model, so the numbers compare):
   random ``batch``×3×H×W input; the output is B×K×H×W logits, i.e. the final upsampling to the
   input size is always included (the models do it). ``argmax=True`` adds the B×H×W label map.
 * Optional, and then for every model alike: BatchNorm folded into the preceding convolutions
-  (:func:`rtseg.models.fuse.fold_batchnorm`), autocast to fp16/bf16, channels-last memory
+  (:func:`rtseg.deploy.fuse.fold_batchnorm`), autocast to fp16/bf16, channels-last memory
   format, ``torch.compile``.
 * ``warmup`` untimed calls (at least one: allocation, cuDNN autotuning and compilation happen
   there), then ``iters`` timed calls. Each call is timed with ``time.perf_counter`` around the

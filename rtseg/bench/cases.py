@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 from ..complexity import count_call_macs, count_macs, count_params
+from ..deploy.fuse import count_bn, fold_batchnorm
 from ..errors import UsageError
 from ..layers import fast_inference
-from ..models.fuse import count_bn, fold_batchnorm
 from ..registry import create_model
 from ..upsample import (
     IFA,
@@ -120,8 +120,8 @@ def _exported(model: nn.Module, setup: Setup, backend: str) -> nn.Module:
     import tempfile
     import warnings
 
-    from ..backends import RUNTIMES
-    from ..export import export_onnx
+    from ..deploy.export import export_onnx
+    from ..deploy.runtimes import RUNTIMES
 
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")

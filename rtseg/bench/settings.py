@@ -117,7 +117,7 @@ class BenchSettings:
             raise UsageError(f"threads must be >= 1, got {self.threads}")
 
     def _check_backends(self) -> None:
-        from ..backends import require
+        from ..deploy.runtimes import require
 
         self.backends = list(dict.fromkeys(self.backends)) or ["torch"]
         for b in self.backends:

@@ -1,7 +1,7 @@
 """Command line: ``rtseg <command>`` or ``python -m rtseg <command>``.
 
 Every command is a thin layer over the library (:mod:`rtseg.api`, :mod:`rtseg.bench`,
-:mod:`rtseg.export`). One error handler for all: a user's mistake (a bad argument, a missing
+:func:`rtseg.export`). One error handler for all: a user's mistake (a bad argument, a missing
 or corrupt file, an unknown key, model or data problem: :class:`rtseg.errors.RtsegError`, or an
 operating-system error on a named file) prints one line ``rtseg <command>: error: ...`` and
 exits with status 2; anything else is a defect and keeps its traceback.

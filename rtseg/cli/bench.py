@@ -7,8 +7,8 @@ import json
 import sys
 
 from .. import bench as library
-from ..backends import BACKENDS
 from ..bench import MODULES, BenchSettings, format_report, run_benchmark
+from ..deploy.runtimes import BACKENDS
 from ..outputs import atomic_path, check_output
 from ..registry import list_models
 from ..utils import PRECISIONS

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..backends import BACKENDS
+from ..deploy.runtimes import BACKENDS
 from ..errors import RtsegError, UsageError
 from .types import existing_path, non_negative_int, positive_float, positive_int
 
@@ -87,7 +87,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run_eval(args: argparse.Namespace) -> int:
     from ..api import evaluate
-    from ..backends import is_exported
+    from ..deploy.metadata import is_exported
     from ..engine.checkpoint import resolve_checkpoint
     from ..engine.metrics import format_table
     from ..outputs import atomic_path, check_output

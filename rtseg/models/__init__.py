@@ -4,12 +4,10 @@ from .base import SegmentationModel
 from .fanet import FANet
 from .fanet_temp import FANetTemp
 from .fpn import FPN
-from .fuse import count_bn, fold_batchnorm
 from .gain import GAIN, GAINLight
 from .gun import GUN
 from .ifanet import IFANet
 
 __all__ = [
     "FANet", "FANetTemp", "FPN", "GAIN", "GAINLight", "GUN", "IFANet", "SegmentationModel",
-    "count_bn", "fold_batchnorm",
 ]

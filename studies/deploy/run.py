@@ -2,7 +2,7 @@
 
 For each ``NAME=CHECKPOINT`` (trained on CamVid):
 
-1. ``rtseg export`` writes ``OUT/NAME/model.onnx`` (fp32, dynamic batch/H/W, with metadata)
+1. ``rtseg.export`` writes ``OUT/NAME/model.onnx`` (fp32, dynamic batch/H/W, with metadata)
    and ``model.int8.onnx`` (static QDQ, calibrated on ``--calib-images`` CamVid train images
    at the export size 360×480).
 2. Every image of the test split (233 frames, 360×480, whole-image inference) is predicted by
@@ -33,11 +33,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from rtseg import backends
+import rtseg
 from rtseg.bench import time_interleaved
-from rtseg.cli import main as cli_main
-from rtseg.data import build_dataset, detect_dataset
-from rtseg.data.transforms import eval_transforms
+from rtseg.data import from_config
+from rtseg.deploy import runtimes as backends
 from rtseg.engine.checkpoint import load_model
 from rtseg.engine.metrics import ConfusionMatrix
 
@@ -82,21 +81,20 @@ def export(name: str, ckpt: str, folder: Path, args: argparse.Namespace) -> None
     if (folder / "model.int8.onnx").exists():
         return
     folder.mkdir(parents=True, exist_ok=True)
-    rc = cli_main(["export", ckpt, "--onnx", str(folder / "model.onnx"), "--size", "360", "480",
-                   "--int8", "--calib", args.data, "--calib-images", str(args.calib_images)])
-    if rc != 0:
-        raise SystemExit(f"{name}: export failed (status {rc})")
+    try:
+        print(rtseg.export(ckpt, folder / "model.onnx", size=(360, 480), int8_calib=args.data,
+                           calib_images=args.calib_images, progress=True))
+    except rtseg.RtsegError as e:
+        raise SystemExit(f"{name}: export failed ({e})") from None
 
 
 def accuracy(config: dict, run: dict[str, Callable], args: argparse.Namespace
              ) -> dict[str, dict]:
     """Test mIoU, pixel accuracy and % pixels changed against PyTorch, per variant
-    (``config``: the checkpoint's training config, which names the data set)."""
+    (``config``: the checkpoint's training config, which names the data set; read at --data)."""
     from tqdm import tqdm
 
-    # TODO: rtseg.data.from_config(config, "test", train=False) once it lands; until then the
-    # data set at --data, as rtseg.evaluate finds it (its layout detected)
-    ds = build_dataset(detect_dataset(args.data), args.data, "test", transform=eval_transforms())
+    ds = from_config({**config, "data_root": args.data}, "test")
     cms = {v: ConfusionMatrix(ds.num_classes, ds.ignore_index) for v in run}
     changed = dict.fromkeys(run, 0)
     pixels = 0

@@ -3,6 +3,10 @@
 Which BN follows which conv is found by running the model once (forward hooks plus a
 ``TorchFunctionMode`` that counts who reads each conv output), so it works on any control flow;
 the weight arithmetic is :func:`torch.nn.utils.fusion.fuse_conv_bn_weights`, done in float64.
+
+Used by ``rtseg bench --fold-bn`` (:mod:`rtseg.bench.cases`) to time the inference graph a
+deployment runs; moved here from ``rtseg/models/fuse.py`` (models must not import deploy, so
+``rtseg.models`` no longer re-exports it).
 """
 
 from __future__ import annotations

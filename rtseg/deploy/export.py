@@ -1,4 +1,7 @@
-"""Model export: ``rtseg export``: ONNX (checked with ONNX Runtime), TorchScript, torch.export.
+"""Graph export and its checks: ONNX (checked in ONNX Runtime), TorchScript, torch.export.
+
+The building blocks of :func:`rtseg.export` (``rtseg/deploy/api.py``), which adds the metadata,
+int8 and fp16; moved here from ``rtseg/export.py``.
 
 Every file holds the eval-mode network: a B×3×H×W float image in, B×K×H×W logits out (the
 final upsampling included), exactly what ``model(x)`` returns.
@@ -31,29 +34,53 @@ pixel); :func:`export_program` returns it and the command prints it.
 
 Modules that cache tensors (GUM's sampling grid) never use the cache while tracing, exporting
 or compiling (see :func:`rtseg.upsample.gum.grid_cache_enabled`).
+
+Every check runs the file the way ``rtseg.load`` does (ONNX through
+:class:`rtseg.deploy.runtimes.OnnxRuntimeModel`) and compares its logits with the PyTorch
+model's on a seeded random input: :func:`compare` returns the largest difference and the share
+of pixels whose label agrees; the ``check_*`` functions raise :class:`ExportCheckError` beyond
+the tolerance.
 """
 
 from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from .errors import UsageError
-from .upsample import GuidedUpsample
+from ..errors import CheckpointError, RtsegError, UsageError
+from ..upsample import GuidedUpsample
 
 # model name → why it cannot be exported with dynamic H and W (none at present)
 STATIC_ONLY: dict[str, str] = {}
 
 
-class ExportCheckError(ValueError):
+FORMATS = ("onnx", "torchscript", "torch.export")
+
+
+class ExportCheckError(RtsegError, ValueError):
     """An exported file does not reproduce the PyTorch model (it fails to run, has another
-    output shape, or differs by more than the tolerance)."""
+    output shape, or differs by more than the tolerance). The file was written: the command
+    line reports this with status 1, not 2."""
+
+    report: Any = None  # set by rtseg.export: its ExportReport of what was written
+
+
+@dataclass(frozen=True)
+class Check:
+    """One comparison of an exported file with the PyTorch model."""
+
+    format: str  # one of FORMATS
+    size: tuple[int, int]
+    batch: int
+    max_diff: float  # largest |exported − PyTorch| of the logits
+    label_agreement: float  # share of pixels whose argmax label is the same, 0..1
 
 
 @contextlib.contextmanager
@@ -117,56 +144,76 @@ def export_onnx(
     return path
 
 
-def check_onnx(
-    model: nn.Module,
-    path: str | Path,
-    size: tuple[int, int],
-    atol: float = 1e-4,
-    batch: int = 1,
-    seed: int = 1,
-) -> float:
-    """Largest |ONNX Runtime − PyTorch| of the logits on a random ``batch``×3×``size`` input.
+def _onnx_runner(path: str | Path, size: tuple[int, int], batch: int
+                 ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The ONNX file as ``rtseg.load`` runs it (ONNX Runtime), failures as ExportCheckError."""
+    from .runtimes import OnnxRuntimeModel
 
-    Runs the file with ONNX Runtime's CPU provider. Raises ExportCheckError when it cannot
-    run the file, the output shape differs or the difference exceeds ``atol``.
-    """
-    import numpy as np
-    import onnxruntime as ort
+    try:
+        runtime = OnnxRuntimeModel(path)
+    except CheckpointError as e:
+        raise ExportCheckError(str(e)) from None
 
+    def run(x: torch.Tensor) -> torch.Tensor:
+        try:
+            return runtime(x)
+        except Exception as e:  # noqa: BLE001 - ONNX Runtime raises its own types
+            raise ExportCheckError(f"{path}: ONNX Runtime cannot run it at {size[0]}×{size[1]}, "
+                                   f"batch {batch} ({type(e).__name__}: {e})") from None
+
+    return run
+
+
+def _torch_runner(fmt: str, path: str | Path, device: torch.device
+                  ) -> Callable[[torch.Tensor], torch.Tensor]:
+    if fmt == "torchscript":
+        with _quiet_export():
+            return torch.jit.load(str(path), map_location=device)
+    return torch.export.load(str(path)).module()
+
+
+def compare(fmt: str, model: nn.Module, path: str | Path, size: tuple[int, int],
+            atol: float = 1e-4, batch: int = 1, seed: int = 1) -> Check:
+    """Run the ``fmt`` file at ``path`` and ``model`` (eval) on a random ``batch``×3×``size``
+    input; ExportCheckError when the file cannot run, its output shape differs, or the largest
+    difference exceeds ``atol``."""
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown export format {fmt!r}; use {', '.join(FORMATS)}")
     model.eval()
     x = _example(size, batch, seed, model)
+    if fmt == "onnx":
+        out = _onnx_runner(path, size, batch)(x)
+        what = f"{path}: ONNX"
+    else:
+        run = _torch_runner(fmt, path, x.device)
+        with torch.no_grad():
+            out = run(x)
+        what = str(path) + ":"
     with torch.inference_mode():
-        ref = model(x).float().cpu().numpy()
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        ref = model(x)
     at = f"{size[0]}×{size[1]}"
-    try:
-        out = sess.run(None, {sess.get_inputs()[0].name: x.cpu().numpy()})[0]
-    except Exception as e:  # noqa: BLE001 - ONNX Runtime raises its own types
-        raise ExportCheckError(f"{path}: ONNX Runtime cannot run it at {at}, batch {batch} "
-                               f"({type(e).__name__}: {e})") from None
+    out, ref = out.float().cpu(), ref.float().cpu()
     if out.shape != ref.shape:
-        raise ExportCheckError(f"{path}: ONNX output shape {out.shape} != PyTorch {ref.shape} "
-                               f"at {at}")
-    diff = float(np.abs(out - ref).max())
+        raise ExportCheckError(f"{what} output shape {tuple(out.shape)} != PyTorch "
+                               f"{tuple(ref.shape)} at {at}")
+    diff = (out - ref).abs().max().item()
     if not diff <= atol:
-        raise ExportCheckError(f"{path}: ONNX Runtime output differs from PyTorch by {diff:.3g} "
-                               f"at {at} (tolerance {atol:g})")
-    return diff
-
-
-def _max_diff(a: torch.Tensor, b: torch.Tensor, what: str, size: tuple[int, int],
-              atol: float) -> float:
-    at = f"{size[0]}×{size[1]}"
-    if a.shape != b.shape:
-        raise ExportCheckError(f"{what}: output shape {tuple(a.shape)} != PyTorch "
-                               f"{tuple(b.shape)} at {at}")
-    diff = (a.float() - b.float()).abs().max().item()
-    if not diff <= atol:
-        raise ExportCheckError(f"{what}: output differs from PyTorch by {diff:.3g} at {at} "
+        runner = "ONNX Runtime output" if fmt == "onnx" else "output"
+        raise ExportCheckError(f"{path}: {runner} differs from PyTorch by {diff:.3g} at {at} "
                                f"(tolerance {atol:g})")
-    return diff
+    agree = (out.argmax(1) == ref.argmax(1)).float().mean().item()
+    return Check(fmt, tuple(size), batch, diff, agree)
+
+
+def check_onnx(model: nn.Module, path: str | Path, size: tuple[int, int], atol: float = 1e-4,
+               batch: int = 1, seed: int = 1) -> float:
+    """Largest |ONNX Runtime − PyTorch| of the logits on a random ``batch``×3×``size`` input.
+
+    Runs the file as ``rtseg.load`` does (:class:`~rtseg.deploy.runtimes.OnnxRuntimeModel`).
+    Raises ExportCheckError when it cannot run the file, the output shape differs or the
+    difference exceeds ``atol``.
+    """
+    return compare("onnx", model, path, size, atol, batch, seed).max_diff
 
 
 def export_torchscript(
@@ -188,11 +235,7 @@ def export_torchscript(
 def check_torchscript(model: nn.Module, path: str | Path, size: tuple[int, int],
                       atol: float = 1e-4, batch: int = 1) -> float:
     """Load the TorchScript file and return its largest difference from ``model`` (≤ atol)."""
-    x = _example(size, batch, 1, model)
-    with _quiet_export():
-        loaded = torch.jit.load(str(path), map_location=x.device)
-    with torch.inference_mode():
-        return _max_diff(loaded(x), model.eval()(x), str(path), size, atol)
+    return compare("torchscript", model, path, size, atol, batch).max_diff
 
 
 def export_program(
@@ -236,7 +279,4 @@ def program_ranges(ep: Any) -> dict[str, str]:
 def check_program(model: nn.Module, path: str | Path, size: tuple[int, int],
                   atol: float = 1e-4, batch: int = 1) -> float:
     """Load the ``.pt2`` file and return its largest difference from ``model`` (≤ atol)."""
-    x = _example(size, batch, 1, model)
-    loaded = torch.export.load(str(path)).module()
-    with torch.no_grad():
-        return _max_diff(loaded(x), model.eval()(x), str(path), size, atol)
+    return compare("torch.export", model, path, size, atol, batch).max_diff
