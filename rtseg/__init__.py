@@ -7,7 +7,7 @@
 >>> rtseg.export("runs/my-run/best.pt", "model.onnx")  # checked ONNX that rtseg.load reads
 """
 
-from . import models  # noqa: F401  (registers the networks)
+from . import models  # noqa: F401  (registers the networks
 from .api import evaluate, load, train
 from .deploy.api import export
 from .errors import RtsegError

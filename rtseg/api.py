@@ -20,11 +20,11 @@ from torch import nn
 
 from .data import DATASETS, SegmentationDataset, build_dataset, detect_dataset, from_config
 from .data.transforms import eval_transforms
-from .engine.checkpoint import load_model
-from .engine.config import TrainConfig, load_config, make_config, upgrade_values
-from .engine.evaluate import evaluate as _evaluate
 from .errors import ConfigError, UsageError
+from .inference.evaluate import evaluate_dataset
 from .segmenter import Segmenter
+from .training.checkpoint import load_model
+from .training.config import TrainConfig, load_config, make_config, upgrade_values
 from .utils import resolve_device
 
 
@@ -115,7 +115,7 @@ def evaluate(
         data: a data set folder (its layout is detected unless ``dataset`` names it), a
             :class:`~rtseg.data.SegmentationDataset`, or None for the checkpoint's training data.
         split: the split to evaluate.
-        mode, crop, stride, scales, flip: test-time options (see ``predict_logits``).
+        mode, crop, stride, scales, flip: test-time options (see ``predict_probs``).
         short_side: predict each image resized to this shorter side and score the prediction
             resized back (ADE20K's protocol: ``short_side=512``); None: at its own size.
         long_side, window_average: mmsegmentation's cap on the longer side (2048 for ADE20K)
@@ -159,7 +159,7 @@ def evaluate(
         raise UsageError(f"{checkpoint or 'the model'} predicts {k} classes but the "
                          f"{type(ds).__name__} data has {ds.num_classes}")
     t0 = time.perf_counter()
-    res = _evaluate(model, ds, dev, **options, boundary_tolerance=tolerance,
+    res = evaluate_dataset(model, ds, dev, **options, boundary_tolerance=tolerance,
                     progress=progress, limit=limit)
     res.update(split=split, dataset=type(ds).__name__.lower(), checkpoint=checkpoint,
                classes=ds.classes, seconds=time.perf_counter() - t0, mode=options["mode"],
@@ -198,12 +198,12 @@ def train(
     """Train a model; returns the run folder (``best.pt``, ``last.pt``, ``log.jsonl``, …).
 
     Args:
-        config: a YAML file of :class:`~rtseg.engine.config.TrainConfig` fields, a config,
+        config: a YAML file of :class:`~rtseg.training.config.TrainConfig` fields, a config,
             a dict of fields, or None for the defaults.
         resume: a run folder to continue exactly (its ``config.yaml`` is the default config).
         **overrides: config fields as Python values (``iters=2000``, ``crop_size=(256, 512)``).
     """
-    from .engine.trainer import train as run_training
+    from .training.trainer import run_training
 
     cfg = train_config(config, resume, **overrides)
     return run_training(cfg, resume=resume is not None)

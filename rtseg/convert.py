@@ -322,8 +322,8 @@ def convert(src: str | Path, dst: str | Path, source: str, *, model: str | None 
 
     ``classes``/``palette`` override the data set's (their length must be the class count).
     """
-    from .engine.checkpoint import CHECKPOINT_FORMAT, save_atomic
-    from .engine.config import TrainConfig
+    from .training.checkpoint import CHECKPOINT_FORMAT, save_atomic
+    from .training.config import TrainConfig
 
     conv = convert_state_dict(read_official(src, trust), source, model, options)
     dataset, names, colours = class_table(dataset, conv.num_classes)

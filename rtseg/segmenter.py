@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from . import viz
-from .engine.inference import predict_logits
 from .errors import UsageError
+from .inference.tta import predict_probs
 from .utils import IMAGENET_MEAN, IMAGENET_STD, resolve_device
 
 ImageLike = Any  # np.ndarray H×W×3 uint8 | PIL.Image | str | Path | torch.Tensor (B×)3×H×W
@@ -36,7 +36,7 @@ class Segmenter:
         device: where the model runs (``"auto"``: CUDA when available).
         mean, std: the normalisation the model was trained with, in [0, 1] units.
         name: the model's name, for messages.
-        **options: default test-time options of :func:`rtseg.engine.inference.predict_logits`
+        **options: default test-time options of :func:`rtseg.inference.tta.predict_probs`
             (``mode``, ``crop``, ``stride``, ``scales``, ``flip``, ``short_side``,
             ``long_side``, ``window_average``); each call may override them.
 
@@ -114,7 +114,7 @@ class Segmenter:
 
                 logits = resize(logits, x.shape[-2:])
             return logits
-        probs = predict_logits(self.model, x, num_classes=self.num_classes, **opts)
+        probs = predict_probs(self.model, x, num_classes=self.num_classes, **opts)
         return probs.clamp_min(1e-12).log()
 
     def _prepare(self, image: ImageLike) -> tuple[torch.Tensor, bool, bool]:
@@ -170,7 +170,7 @@ class Segmenter:
 def check_options(options: dict[str, Any]) -> dict[str, Any]:
     """Test-time options checked and normalised (``scales`` a tuple, ``crop``/``stride`` pairs
     of positive ints); UsageError naming the first bad one."""
-    from .engine.inference import WINDOW_AVERAGES, check_short_side
+    from .inference.tta import WINDOW_AVERAGES, check_short_side
 
     unknown = sorted(set(options) - set(_OPTIONS))
     if unknown:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from rtseg import create_model, list_models
-from rtseg.engine.config import load_config
+from rtseg.training.config import load_config
 from tools import make_configs
 
 ROOT = Path(__file__).resolve().parents[1]

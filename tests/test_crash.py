@@ -23,8 +23,8 @@ import pytest
 import torch
 
 import rtseg
-from rtseg.engine.checkpoint import load_checkpoint
 from rtseg.errors import TrainingError
+from rtseg.training.checkpoint import load_checkpoint
 
 KILLS = int(os.environ.get("RTSEG_KILLS", "6"))
 TINY = {"model": "fpn_r18_bilinear", "dataset": "synthetic", "crop_size": [32, 48],
@@ -42,7 +42,7 @@ import io, sys, time
 from pathlib import Path
 import torch
 from rtseg.cli import main
-from rtseg.engine.runlog import RunLog
+from rtseg.training.runlog import RunLog
 where, n, marker, go = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])
 def pause():
     marker.touch()

@@ -29,8 +29,8 @@ from rtseg.data import (
 )
 from rtseg.data.ade20k import ADE20K_PALETTE
 from rtseg.data.check import check_dataset
-from rtseg.engine.evaluate import evaluate as engine_evaluate
-from rtseg.engine.inference import predict_logits, short_side_size
+from rtseg.inference.evaluate import evaluate_dataset
+from rtseg.inference.tta import predict_probs, short_side_size
 from rtseg.segmenter import Segmenter
 
 H, W = 12, 16
@@ -385,21 +385,21 @@ def test_short_side_size() -> None:
 def test_short_side_matches_the_reference(hw: tuple[int, int]) -> None:
     model = Recorder().eval()
     image = torch.randn(2, 3, *hw)
-    out = predict_logits(model, image, short_side=24)
+    out = predict_probs(model, image, short_side=24)
     assert out.shape == (2, 4, *hw)
     assert model.sizes == [(24, 32) if hw[0] < hw[1] else (36, 24)]
     torch.testing.assert_close(out, reference(model, image, 24), rtol=0, atol=1e-6)
-    scaled = predict_logits(model, image, short_side=24, scales=(0.5, 1.25))
+    scaled = predict_probs(model, image, short_side=24, scales=(0.5, 1.25))
     torch.testing.assert_close(scaled, reference(model, image, 24, (0.5, 1.25)), rtol=0,
                                atol=1e-6)
-    assert not torch.allclose(out, predict_logits(model, image))  # the resize matters
+    assert not torch.allclose(out, predict_probs(model, image))  # the resize matters
 
 
 def test_short_side_with_sliding_windows() -> None:
     torch.manual_seed(0)
     pointwise = nn.Conv2d(3, 5, 1).eval()  # sliding windows then equal one whole pass
     image = torch.randn(1, 3, 15, 20)
-    out = predict_logits(pointwise, image, mode="slide", crop=(16, 16), stride=(8, 8),
+    out = predict_probs(pointwise, image, mode="slide", crop=(16, 16), stride=(8, 8),
                          short_side=24)
     torch.testing.assert_close(out, reference(pointwise, image, 24), rtol=0, atol=1e-6)
 
@@ -422,7 +422,7 @@ def test_segmenter_and_evaluate_take_short_side(tmp_path: Path) -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return reference(self.model, x, 24).log()
 
-    want = engine_evaluate(Plain(), ds, "cpu", progress=False)
+    want = evaluate_dataset(Plain(), ds, "cpu", progress=False)
     assert got["short_side"] == 24 and got["images"] == 2
     assert got["miou"] == pytest.approx(want["miou"])
     np.testing.assert_allclose(got["iou"], want["iou"], equal_nan=True)

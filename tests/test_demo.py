@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 import rtseg
-from rtseg.engine import demo, predict
-from rtseg.engine.demo import demo_config, run_demo, time_left
+from rtseg import demo, predict
+from rtseg.demo import demo_config, run_demo, time_left
 
 
 def test_time_left_from_the_last_phase() -> None:

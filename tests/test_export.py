@@ -19,8 +19,8 @@ from rtseg.deploy.export import (
     export_torchscript,
     second_size,
 )
-from rtseg.engine.checkpoint import save_atomic
 from rtseg.errors import UnknownNameError, UsageError
+from rtseg.training.checkpoint import save_atomic
 
 SIZE = (64, 128)
 

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from rtseg import create_model
-from rtseg.engine import weights
-from rtseg.engine.checkpoint import load_checkpoint
-from rtseg.engine.config import make_config
-from rtseg.engine.trainer import train
 from rtseg.errors import ConfigError
+from rtseg.training import weights
+from rtseg.training.checkpoint import load_checkpoint
+from rtseg.training.config import make_config
+from rtseg.training.trainer import run_training as train
 
 TINY = dict(model="fpn_r18_bilinear", dataset="synthetic", crop_size=[32, 48],
             dataset_kwargs={"size": [32, 48], "num_images": dict(train=8, val=2, test=2)},

@@ -13,8 +13,8 @@ from torch import nn
 import rtseg
 from rtseg.data import read_image
 from rtseg.data.images import rgb_from_array, rgb_from_pil
-from rtseg.engine.predict import predict_path
 from rtseg.errors import RtsegError, UsageError
+from rtseg.predict import predict_path
 from rtseg.segmenter import to_rgb_array
 
 

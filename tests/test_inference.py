@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from rtseg.engine.inference import predict_logits
+from rtseg.inference.tta import predict_probs
 
 
 def _pointwise_model(num_classes: int = 5) -> nn.Module:
@@ -39,8 +39,8 @@ def _onehot_rows(rows: list[list[float]]) -> torch.Tensor:
 def test_slide_equals_whole_for_pointwise_model_on_odd_sizes():
     model = _pointwise_model()
     image = torch.randn(2, 3, 37, 53)
-    whole = predict_logits(model, image)
-    slide = predict_logits(model, image, mode="slide", crop=(16, 20), stride=(11, 13))
+    whole = predict_probs(model, image)
+    slide = predict_probs(model, image, mode="slide", crop=(16, 20), stride=(11, 13))
     assert slide.shape == (2, 5, 37, 53)
     torch.testing.assert_close(slide, whole, rtol=0, atol=1e-6)
     torch.testing.assert_close(whole, model(image).softmax(1))
@@ -49,12 +49,12 @@ def test_slide_equals_whole_for_pointwise_model_on_odd_sizes():
 def test_slide_pads_an_image_smaller_than_the_crop():
     model = _pointwise_model()
     image = torch.randn(1, 3, 5, 7)
-    slide = predict_logits(model, image, mode="slide", crop=(8, 8), stride=(4, 4))
+    slide = predict_probs(model, image, mode="slide", crop=(8, 8), stride=(4, 4))
     assert slide.shape == (1, 5, 5, 7)
-    torch.testing.assert_close(slide, predict_logits(model, image), rtol=0, atol=1e-6)
+    torch.testing.assert_close(slide, predict_probs(model, image), rtol=0, atol=1e-6)
 
     model = WindowPosition(width=4)
-    out = predict_logits(model, torch.zeros(1, 3, 2, 3), mode="slide", crop=(2, 4))
+    out = predict_probs(model, torch.zeros(1, 3, 2, 3), mode="slide", crop=(2, 4))
     assert model.sizes == [(2, 4)]  # one padded window
     expected = _onehot_rows([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]])
     torch.testing.assert_close(out[:, :, :1], expected, rtol=0, atol=1e-6)
@@ -62,7 +62,7 @@ def test_slide_pads_an_image_smaller_than_the_crop():
 
 def test_slide_stitches_and_averages_overlapping_windows():
     model = WindowPosition(width=4)
-    out = predict_logits(model, torch.zeros(1, 3, 2, 10), mode="slide", crop=(2, 4), stride=(2, 3))
+    out = predict_probs(model, torch.zeros(1, 3, 2, 10), mode="slide", crop=(2, 4), stride=(2, 3))
     # Windows start at x = 0, 3, 6. Columns 3 and 6 are covered twice: as the last column of
     # one window and the first of the next.
     expected = _onehot_rows(
@@ -85,7 +85,7 @@ def test_slide_stitches_and_averages_overlapping_windows():
 
 def test_slide_last_window_is_flush_with_the_edge():
     model = WindowPosition(width=4)
-    out = predict_logits(model, torch.zeros(1, 3, 1, 9), mode="slide", crop=(1, 4), stride=(1, 4))
+    out = predict_probs(model, torch.zeros(1, 3, 1, 9), mode="slide", crop=(1, 4), stride=(1, 4))
     # Windows at x = 0, 4 and, to reach column 8, 5 (overlapping 5..7 with the second one).
     expected = _onehot_rows(
         [
@@ -107,18 +107,18 @@ def test_flip_with_flip_equivariant_model_is_unchanged():
     model = _pointwise_model()
     image = torch.randn(1, 3, 11, 14)
     torch.testing.assert_close(
-        predict_logits(model, image, flip=True), predict_logits(model, image), rtol=0, atol=1e-6
+        predict_probs(model, image, flip=True), predict_probs(model, image), rtol=0, atol=1e-6
     )
     torch.testing.assert_close(
-        predict_logits(model, image, mode="slide", crop=(8, 8), stride=(5, 5), flip=True),
-        predict_logits(model, image),
+        predict_probs(model, image, mode="slide", crop=(8, 8), stride=(5, 5), flip=True),
+        predict_probs(model, image),
         rtol=0,
         atol=1e-6,
     )
 
 
 def test_flip_is_applied():
-    out = predict_logits(WindowPosition(width=3), torch.zeros(1, 3, 1, 3), flip=True)
+    out = predict_probs(WindowPosition(width=3), torch.zeros(1, 3, 1, 3), flip=True)
     # The mirrored pass sees column x at position 2 - x.
     expected = _onehot_rows([[0.5, 0, 0.5], [0, 1, 0], [0.5, 0, 0.5]])
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
@@ -127,7 +127,7 @@ def test_flip_is_applied():
 def test_multi_scale_sizes_and_average():
     model = WindowPosition(width=64)
     image = torch.zeros(2, 3, 15, 21)
-    out = predict_logits(model, image, scales=(0.5, 1.0, 1.5))
+    out = predict_probs(model, image, scales=(0.5, 1.0, 1.5))
     assert model.sizes == [(8, 10), (15, 21), (22, 32)]  # round(s·H) × round(s·W)
     assert out.shape == (2, 64, 15, 21)
     torch.testing.assert_close(out.sum(1), torch.ones(2, 15, 21))
@@ -136,8 +136,8 @@ def test_multi_scale_sizes_and_average():
     model = _pointwise_model()
     image = torch.ones(1, 3, 9, 13) * torch.randn(1, 3, 1, 1)
     torch.testing.assert_close(
-        predict_logits(model, image, mode="slide", crop=(4, 4), stride=(3, 3), scales=(0.75, 1.25)),
-        predict_logits(model, image),
+        predict_probs(model, image, mode="slide", crop=(4, 4), stride=(3, 3), scales=(0.75, 1.25)),
+        predict_probs(model, image),
         rtol=0,
         atol=1e-6,
     )
@@ -147,8 +147,8 @@ def test_bad_arguments():
     model = _pointwise_model()
     image = torch.randn(1, 3, 8, 8)
     with pytest.raises(ValueError, match="crop"):
-        predict_logits(model, image, mode="slide")
+        predict_probs(model, image, mode="slide")
     with pytest.raises(ValueError, match="mode"):
-        predict_logits(model, image, mode="tiles")
+        predict_probs(model, image, mode="tiles")
     with pytest.raises(ValueError, match="classes"):
-        predict_logits(model, image, num_classes=19)
+        predict_probs(model, image, num_classes=19)

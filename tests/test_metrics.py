@@ -7,7 +7,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from rtseg.engine.metrics import BoundaryFScore, ConfusionMatrix, boundary_fscore, format_table
+from rtseg.inference.metrics import BoundaryFScore, ConfusionMatrix, boundary_fscore, format_metrics
 
 IGNORE = 255
 
@@ -280,7 +280,7 @@ def test_format_table():
     cm.update(pred, target)
     bf = BoundaryFScore(4, tolerance=0)
     bf.update(pred, target)
-    text = format_table({**cm.compute(), **bf.compute()}, ["road", "car", "sky", "bus"])
+    text = format_metrics({**cm.compute(), **bf.compute()}, ["road", "car", "sky", "bus"])
     lines = text.splitlines()
     assert "IoU" in lines[0] and "BF@0px" in lines[0]
     car = next(line for line in lines if line.startswith("car"))
@@ -291,4 +291,4 @@ def test_format_table():
     assert "41.7" in mean  # (1/3 + 1/2) / 2
     assert "pixel acc 60.0" in text
     with pytest.raises(ValueError):
-        format_table(cm.compute(), ["road", "car"])
+        format_metrics(cm.compute(), ["road", "car"])

@@ -15,12 +15,12 @@ from PIL import Image
 
 import rtseg
 from rtseg.cli import main
-from rtseg.engine.checkpoint import save_atomic
-from rtseg.engine.config import make_config
-from rtseg.engine.memory import PassCost, parse_size
-from rtseg.engine.trainer import train
 from rtseg.errors import UsageError
+from rtseg.inference.memory import PassCost, parse_size
 from rtseg.outputs import atomic_path, check_output
+from rtseg.training.checkpoint import save_atomic
+from rtseg.training.config import make_config
+from rtseg.training.trainer import run_training as train
 
 TINY = dict(model="fpn_r18_bilinear", dataset="synthetic", crop_size=[32, 48],
             dataset_kwargs={"size": [32, 48], "num_images": dict(train=8, val=2, test=2)},

@@ -8,9 +8,9 @@ from PIL import Image
 
 import rtseg
 from rtseg.cli import main
-from rtseg.engine.config import make_config
-from rtseg.engine.predict import iter_frames, predict_path
-from rtseg.engine.trainer import train
+from rtseg.predict import iter_frames, predict_path
+from rtseg.training.config import make_config
+from rtseg.training.trainer import run_training as train
 from rtseg.viz import colorize
 
 

@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 import rtseg
-from rtseg.engine.inference import predict_logits, short_side_size
 from rtseg.errors import UsageError
+from rtseg.inference.tta import predict_probs, short_side_size
 
 
 class WindowMean(nn.Module):
@@ -31,10 +31,10 @@ def test_long_side_caps_the_short_side_resize() -> None:
     assert short_side_size((300, 2000), 512, 2048) == (307, 2048)
     model = WindowMean()
     image = torch.rand(1, 3, 8, 40)
-    out = predict_logits(model, image, short_side=8, long_side=20)
+    out = predict_probs(model, image, short_side=8, long_side=20)
     assert model.sizes == [(4, 20)] and out.shape == (1, 2, 8, 40)
     with pytest.raises(UsageError, match="long_side caps a short_side resize"):
-        predict_logits(model, image, long_side=20)
+        predict_probs(model, image, long_side=20)
     with pytest.raises(UsageError, match="long_side must be a positive integer, got 0"):
         short_side_size((8, 40), 8, 0)
 
@@ -43,8 +43,8 @@ def test_windows_average_probabilities_or_logits() -> None:
     image = torch.zeros(1, 3, 4, 12)
     image[..., 0, :, :] = torch.linspace(0, 3, 12)  # left window darker than the right one
     kw = {"mode": "slide", "crop": (4, 8), "stride": (4, 4)}  # windows at x 0 and 4
-    probs = predict_logits(WindowMean(), image, **kw)
-    logits = predict_logits(WindowMean(), image, window_average="logits", **kw)
+    probs = predict_probs(WindowMean(), image, **kw)
+    logits = predict_probs(WindowMean(), image, window_average="logits", **kw)
     m1, m2 = image[0, 0, 0, :8].mean(), image[0, 0, 0, 4:].mean()
     def p(m):
         return torch.softmax(torch.stack([m, -m]), 0)
@@ -55,8 +55,8 @@ def test_windows_average_probabilities_or_logits() -> None:
     assert not torch.allclose(probs[0, :, 0, 5], logits[0, :, 0, 5], atol=1e-3)
     assert torch.allclose(logits.sum(1), torch.ones(1, 4, 12))  # still probabilities
     # whole-image inference has no windows: the option changes nothing
-    whole = predict_logits(WindowMean(), image)
-    assert torch.equal(whole, predict_logits(WindowMean(), image, window_average="logits"))
+    whole = predict_probs(WindowMean(), image)
+    assert torch.equal(whole, predict_probs(WindowMean(), image, window_average="logits"))
 
 
 def test_segmenter_and_evaluate_take_the_options() -> None:
@@ -65,7 +65,7 @@ def test_segmenter_and_evaluate_take_the_options() -> None:
                           stride=(4, 4), window_average="logits")
     image = torch.zeros(3, 4, 12)
     image[0] = torch.linspace(0, 1, 12)
-    expected = predict_logits(WindowMean(), image[None], window_average="logits", mode="slide",
+    expected = predict_probs(WindowMean(), image[None], window_average="logits", mode="slide",
                               crop=(4, 8), stride=(4, 4))
     assert torch.allclose(seg.logits(image).exp(), expected[0])
     for bad, match in [({"window_average": "mean"}, "window_average must be 'probs' or "

@@ -27,9 +27,9 @@ from PIL import Image
 
 import rtseg
 from rtseg.data import CamVid, Cityscapes, DataError, FolderDataset, read_image, read_label
-from rtseg.engine.checkpoint import load_checkpoint, save_atomic
-from rtseg.engine.predict import predict_path
 from rtseg.errors import CheckpointError, UsageError
+from rtseg.predict import predict_path
+from rtseg.training.checkpoint import load_checkpoint, save_atomic
 
 N_FILES = int(os.environ.get("RTSEG_FUZZ_FILES", "540"))
 

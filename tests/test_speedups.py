@@ -11,8 +11,8 @@ import rtseg.bench
 from rtseg.deploy.export import export_onnx
 from rtseg.layers import ConvBNAct, pointwise, reference_paths
 from rtseg.upsample import (
+    GUM,
     IFA,
-    GuidedUpsample,
     create_upsampler,
     criss_cross_attention,
     guided_sample,
@@ -91,7 +91,7 @@ def _randomise(module: torch.nn.Module) -> torch.nn.Module:
             m.bias.data.copy_(torch.randn(m.num_features, generator=g))
         if isinstance(getattr(m, "gamma", None), torch.nn.Parameter):
             m.gamma.data.fill_(0.7)
-        if isinstance(m, GuidedUpsample):
+        if isinstance(m, GUM):
             m.offset.weight.data.copy_(0.05 * torch.randn(m.offset.weight.shape, generator=g))
         if isinstance(m, SpatialEncoding):
             m.freqs.data.add_(torch.randn(m.freqs.shape, generator=g))

@@ -121,7 +121,7 @@ def test_faithful_seeds_limit_the_faithful_networks_only(tmp_path: Path) -> None
 def test_probe_two_stages_on_a_frozen_backbone(tmp_path: Path) -> None:
     import torch
 
-    from rtseg.engine.checkpoint import load_checkpoint
+    from rtseg.training.checkpoint import load_checkpoint
 
     make_camvid(tmp_path / "camvid")
     from studies.probe import run as probe

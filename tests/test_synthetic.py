@@ -8,7 +8,7 @@ from torch import nn
 
 from rtseg.data import Synthetic
 from rtseg.data.synthetic import POLE, SIGN, SYNTHETIC_CLASSES
-from rtseg.engine.metrics import ConfusionMatrix
+from rtseg.inference.metrics import ConfusionMatrix
 
 
 def stack(split: str, n: int, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:

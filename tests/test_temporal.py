@@ -144,7 +144,7 @@ def test_cityscapes_clips_read_the_sequence_snippets(tmp_path):
 def test_temporal_model_trains_evaluates_and_streams_a_video(tmp_path, one_thread):
     import numpy as np
 
-    from rtseg.engine.predict import iter_frames, predict_path
+    from rtseg.predict import iter_frames, predict_path
 
     _camvid_fixture(tmp_path / "camvid", CAMVID_NAMES, size=(64, 64))
     (tmp_path / "camvid" / "val" / "x").mkdir()  # not an image: ignored by the loader

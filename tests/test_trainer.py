@@ -11,11 +11,12 @@ import torch.multiprocessing as mp
 
 from rtseg import create_model
 from rtseg.data import from_config
-from rtseg.engine.checkpoint import load_checkpoint, save_atomic
-from rtseg.engine.config import load_config, make_config
-from rtseg.engine.evaluate import evaluate
-from rtseg.engine.trainer import poly_lambda, train
 from rtseg.errors import CheckpointError, ConfigError
+from rtseg.inference.evaluate import evaluate_dataset
+from rtseg.training.checkpoint import load_checkpoint, save_atomic
+from rtseg.training.config import load_config, make_config
+from rtseg.training.trainer import poly_lambda
+from rtseg.training.trainer import run_training as train
 
 TINY = dict(model="fpn_r18_bilinear", dataset="synthetic", crop_size=[32, 48],
             dataset_kwargs={"size": [32, 48], "num_images": dict(train=12, val=3, test=3)},
@@ -154,7 +155,7 @@ def test_two_process_gloo_ddp_run(tmp_path):
     cfg = make_config(values)
     model = create_model(cfg.model, 8, aux=True)
     model.load_state_dict(ckpt["model"])
-    res = evaluate(model, from_config(cfg, "val"))
+    res = evaluate_dataset(model, from_config(cfg, "val"))
     assert res["images"] == TINY["dataset_kwargs"]["num_images"]["val"]
     assert logged["miou"] == pytest.approx(res["miou"], abs=5e-3)
 

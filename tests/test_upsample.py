@@ -9,11 +9,11 @@ import torch.nn.functional as F
 from rtseg.layers import resize
 from rtseg.upsample import (
     GAI,
+    GUM,
     IFA,
     PAIRWISE,
     BilinearUpsample,
     FastAttention,
-    GuidedUpsample,
     create_upsampler,
     criss_cross_attention,
     fast_attention,
@@ -145,7 +145,7 @@ def test_guided_sample_gradients():
 
 @pytest.mark.parametrize("guidance", ["large_rf", "high_res", "fusion"])
 def test_gum_starts_as_bilinear_and_learns_offsets(guidance):
-    gum = GuidedUpsample(6, 4, guidance=guidance)
+    gum = GUM(6, 4, guidance=guidance)
     coarse, fine = torch.randn(2, 6, 4, 5), torch.randn(2, 4, 8, 10)
     out = gum(coarse, fine)
     ref = F.interpolate(coarse, (8, 10), mode="bilinear", align_corners=False)
@@ -158,9 +158,9 @@ def test_gum_starts_as_bilinear_and_learns_offsets(guidance):
 
 def test_gum_rejects_projection_and_unknown_guidance():
     with pytest.raises(ValueError, match="must equal coarse_channels"):
-        GuidedUpsample(6, 4, channels=8)
+        GUM(6, 4, channels=8)
     with pytest.raises(ValueError, match="guidance must be one of"):
-        GuidedUpsample(6, 4, guidance="magic")
+        GUM(6, 4, guidance="magic")
 
 
 def ifa_loop(ifa, feats, size):

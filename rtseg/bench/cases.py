@@ -20,6 +20,7 @@ from torch import nn
 from ..complexity import count_call_macs, count_macs, count_params
 from ..deploy.fuse import count_bn, fold_batchnorm
 from ..errors import UsageError
+from ..inference.peak_memory import tensor_bytes
 from ..layers import fast_inference
 from ..registry import create_model
 from ..upsample import (
@@ -32,7 +33,6 @@ from ..upsample import (
 )
 from ..upsample.gai import criss_cross_attention_blocked
 from ..utils import autocast
-from .memory import tensor_bytes
 from .timing import Check, Item, sync
 
 ATTENTIONS = ("attention:fast", "attention:criss_cross", "attention:nonlocal")

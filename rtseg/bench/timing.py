@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..errors import UsageError, first_line
-from .memory import peak_extra_bytes
+from ..inference.peak_memory import peak_extra_bytes
 
 Check = Callable[[Any], None]  # raises when the first call's output is wrong
 

@@ -46,7 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..convert import convert
-    from ..engine.config import parse_overrides
+    from ..training.config import parse_overrides
 
     conv = convert(args.checkpoint, args.output, args.source, model=args.model,
                    options=parse_overrides(args.option), dataset=args.dataset,

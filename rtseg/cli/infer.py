@@ -37,7 +37,7 @@ def _inference_options(p: argparse.ArgumentParser) -> None:
 
 
 def _memory_size(text: str) -> int:
-    from ..engine.memory import parse_size
+    from ..inference.memory import parse_size
 
     try:
         return parse_size(text)
@@ -88,9 +88,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run_eval(args: argparse.Namespace) -> int:
     from ..api import evaluate
     from ..deploy.metadata import is_exported
-    from ..engine.checkpoint import resolve_checkpoint
-    from ..engine.metrics import format_table
+    from ..inference.metrics import format_metrics
     from ..outputs import atomic_path, check_output
+    from ..training.checkpoint import resolve_checkpoint
     from ..utils import percent
 
     ckpt = resolve_checkpoint(args.checkpoint)
@@ -106,7 +106,7 @@ def run_eval(args: argparse.Namespace) -> int:
     print(f"{res['dataset']} {args.split}: {res['images']} images, mIoU {percent(res['miou'])}, "
           f"pixel acc {percent(res['pixel_acc'])}, boundary F {percent(res['mbf'])} "
           f"(tolerance {args.tolerance} px)")
-    print(format_table(res, res["classes"]))
+    print(format_metrics(res, res["classes"]))
     with atomic_path(out) as tmp:
         tmp.write_text(json.dumps(res, indent=2))
     print(f"metrics written to {out}")
@@ -115,9 +115,9 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def run_predict(args: argparse.Namespace) -> int:
     from ..api import load
-    from ..engine.checkpoint import resolve_checkpoint
-    from ..engine.predict import predict_path, predict_video
     from ..outputs import same_file
+    from ..predict import predict_path, predict_video
+    from ..training.checkpoint import resolve_checkpoint
     from ..utils import VIDEO_SUFFIXES
 
     ckpt = resolve_checkpoint(args.checkpoint)

@@ -26,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     from ..api import train, train_config
-    from ..engine.config import parse_overrides
+    from ..training.config import parse_overrides
 
     cfg = train_config(args.config, args.resume, **parse_overrides(args.overrides))
     source = (f"--resume {args.resume}" if args.resume else f"--config {args.config}"
@@ -42,8 +42,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from ..engine.config import parse_overrides
-    from ..engine.demo import demo_config, run_demo
+    from ..demo import demo_config, run_demo
+    from ..training.config import parse_overrides
     from ..utils import percent
 
     cfg = demo_config(args.data, args.model, args.iters, args.out,

@@ -127,7 +127,7 @@ def dataset_options(name: str) -> list[str]:
 def from_config(cfg: Any, split: str, train: bool = False) -> SegmentationDataset:
     """Split ``split`` of the data set a training config describes.
 
-    ``cfg`` is a :class:`~rtseg.engine.config.TrainConfig` or its dict (a checkpoint's
+    ``cfg`` is a :class:`~rtseg.training.config.TrainConfig` or its dict (a checkpoint's
     ``config``); its ``dataset``, ``data_root`` and ``dataset_kwargs`` choose the data, and with
     ``train`` its ``crop_size``, ``scale_range`` × ``input_scale``, ``flip`` and
     ``color_jitter`` the augmentation; without ``train`` images are normalised only.

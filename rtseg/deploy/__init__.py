@@ -11,9 +11,10 @@
 * :mod:`~rtseg.deploy.quantize`: int8 static quantisation with calibration, fp16 conversion;
 * :mod:`~rtseg.deploy.fuse`: BatchNorm folding (``rtseg bench --fold-bn``).
 
-Layering: this package may import models, data, the engine and the Segmenter; none of
-``rtseg.models``, ``rtseg.upsample`` or ``rtseg.data`` imports it. The function itself is
-exported only as ``rtseg.export`` (a name ``export`` here would clash with the submodule).
+Layering: this package may import models, data, training (checkpoints), inference and the
+Segmenter; none of ``rtseg.models``, ``rtseg.upsample`` or ``rtseg.data`` imports it. The
+function itself is exported only as ``rtseg.export`` (a name ``export`` here would clash with
+the submodule).
 """
 
 from .api import ExportReport

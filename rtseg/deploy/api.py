@@ -175,7 +175,7 @@ def _resolve(source: Any, name: str | None, num_classes: int, classes: Sequence[
         raise UsageError(f"{source}: already an exported file; export its checkpoint")
     dev = resolve_device(device)
     if _is_checkpoint(source):
-        from ..engine.checkpoint import load_model
+        from ..training.checkpoint import load_model
 
         model, ckpt = load_model(source, dev)
         held = ckpt["config"]["model"]
@@ -218,7 +218,7 @@ def _check_outputs(planned: list[tuple[Path | None, str, str]], inputs: list[Pat
 
 def _check_memory(model: nn.Module, size: tuple[int, int], batch: int,
                   max_memory: int | None) -> None:
-    from ..engine.memory import available_bytes, export_need, format_bytes
+    from ..inference.memory import available_bytes, export_need, format_bytes
 
     limit = max_memory or available_bytes()
     if limit is None:
@@ -305,7 +305,7 @@ def export(
     size = (int(size[0]), int(size[1]))
     inputs = []
     if isinstance(source, (str, Path)) and _is_checkpoint(source):
-        from ..engine.checkpoint import resolve_checkpoint
+        from ..training.checkpoint import resolve_checkpoint
 
         source = resolve_checkpoint(source)
         inputs.append(source)

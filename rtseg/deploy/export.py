@@ -55,7 +55,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, RtsegError, UsageError
-from ..upsample import GuidedUpsample
+from ..upsample import GUM
 
 # model name → why it cannot be exported with dynamic H and W (none at present)
 STATIC_ONLY: dict[str, str] = {}
@@ -126,7 +126,7 @@ def export_onnx(
     and W axes are symbolic; the graph is traced on a ``batch``×3×``size`` random input.
     Raises UsageError for an opset the model cannot use (``grid_sample`` needs ≥ 16).
     """
-    if opset < 16 and any(isinstance(m, GuidedUpsample) for m in model.modules()):
+    if opset < 16 and any(isinstance(m, GUM) for m in model.modules()):
         raise UsageError(f"this model uses grid_sample (GUM), which needs opset >= 16; "
                          f"got --opset {opset}")
     path = Path(path)

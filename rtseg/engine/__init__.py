@@ -1,2 +1,39 @@
-"""Evaluation and inference machinery: metrics (:mod:`.metrics`), test-time prediction
-(:mod:`.inference`)."""
+"""Old home of training and inference, kept for one release: ``rtseg.engine.X`` still imports.
+
+The modules moved by job: ``rtseg.training`` (trainer, config, checkpoint, loader, run log,
+plot, weights), ``rtseg.inference`` (``tta`` — was ``inference`` —, evaluate, metrics, memory),
+and ``rtseg.predict``, ``rtseg.demo``, ``rtseg.distributed`` at the top. Importing this package
+warns once and makes each old module name an alias of its new module.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import warnings
+
+_MOVED = {
+    "trainer": "rtseg.training.trainer", "config": "rtseg.training.config",
+    "checkpoint": "rtseg.training.checkpoint", "loader": "rtseg.training.loader",
+    "runlog": "rtseg.training.runlog", "plot": "rtseg.training.plot",
+    "weights": "rtseg.training.weights", "inference": "rtseg.inference.tta",
+    "evaluate": "rtseg.inference.evaluate", "metrics": "rtseg.inference.metrics",
+    "memory": "rtseg.inference.memory", "predict": "rtseg.predict", "demo": "rtseg.demo",
+    "distributed": "rtseg.distributed",
+}
+
+warnings.warn("rtseg.engine is deprecated: its modules moved to rtseg.training, "
+              "rtseg.inference, rtseg.predict, rtseg.demo and rtseg.distributed",
+              DeprecationWarning, stacklevel=2)
+
+
+def __getattr__(name: str):
+    if name in _MOVED:
+        module = importlib.import_module(_MOVED[name])
+        sys.modules[f"{__name__}.{name}"] = module
+        return module
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+for _old, _new in _MOVED.items():  # `import rtseg.engine.metrics` finds the alias here
+    sys.modules.setdefault(f"{__name__}.{_old}", importlib.import_module(_new))

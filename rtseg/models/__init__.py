@@ -4,10 +4,12 @@ from .base import SegmentationModel
 from .fanet import FANet
 from .fanet_temp import FANetTemp
 from .fpn import FPN
-from .gain import GAIN, GAINLight
+from .gain import GAIN, GAINDF2
 from .gun import GUN
 from .ifanet import IFANet
 
+GAINLight = GAINDF2  # one-release alias: the class registered as gain_df2
+
 __all__ = [
-    "FANet", "FANetTemp", "FPN", "GAIN", "GAINLight", "GUN", "IFANet", "SegmentationModel",
+    "FANet", "FANetTemp", "FPN", "GAIN", "GAINDF2", "GUN", "IFANet", "SegmentationModel",
 ]

@@ -136,7 +136,7 @@ class GAIN(_CrossLayerNet):
         return self.finish(x, logits, p4, p5)
 
 
-class GAINLight(_CrossLayerNet):
+class GAINDF2(_CrossLayerNet):
     """GAIN with the ``CLALightHead``: three levels, logits at stride 8.
 
     Args:
@@ -203,7 +203,7 @@ def gain_lite0(num_classes: int, pretrained_backbone: str | None = None, aux: bo
 
 @register_model("gain_df2")
 def gain_df2(num_classes: int, pretrained_backbone: str | None = None, aux: bool = True, *,
-             channels: int = 128, context: bool = False) -> GAINLight:
+             channels: int = 128, context: bool = False) -> GAINDF2:
     """GAIN, DFNetV2 backbone with the light head (``DFCLANet``), logits at stride 8.
 
     Options: ``channels`` (head width), ``context`` (the global-context block on p5). The
@@ -211,5 +211,5 @@ def gain_df2(num_classes: int, pretrained_backbone: str | None = None, aux: bool
     ``context=True`` is the ``clanet_df2_gap_*`` configs. ``pretrained_backbone``:
     ``df2_imagenet.pth``.
     """
-    return GAINLight(num_classes, dfnetv2(pretrained_backbone), channels=channels,
+    return GAINDF2(num_classes, dfnetv2(pretrained_backbone), channels=channels,
                      context=context, aux=aux)

@@ -35,7 +35,7 @@ from torch import nn
 from ..backbones import ResNet, resnet18
 from ..layers import ConvBNAct, resize
 from ..registry import register_model
-from ..upsample import GuidedUpsample
+from ..upsample import GUM
 from .base import SegmentationModel
 
 
@@ -63,7 +63,7 @@ class GUN(SegmentationModel):
         self.pooled = ConvBNAct(channels, channels, 1)
         self.fuse = ConvBNAct(channels, channels, 3)
         self.classifier = nn.Sequential(nn.Dropout2d(0.1), nn.Conv2d(channels, num_classes, 1))
-        self.gum = GuidedUpsample(num_classes, c2, guidance=guidance, guide_channels=channels)
+        self.gum = GUM(num_classes, c2, guidance=guidance, guide_channels=channels)
 
     def _stem_to_layer2(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b = self.backbone

@@ -19,17 +19,17 @@ from .carafe import CARAFE, reassemble, window_similarity
 from .dysample import DySample
 from .fade import FADE, FADELite
 from .fast_attention import FastAttention, FastAttentionUpsample, fast_attention
-from .gai import GAI, GAINonLocal, criss_cross_attention, nonlocal_attention
-from .gum import GuidedUpsample, guided_sample
+from .gai import GAI, GAINNonLocal, criss_cross_attention, nonlocal_attention
+from .gum import GUM, guided_sample
 from .ifa import IFA
 from .sapa import SAPA
 
 PAIRWISE = {
     "bilinear": BilinearUpsample,
     "gai": GAI,
-    "gai_nonlocal": GAINonLocal,
+    "gai_nonlocal": GAINNonLocal,
     "fast_attention": FastAttentionUpsample,
-    "gum": GuidedUpsample,
+    "gum": GUM,
     "dysample": DySample,
     "carafe": CARAFE,
     "fade": FADE,
@@ -49,9 +49,13 @@ def create_upsampler(
     return PAIRWISE[name](coarse_channels, fine_channels, channels, **kwargs)
 
 
+# One-release aliases of the old class names ("GAINonLocal" read as "GAIN on local").
+GAINonLocal = GAINNonLocal
+GuidedUpsample = GUM
+
 __all__ = [
     "CARAFE", "FADE", "GAI", "IFA", "PAIRWISE", "SAPA", "UPSAMPLERS", "BilinearUpsample",
-    "DySample", "FADELite", "FastAttention", "FastAttentionUpsample", "GAINonLocal",
-    "GuidedUpsample", "create_upsampler", "criss_cross_attention", "fast_attention",
+    "DySample", "FADELite", "FastAttention", "FastAttentionUpsample", "GAINNonLocal",
+    "GUM", "create_upsampler", "criss_cross_attention", "fast_attention",
     "guided_sample", "nonlocal_attention", "reassemble", "window_similarity",
 ]

@@ -228,7 +228,7 @@ class GAI(nn.Module):
         return self.fuse(torch.cat([v, up], dim=1))
 
 
-class GAINonLocal(GAI):
+class GAINNonLocal(GAI):
     """GAI with full non-local softmax attention (one pass): the official ``NL`` variant."""
 
     def __init__(self, coarse_channels: int, fine_channels: int, channels: int) -> None:

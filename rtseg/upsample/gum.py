@@ -129,7 +129,7 @@ def guided_sample(coarse: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     return out.to(coarse.dtype)
 
 
-class GuidedUpsample(nn.Module):
+class GUM(nn.Module):
     """Guided Upsampling Module.
 
     Args:

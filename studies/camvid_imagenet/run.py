@@ -26,7 +26,7 @@ import torch
 
 import rtseg
 from rtseg.data import CamVid
-from rtseg.engine.config import load_config
+from rtseg.training.config import load_config
 from studies.common import (
     CAMVID,
     ROOT,

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import rtseg
-from rtseg.engine.config import load_config
+from rtseg.training.config import load_config
 from studies.common import (
     CAMVID,
     ROOT,

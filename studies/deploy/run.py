@@ -37,8 +37,8 @@ import rtseg
 from rtseg.bench import time_interleaved
 from rtseg.data import from_config
 from rtseg.deploy import runtimes as backends
-from rtseg.engine.checkpoint import load_model
-from rtseg.engine.metrics import ConfusionMatrix
+from rtseg.inference.metrics import ConfusionMatrix
+from rtseg.training.checkpoint import load_model
 
 VARIANTS = ("torch", "ort_fp32", "ort_int8", "openvino_fp32", "openvino_int8")
 

@@ -122,8 +122,8 @@ def latency(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 def time_step(args: argparse.Namespace, steps: int = 6) -> None:
     """Seconds per training step of fpn_r18_gai, whole network vs frozen backbone."""
-    from rtseg.engine import weights
     from rtseg.losses import build_loss
+    from rtseg.training import weights
 
     x, y = torch.randn(8, 3, 240, 320), torch.randint(0, 11, (8, 240, 320))
     nets = {"full": rtseg.create_model("fpn_r18_gai", 11),

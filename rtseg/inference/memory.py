@@ -129,7 +129,7 @@ class PassCost:
             if isinstance(self.seg.model, torch.nn.Module):
                 peak = tracked_peak(lambda image=image: self.seg(image, **options))
             else:
-                from ..bench.memory import peak_extra_bytes
+                from .peak_memory import peak_extra_bytes
 
                 peak = peak_extra_bytes(lambda image=image: self.seg(image, **options),
                                         torch.device("cpu"))

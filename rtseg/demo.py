@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..data import DataError, SegmentationDataset, detect_dataset, from_config
-from .config import TrainConfig, make_config
+from .data import DataError, SegmentationDataset, detect_dataset, from_config
+from .training.config import TrainConfig, make_config
 
 
 def demo_config(data: str | Path | None = None, model: str = "fpn_r18_gai", iters: int = 300,
@@ -44,7 +44,7 @@ def run_demo(cfg: TrainConfig, examples: int = 4, report: Callable[[str], None] 
     bars. Returns the run folder, the scored split and its metrics, the written overlays and the
     times in seconds.
     """
-    from .. import api
+    from . import api
     from .predict import predict_path
 
     t0 = clock()

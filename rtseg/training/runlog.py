@@ -1,7 +1,7 @@
 """The record of a run: ``log.jsonl`` always, TensorBoard scalars when asked for.
 
 ``log.jsonl`` holds one JSON object per logged step or evaluation (``kind``: ``train`` or
-``val``, ``iter``, then the values) and is the record :mod:`rtseg.engine.plot` reads. With
+``val``, ``iter``, then the values) and is the record :mod:`rtseg.training.plot` reads. With
 ``tensorboard=True`` every numeric value is also written as the scalar ``<kind>/<name>`` at step
 ``iter`` under ``<run>/tb`` (``tensorboard --logdir runs``); that needs the ``tensorboard``
 package (``pip install "rtseg[tensorboard]"``).

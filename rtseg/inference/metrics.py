@@ -307,7 +307,7 @@ def _fmt(value: float) -> str:
     return "-" if math.isnan(value) else f"{100 * value:.1f}"
 
 
-def format_table(result: Mapping[str, object], class_names: Sequence[str]) -> str:
+def format_metrics(result: Mapping[str, object], class_names: Sequence[str]) -> str:
     """A per-class text table of IoU (and boundary F, if ``result`` has ``bf``), in percent.
 
     ``result`` is a :meth:`ConfusionMatrix.compute` dict, optionally merged with a
@@ -335,3 +335,6 @@ def format_table(result: Mapping[str, object], class_names: Sequence[str]) -> st
             f"mean acc {_fmt(float(result['mean_acc'])).strip()}"
         )
     return "\n".join(lines)
+
+
+format_table = format_metrics  # one-release alias (rtseg.utils.format_table formats any rows)

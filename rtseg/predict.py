@@ -7,7 +7,7 @@ divided by ``every``) and measures the frames per second achieved. Both also wri
 (each class's name on its colour) and neither replaces an input (see :mod:`rtseg.outputs`):
 every file is written whole under a temporary name first, and a failed run leaves no empty
 folder. Before a frame is predicted whole, the memory the pass needs is estimated
-(:mod:`rtseg.engine.memory`); when it exceeds what is available (or ``max_memory``), the frame is
+(:mod:`rtseg.inference.memory`); when it exceeds what is available (or ``max_memory``), the frame is
 predicted in sliding windows that fit, with a one-line note, or refused when nothing fits.
 """
 
@@ -22,13 +22,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.io import DataError, read_image
-from ..errors import InputNotFoundError, UsageError
-from ..outputs import atomic_path, check_output, output_folder, same_file
-from ..segmenter import Segmenter
-from ..utils import IMAGE_SUFFIXES, VIDEO_SUFFIXES
-from ..viz import save_label_png, save_legend
-from .memory import PassCost, available_bytes, format_bytes, plan
+from .data.io import DataError, read_image
+from .errors import InputNotFoundError, UsageError
+from .inference.memory import PassCost, available_bytes, format_bytes, plan
+from .outputs import atomic_path, check_output, output_folder, same_file
+from .segmenter import Segmenter
+from .utils import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from .viz import save_label_png, save_legend
 
 
 def input_files(path: Path) -> list[Path]:

@@ -31,7 +31,7 @@ def setup(device: str = "auto") -> DistInfo:
     Backend nccl on CUDA, gloo on CPU. ``device``: "auto" (CUDA when available), "cpu", "cuda"
     (UsageError where CUDA is not available, checked by :func:`rtseg.utils.resolve_device`).
     """
-    from ..utils import resolve_device
+    from .utils import resolve_device
 
     use_cuda = resolve_device(device).type == "cuda"
     world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -102,7 +102,7 @@ def short_side_size(size: Sequence[int], short_side: int,
 
 
 @torch.no_grad()
-def predict_logits(
+def predict_probs(
     model: nn.Module,
     image: torch.Tensor,
     mode: str = "whole",
@@ -190,3 +190,6 @@ def predict_logits(
         p = resize(p, size)
         total = p if total is None else total + p
     return total / len(scales)
+
+
+predict_logits = predict_probs  # one-release alias: the old name, though it returns probabilities

@@ -8,7 +8,7 @@ iteration: a run stopped at iteration k and resumed ends with the same weights a
 never stopped. The best checkpoint is chosen on ``val_split`` (never the test split).
 
 A model can start from another run's weights (``init_from``) and have parts frozen (``freeze``,
-see :mod:`rtseg.engine.weights`). The configuration, model and data are all checked before the
+see :mod:`rtseg.training.weights`). The configuration, model and data are all checked before the
 run folder is created.
 
 Run folder: ``config.yaml``, ``log.jsonl`` (one JSON object per logged step or evaluation),
@@ -37,13 +37,15 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-from .. import create_model
+from .. import distributed
 from ..data import DataError, from_config
 from ..data.io import worker_message
 from ..errors import CheckpointError, ConfigError, RunInterrupted, TrainingError, first_line
+from ..inference.evaluate import evaluate_dataset
 from ..losses import build_loss
+from ..registry import create_model
 from ..utils import autocast, percent
-from . import distributed, weights
+from . import weights
 from .checkpoint import (
     CHECKPOINT_FORMAT,
     load_checkpoint,
@@ -52,7 +54,6 @@ from .checkpoint import (
     set_rng_state,
 )
 from .config import TrainConfig
-from .evaluate import evaluate
 from .loader import SeededSampler, loader_batches, quiet_worker
 from .runlog import RunLog
 
@@ -89,7 +90,7 @@ def run_dir(cfg: TrainConfig) -> Path:
     return Path(cfg.out_dir) / name
 
 
-def train(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None) -> Path:
+def run_training(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None) -> Path:
     """Train as ``cfg`` says; return the run folder.
 
     Args:
@@ -356,7 +357,7 @@ class Trainer:
         if self.info.enabled:  # BN statistics drift per rank; evaluate rank 0's, as saved
             for buf in self.model.buffers():
                 dist.broadcast(buf, 0)
-        res = evaluate(self.model, self.val_set, self.device, mode=cfg.eval_mode,
+        res = evaluate_dataset(self.model, self.val_set, self.device, mode=cfg.eval_mode,
                        crop=cfg.eval_crop, scales=(cfg.val_scale,),
                        distributed_info=self.info, progress=True)
         self.ddp.train()
@@ -392,3 +393,6 @@ def _plain(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [_plain(v) for v in obj]
     return obj
+
+
+train = run_training  # one-release alias (``rtseg.train`` is the public call)

@@ -9,13 +9,13 @@ import torch
 from torch import nn
 
 from ..data import SegmentationDataset
-from .distributed import DistInfo
-from .inference import predict_logits
+from ..distributed import DistInfo
 from .metrics import BoundaryFScore, ConfusionMatrix
+from .tta import predict_probs
 
 
 @torch.no_grad()
-def evaluate(
+def evaluate_dataset(
     model: nn.Module,
     dataset: SegmentationDataset,
     device: torch.device | str = "cpu",
@@ -58,7 +58,7 @@ def evaluate(
     indices = range(info.rank, n, info.world_size)
     for i in tqdm(indices, desc="eval", disable=not (progress and info.is_main), leave=False):
         image, label = dataset[(i, 0)]
-        probs = predict_logits(model, image[None].to(device), mode=mode, crop=crop,
+        probs = predict_probs(model, image[None].to(device), mode=mode, crop=crop,
                                stride=stride, scales=scales, flip=flip, short_side=short_side,
                                long_side=long_side, window_average=window_average,
                                num_classes=k)
@@ -77,3 +77,6 @@ def evaluate(
         res["mbf_at"] = {str(t): b["mbf"] for t, b in zip(tolerances, boundary, strict=True)}
         res["bf_at"] = {str(t): b["bf"] for t, b in zip(tolerances, boundary, strict=True)}
     return res
+
+
+evaluate = evaluate_dataset  # one-release alias (``rtseg.evaluate`` is the public call)
