@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint info clean
+.PHONY: demo test test-fast lint info clean
 
 $(STAMP): pyproject.toml
 	@echo "== setup: virtual environment and install into $(VENV) (first run only; a few minutes)"
@@ -20,9 +20,13 @@ demo: $(STAMP)
 	$(PY) -m rtseg demo $(if $(DATA),--data $(DATA))
 
 test: $(STAMP)
-	@echo "== tests: pytest, one line per file with the share done so far ([ NN%]); about 5 min"
+	@echo "== tests: pytest, one line per file with the share done so far ([ NN%]); about 12 min"
 	@echo "   on a quiet 2-core machine, proportionally longer while other work shares it"
 	$(PY) -m pytest
+
+test-fast: $(STAMP)
+	@echo "== tests, the quick tier (tests marked slow left out): about a minute"
+	$(PY) -m pytest -m "not slow"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -7,6 +7,9 @@ from torch import nn
 
 from ..layers import resize
 
+# What a model returns: eval logits, or training (logits, [auxiliary logits]).
+ModelOutput = torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]
+
 
 class SegmentationModel(nn.Module):
     """Base class: subclasses compute logits and auxiliary logits, :meth:`output` finishes.
@@ -22,7 +25,7 @@ class SegmentationModel(nn.Module):
 
     def output(
         self, x: torch.Tensor, logits: torch.Tensor, aux: list[torch.Tensor] | None = None
-    ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+    ) -> ModelOutput:
         size = x.shape[-2:]
         logits = resize(logits, size, self.align_corners)
         if not self.training:

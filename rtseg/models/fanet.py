@@ -37,7 +37,7 @@ from ..backbones import ResNet, resnet18_fanet, resnet34_fanet
 from ..layers import ConvBNAct, SegHead, resize
 from ..registry import register_model
 from ..upsample import FastAttention
-from .base import SegmentationModel
+from .base import ModelOutput, SegmentationModel
 
 
 class FANetLevel(nn.Module):
@@ -57,7 +57,8 @@ class FANetLevel(nn.Module):
         self.smooth = ConvBNAct(channels, 128, 3, act="leaky") if smooth else None
 
     def forward(self, feat: torch.Tensor, up_in: torch.Tensor | None,
-                context: tuple[torch.Tensor, int] | None = None):
+                context: tuple[torch.Tensor, int] | None = None
+                ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """``context``: a summed K̂ᵀV (B×d×C) and its pixel count to attend to instead of the
         level's own (FANet +Temp: this frame's and the past frames')."""
         p = self.attention(feat) if context is None else self.attention.attend(feat, *context)
@@ -104,7 +105,7 @@ class FANet(SegmentationModel):
         """The decoder levels in the order of the backbone's outputs (strides 8 … 64)."""
         return [self.level4, self.level8, self.level16, self.level32]
 
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor) -> ModelOutput:
         return self.decode(x, self.backbone(x))
 
     def decode(self, x: torch.Tensor, feats: list[torch.Tensor],

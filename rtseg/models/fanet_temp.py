@@ -52,6 +52,7 @@ import torch
 from ..backbones import resnet18_fanet, resnet34_fanet
 from ..data.history import context_positions
 from ..registry import register_model
+from .base import ModelOutput
 from .fanet import FANet
 
 State = list[list[tuple[torch.Tensor, int]]]  # per level: (K̂ᵀV, pixels) of past frames
@@ -72,7 +73,7 @@ class FANetTemp(FANet):
             raise ValueError(f"past must be >= 0, got {past}")
         self.past = past
 
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor) -> ModelOutput:
         if x.dim() == 4:
             return super().forward(x)
         if x.dim() != 5 or x.shape[2] != 3:

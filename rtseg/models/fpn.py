@@ -25,7 +25,7 @@ from ..errors import ConfigError, UnknownNameError
 from ..layers import ConvBNAct, SegHead
 from ..registry import register_model
 from ..upsample import IFA, UPSAMPLERS, create_upsampler
-from .base import SegmentationModel
+from .base import ModelOutput, SegmentationModel
 
 
 class FPN(SegmentationModel):
@@ -82,7 +82,7 @@ class FPN(SegmentationModel):
             p = up(p, lat) + lat
         return p
 
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor) -> ModelOutput:
         laterals = [lat(f) for lat, f in zip(self.lateral, self.backbone(x), strict=True)]
         logits = self.head(self.decode(laterals))
         aux = None

@@ -37,7 +37,7 @@ from ..backbones import DFNetV2, ResNet, dfnetv2, efficientnet_lite0, resnet18_d
 from ..layers import ConvBNAct, SegHead, resize
 from ..registry import register_model
 from ..upsample import GAI
-from .base import SegmentationModel
+from .base import ModelOutput, SegmentationModel
 
 
 class GlobalContext(nn.Module):
@@ -129,7 +129,7 @@ class GAIN(_CrossLayerNet):
                                   nn.Conv2d(c, num_classes, 1))
         self._build_aux(c, num_classes, aux)
 
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor) -> ModelOutput:
         (p2, p3), p4, p5 = self.levels(x)
         f = resize(self.merge(torch.cat([p3, p4, p5], dim=1)), p2.shape[-2:])
         logits = self.head(torch.cat([f, p2], dim=1))
@@ -163,7 +163,7 @@ class GAINDF2(_CrossLayerNet):
                                   nn.Conv2d(c, num_classes, 1))
         self._build_aux(c, num_classes, aux)
 
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor) -> ModelOutput:
         (p3,), p4, p5 = self.levels(x)
         logits = self.head(torch.cat([p3, p4, p5], dim=1))  # B×K×H/8×W/8
         return self.finish(x, logits, p4, p5)

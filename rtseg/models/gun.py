@@ -36,7 +36,7 @@ from ..backbones import ResNet, resnet18
 from ..layers import ConvBNAct, resize
 from ..registry import register_model
 from ..upsample import GUM
-from .base import SegmentationModel
+from .base import ModelOutput, SegmentationModel
 
 
 class GUN(SegmentationModel):
@@ -70,7 +70,7 @@ class GUN(SegmentationModel):
         c2 = b.layer1(b.maxpool(b.relu(b.bn1(b.conv1(x)))))
         return c2, b.layer2(c2)
 
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor) -> ModelOutput:
         high2, high3 = self._stem_to_layer2(x)
         # The half-size input by an explicit size (at least 1 pixel), not scale_factor=0.5:
         # an input side of 1 px would give an empty image, and ONNX runtimes such as OpenCV

@@ -25,7 +25,7 @@ from ..backbones import ResNet, resnet18, resnet50_deep
 from ..layers import ConvBNAct, SegHead
 from ..registry import register_model
 from ..upsample import IFA
-from .base import SegmentationModel
+from .base import ModelOutput, SegmentationModel
 
 
 class IFANet(SegmentationModel):
@@ -67,7 +67,7 @@ class IFANet(SegmentationModel):
         if not aux:
             self.aux_weights = ()
 
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor) -> ModelOutput:
         feats = self.backbone(x)
         levels = [enc(f) for enc, f in zip(self.encoders, feats, strict=True)]
         logits = self.decoder(levels, tuple(levels[0].shape[-2:]))
