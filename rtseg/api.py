@@ -22,6 +22,7 @@ from .data import DATASETS, SegmentationDataset, build_dataset, detect_dataset, 
 from .data.transforms import eval_transforms
 from .errors import ConfigError, UsageError
 from .inference.evaluate import evaluate_dataset
+from .inference.tta import TTAOptions
 from .segmenter import Segmenter
 from .training.checkpoint import load_model
 from .training.config import TrainConfig, load_config, make_config, upgrade_values
@@ -130,12 +131,11 @@ def evaluate(
         ``dataset``, ``images``, ``seconds`` and the options used.
     """
     from .deploy.metadata import is_exported
-    from .segmenter import check_options
 
     ckpt_cfg, checkpoint, k = None, None, None
-    options = check_options({"mode": mode, "crop": crop, "stride": stride, "scales": scales,
-                             "flip": flip, "short_side": short_side, "long_side": long_side,
-                             "window_average": window_average})
+    options = TTAOptions(mode=mode, crop=crop, stride=stride, scales=scales, flip=flip,
+                         short_side=short_side, long_side=long_side,
+                         window_average=window_average)
     if isinstance(model_or_path, (str, Path)) and (
             is_exported(model_or_path) or backend not in ("auto", "torch")):
         model_or_path = load(model_or_path, device, backend)  # its data must be given
@@ -159,13 +159,11 @@ def evaluate(
         raise UsageError(f"{checkpoint or 'the model'} predicts {k} classes but the "
                          f"{type(ds).__name__} data has {ds.num_classes}")
     t0 = time.perf_counter()
-    res = evaluate_dataset(model, ds, dev, **options, boundary_tolerance=tolerance,
-                    progress=progress, limit=limit)
+    res = evaluate_dataset(model, ds, dev, options, boundary_tolerance=tolerance,
+                           progress=progress, limit=limit)
     res.update(split=split, dataset=type(ds).__name__.lower(), checkpoint=checkpoint,
-               classes=ds.classes, seconds=time.perf_counter() - t0, mode=options["mode"],
-               scales=list(options["scales"]), flip=options["flip"],
-               short_side=options["short_side"], long_side=options["long_side"],
-               window_average=options["window_average"], tolerance=tolerance)
+               classes=ds.classes, seconds=time.perf_counter() - t0,
+               **{**options.as_dict(), "scales": list(options.scales)}, tolerance=tolerance)
     return res
 
 

@@ -17,13 +17,11 @@ from torch import nn
 
 from . import viz
 from .errors import UsageError
-from .inference.tta import predict_probs
+from .inference.tta import TTAOptions, predict_probs
 from .utils import IMAGENET_MEAN, IMAGENET_STD, resolve_device
 
 ImageLike = Any  # np.ndarray H×W×3 uint8 | PIL.Image | str | Path | torch.Tensor (B×)3×H×W
 
-_OPTIONS = ("mode", "crop", "stride", "scales", "flip", "short_side", "long_side",
-            "window_average")
 
 
 class Segmenter:
@@ -104,17 +102,15 @@ class Segmenter:
 
     @torch.no_grad()
     def _scores(self, x: torch.Tensor, options: dict[str, Any]) -> torch.Tensor:
-        opts = check_options({**self.options, **options})
-        single = (opts["mode"] == "whole" and list(opts["scales"]) == [1.0]
-                  and not opts.get("flip") and opts.get("short_side") is None)
-        if single:
+        opts = TTAOptions.from_mapping({**self.options, **options})
+        if opts.single_pass:
             logits = self.model(x)
             if logits.shape[-2:] != x.shape[-2:]:
                 from .layers import resize
 
                 logits = resize(logits, x.shape[-2:])
             return logits
-        probs = predict_probs(self.model, x, num_classes=self.num_classes, **opts)
+        probs = predict_probs(self.model, x, opts, num_classes=self.num_classes)
         return probs.clamp_min(1e-12).log()
 
     def _prepare(self, image: ImageLike) -> tuple[torch.Tensor, bool, bool]:
@@ -168,43 +164,11 @@ class Segmenter:
 
 
 def check_options(options: dict[str, Any]) -> dict[str, Any]:
-    """Test-time options checked and normalised (``scales`` a tuple, ``crop``/``stride`` pairs
-    of positive ints); UsageError naming the first bad one."""
-    from .inference.tta import WINDOW_AVERAGES, check_short_side
-
-    unknown = sorted(set(options) - set(_OPTIONS))
-    if unknown:
-        raise UsageError(f"unknown inference option(s) {', '.join(unknown)}; "
-                         f"valid: {', '.join(_OPTIONS)}")
-    out = dict(options)
-    if out.get("mode", "whole") not in ("whole", "slide"):
-        raise UsageError(f"mode must be 'whole' or 'slide', got {out.get('mode')!r}")
-    for key in ("crop", "stride"):
-        if out.get(key) is not None:
-            value = out[key]
-            pair = (value, value) if isinstance(value, int) else tuple(value)
-            if len(pair) != 2 or not all(isinstance(v, int) and v > 0 for v in pair):
-                raise UsageError(f"{key} must be two positive integers (h, w), got {value!r}")
-            out[key] = pair
-    if out.get("mode") == "slide" and not out.get("crop"):
-        raise UsageError("mode='slide' needs crop=(h, w)")
-    if out.get("stride") is not None and out.get("mode") != "slide":
-        raise UsageError("stride applies to mode='slide' only")
-    scales = out.get("scales", (1.0,))
-    scales = (scales,) if isinstance(scales, (int, float)) else tuple(scales or ())
-    if not scales or not all(isinstance(v, (int, float)) and v > 0 for v in scales):
-        raise UsageError(f"scales must be positive numbers, got {out.get('scales')!r}")
-    out["scales"] = tuple(float(v) for v in scales)
-    if "short_side" in out:
-        out["short_side"] = check_short_side(out["short_side"])
-    if out.get("long_side") is not None:
-        out["long_side"] = check_short_side(out["long_side"], "long_side")
-        if out.get("short_side") is None:
-            raise UsageError("long_side caps a short_side resize; give short_side too")
-    if out.get("window_average", "probs") not in WINDOW_AVERAGES:
-        raise UsageError(f"window_average must be 'probs' or 'logits', got "
-                         f"{out['window_average']!r}")
-    return out
+    """Test-time options (a subset, by name) checked and normalised by :class:`TTAOptions`
+    (``scales`` a tuple, ``crop``/``stride`` pairs of positive ints); UsageError naming the
+    first bad one."""
+    checked = TTAOptions.from_mapping(options).as_dict()
+    return {k: checked[k] for k in options}
 
 
 def to_rgb_array(image: ImageLike) -> np.ndarray:

@@ -59,9 +59,10 @@ def test_check_onnx_reports_a_mismatch(tmp_path, randomise):
         check_onnx(model, static, (59, 117))
 
 
-def test_gum_needs_opset_16(tmp_path):
-    with pytest.raises(UsageError, match="opset >= 16"):
-        export_onnx(rtseg.create_model("gun", 5), tmp_path / "g.onnx", SIZE, opset=15)
+@pytest.mark.parametrize("name, module", [("gun", "GUM"), ("fpn_r18_dysample", "DySample")])
+def test_grid_sample_needs_opset_16(tmp_path, name, module):
+    with pytest.raises(UsageError, match=rf"grid_sample \({module}\), which needs opset >= 16"):
+        export_onnx(rtseg.create_model(name, 5), tmp_path / "g.onnx", SIZE, opset=15)
 
 
 def test_torchscript_round_trip(tmp_path, randomise):

@@ -152,3 +152,33 @@ def test_bad_arguments():
         predict_probs(model, image, mode="tiles")
     with pytest.raises(ValueError, match="classes"):
         predict_probs(model, image, num_classes=19)
+
+
+def test_tta_options_are_checked_once_and_carried() -> None:
+    from rtseg.errors import UsageError
+    from rtseg.inference.tta import TTAOptions, predict_probs
+
+    o = TTAOptions(mode="slide", crop=32, scales=[1, 0.5])
+    assert (o.crop, o.stride, o.scales) == ((32, 32), None, (1.0, 0.5)) and not o.single_pass
+    assert TTAOptions().single_pass and not TTAOptions(flip=True).single_pass
+    for bad, message in [({"mode": "tiles"}, "mode must be"), ({"mode": "slide"}, "needs crop"),
+                         ({"stride": 8}, "stride applies to mode='slide' only"),
+                         ({"scales": [0]}, "scales must be positive"),
+                         ({"long_side": 64}, "give short_side too"),
+                         ({"crop": (0, 4), "mode": "slide"}, "crop must be two positive"),
+                         ({"window_average": "max"}, "window_average must be")]:
+        with pytest.raises(UsageError, match=message):
+            TTAOptions(**bad)
+    with pytest.raises(UsageError, match="unknown inference option.*flips.*valid: mode"):
+        TTAOptions.from_mapping({"flips": True})
+    with pytest.raises(UsageError, match="needs crop"):
+        TTAOptions().replace(mode="slide")
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(3, 4, 3, padding=1).eval()
+    x = torch.randn(1, 3, 24, 40)
+    by_object = predict_probs(model, x, TTAOptions(mode="slide", crop=(16, 16), stride=(8, 12),
+                                                    flip=True, scales=(1.0, 0.75)))
+    by_name = predict_probs(model, x, mode="slide", crop=(16, 16), stride=(8, 12), flip=True,
+                            scales=(1.0, 0.75))
+    assert torch.equal(by_object, by_name)
+    assert not torch.allclose(by_object, predict_probs(model, x))  # the options act

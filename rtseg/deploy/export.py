@@ -55,7 +55,6 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, RtsegError, UsageError
-from ..upsample import GUM
 
 # model name → why it cannot be exported with dynamic H and W (none at present)
 STATIC_ONLY: dict[str, str] = {}
@@ -126,9 +125,11 @@ def export_onnx(
     and W axes are symbolic; the graph is traced on a ``batch``×3×``size`` random input.
     Raises UsageError for an opset the model cannot use (``grid_sample`` needs ≥ 16).
     """
-    if opset < 16 and any(isinstance(m, GUM) for m in model.modules()):
-        raise UsageError(f"this model uses grid_sample (GUM), which needs opset >= 16; "
-                         f"got --opset {opset}")
+    sampling = sorted({type(m).__name__ for m in model.modules()
+                       if getattr(m, "needs_grid_sample", False)})
+    if opset < 16 and sampling:
+        raise UsageError(f"this model uses grid_sample ({', '.join(sampling)}), which needs "
+                         f"opset >= 16; got --opset {opset}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model.eval()

@@ -11,7 +11,7 @@ from torch import nn
 from ..data import SegmentationDataset
 from ..distributed import DistInfo
 from .metrics import BoundaryFScore, ConfusionMatrix
-from .tta import predict_probs
+from .tta import TTAOptions, predict_probs
 
 
 @torch.no_grad()
@@ -19,22 +19,18 @@ def evaluate_dataset(
     model: nn.Module,
     dataset: SegmentationDataset,
     device: torch.device | str = "cpu",
-    mode: str = "whole",
-    crop: tuple[int, int] | None = None,
-    stride: tuple[int, int] | None = None,
-    scales: Sequence[float] = (1.0,),
-    flip: bool = False,
-    short_side: int | None = None,
-    long_side: int | None = None,
-    window_average: str = "probs",
+    options: TTAOptions | None = None,
+    *,
     boundary_tolerance: int | Sequence[int] = 2,
     distributed_info: DistInfo | None = None,
     progress: bool = True,
     limit: int | None = None,
+    **changes: Any,
 ) -> dict[str, Any]:
     """mIoU, per-class IoU, pixel accuracy and boundary F-score of ``model`` on ``dataset``.
 
-    Images are predicted one at a time at their own size (``mode="whole"``) or by sliding
+    Images are predicted one at a time with the test-time ``options`` (:class:`TTAOptions`,
+    given by name in ``changes`` too): at their own size (``mode="whole"``) or by sliding
     ``crop`` windows (``"slide"``), optionally averaged over ``scales`` and a horizontal flip,
     optionally at the size whose shorter side is ``short_side`` (ADE20K's protocol).
     Under DDP each rank takes every world_size-th image and the counts are summed over ranks.
@@ -46,6 +42,7 @@ def evaluate_dataset(
     """
     from tqdm import tqdm
 
+    options = (options or TTAOptions()).replace(**changes) if changes else options
     info = distributed_info or DistInfo()
     device = torch.device(device)
     model.eval()
@@ -58,10 +55,7 @@ def evaluate_dataset(
     indices = range(info.rank, n, info.world_size)
     for i in tqdm(indices, desc="eval", disable=not (progress and info.is_main), leave=False):
         image, label = dataset[(i, 0)]
-        probs = predict_probs(model, image[None].to(device), mode=mode, crop=crop,
-                               stride=stride, scales=scales, flip=flip, short_side=short_side,
-                               long_side=long_side, window_average=window_average,
-                               num_classes=k)
+        probs = predict_probs(model, image[None].to(device), options, num_classes=k)
         pred = probs.argmax(1)
         target = label[None].to(device)
         cm.update(pred, target)

@@ -1,11 +1,16 @@
 """Test-time prediction: whole-image or sliding-window, multi-scale, horizontal flip, and
-ADE20K's protocol of predicting at a fixed shorter side."""
+ADE20K's protocol of predicting at a fixed shorter side. The options are one checked object,
+:class:`TTAOptions`, carried from the Segmenter, ``rtseg.evaluate`` and the trainer's validation
+to :func:`predict_probs`."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +20,86 @@ from ..errors import UsageError
 from ..layers import resize
 
 WINDOW_AVERAGES = ("probs", "logits")
+
+
+def _pair(key: str, value: Any) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
+                                 and v > 0 for v in pair):
+        raise UsageError(f"{key} must be two positive integers (h, w), got {value!r}")
+    return (int(pair[0]), int(pair[1]))
+
+
+@dataclass(frozen=True)
+class TTAOptions:
+    """Test-time options, checked and normalised once (:class:`UsageError` naming the first bad
+    one); see :func:`predict_probs` for what each does.
+
+    ``crop``/``stride`` become (h, w) pairs (an int: a square), ``scales`` a tuple of floats.
+    """
+
+    mode: str = "whole"
+    crop: tuple[int, int] | None = None
+    stride: tuple[int, int] | None = None
+    scales: tuple[float, ...] = (1.0,)
+    flip: bool = False
+    short_side: int | None = None
+    long_side: int | None = None
+    window_average: str = "probs"
+
+    def __post_init__(self) -> None:
+        def put(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)
+
+        if self.mode not in ("whole", "slide"):
+            raise UsageError(f"mode must be 'whole' or 'slide', got {self.mode!r}")
+        put("crop", _pair("crop", self.crop))
+        put("stride", _pair("stride", self.stride))
+        if self.mode == "slide" and not self.crop:
+            raise UsageError("mode='slide' needs crop=(h, w)")
+        if self.stride is not None and self.mode != "slide":
+            raise UsageError("stride applies to mode='slide' only")
+        scales = self.scales
+        scales = (scales,) if isinstance(scales, (int, float)) else tuple(scales or ())
+        if not scales or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                 and v > 0 for v in scales):
+            raise UsageError(f"scales must be positive numbers, got {self.scales!r}")
+        put("scales", tuple(float(v) for v in scales))
+        put("flip", bool(self.flip))
+        put("short_side", check_short_side(self.short_side))
+        put("long_side", check_short_side(self.long_side, "long_side"))
+        if self.long_side is not None and self.short_side is None:
+            raise UsageError("long_side caps a short_side resize; give short_side too")
+        if self.window_average not in WINDOW_AVERAGES:
+            raise UsageError(f"window_average must be 'probs' or 'logits', got "
+                             f"{self.window_average!r}")
+
+    @classmethod
+    def from_mapping(cls, options: Mapping[str, Any]) -> TTAOptions:
+        """From a mapping of option names (a subset); unknown names are a :class:`UsageError`."""
+        unknown = sorted(set(options) - set(TTA_OPTIONS))
+        if unknown:
+            raise UsageError(f"unknown inference option(s) {', '.join(unknown)}; "
+                             f"valid: {', '.join(TTA_OPTIONS)}")
+        return cls(**options)
+
+    def replace(self, **changes: Any) -> TTAOptions:
+        """These options with ``changes`` applied (checked again)."""
+        return TTAOptions.from_mapping({**self.as_dict(), **changes})
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def single_pass(self) -> bool:
+        """One whole-image pass at the input size (no scales, flip or resize)."""
+        return (self.mode == "whole" and self.scales == (1.0,) and not self.flip
+                and self.short_side is None)
+
+
+TTA_OPTIONS = tuple(f.name for f in dataclasses.fields(TTAOptions))
 
 
 def _probs(model: nn.Module, x: torch.Tensor, flip: bool, num_classes: int | None,
@@ -105,15 +190,9 @@ def short_side_size(size: Sequence[int], short_side: int,
 def predict_probs(
     model: nn.Module,
     image: torch.Tensor,
-    mode: str = "whole",
-    crop: tuple[int, int] | None = None,
-    stride: tuple[int, int] | None = None,
-    scales: Sequence[float] = (1.0,),
-    flip: bool = False,
+    options: TTAOptions | None = None,
     num_classes: int | None = None,
-    short_side: int | None = None,
-    long_side: int | None = None,
-    window_average: str = "probs",
+    **changes: Any,
 ) -> torch.Tensor:
     """Class probabilities of ``image`` averaged over scales, flips and windows.
 
@@ -143,15 +222,15 @@ def predict_probs(
             another size are resized to the input size.
         image: B×3×H×W normalised input, or a B×T×3×H×W clip for a temporal model (every
             frame is scaled, flipped and windowed alike; the model predicts the last).
-        mode: ``"whole"`` or ``"slide"``.
-        crop: (h, w) window size; required for ``"slide"``.
-        stride: (h, w) window step; defaults to ``crop`` (no overlap) for ``"slide"``.
-        scales: input scale factors.
-        flip: also predict the horizontally mirrored image.
+        options: :class:`TTAOptions` (default: one whole pass):
+            ``mode`` ``"whole"`` or ``"slide"``; ``crop`` the (h, w) window, required for
+            ``"slide"``; ``stride`` its step (default ``crop``: no overlap); ``scales`` input
+            scale factors; ``flip`` also the mirrored image; ``short_side`` the size of the
+            shorter side the image is predicted at; ``long_side`` with it, the most the longer
+            side may be; ``window_average`` ``"probs"`` or ``"logits"``: what overlapping
+            windows average.
         num_classes: if given, the model's K is checked against it.
-        short_side: if given, the size of the shorter side the image is predicted at.
-        long_side: with ``short_side``, the most the longer side may be.
-        window_average: ``"probs"`` or ``"logits"``: what overlapping windows average.
+        **changes: options given by name, applied over ``options``.
 
     Returns:
         B×K×H×W probabilities (each pixel sums to 1), on the image's device.
@@ -159,37 +238,23 @@ def predict_probs(
     if image.dim() not in (4, 5):
         raise ValueError(f"expected a B×3×H×W image or B×T×3×H×W clip, got shape "
                          f"{tuple(image.shape)}")
-    if mode not in ("whole", "slide"):
-        raise ValueError(f"unknown mode {mode!r}; use 'whole' or 'slide'")
-    if not scales:
-        raise ValueError("scales must not be empty")
-    if window_average not in WINDOW_AVERAGES:
-        raise UsageError(f"window_average must be 'probs' or 'logits', got {window_average!r}")
-    if long_side is not None and short_side is None:
-        raise UsageError("long_side caps a short_side resize; give short_side too")
-    if mode == "slide":
-        if crop is None:
-            raise ValueError("mode='slide' needs crop=(h, w)")
-        crop = (int(crop[0]), int(crop[1]))
-        stride = crop if stride is None else (int(stride[0]), int(stride[1]))
-        if min(crop) < 1 or min(stride) < 1:
-            raise ValueError(f"crop {crop} and stride {stride} must be positive")
-
+    o = options or TTAOptions()
+    if changes:
+        o = o.replace(**changes)
+    crop, stride = o.crop, o.stride or o.crop
     size = image.shape[-2:]
-    base = size if short_side is None else short_side_size(size, short_side, long_side)
+    base = size if o.short_side is None else short_side_size(size, o.short_side, o.long_side)
     total = None
-    for s in scales:
-        if s <= 0:
-            raise ValueError(f"scales must be positive, got {s}")
+    for s in o.scales:
         scaled_size = (max(round(base[0] * s), 1), max(round(base[1] * s), 1))
         x = resize(image, scaled_size)
-        if mode == "whole":
-            p = _probs(model, x, flip, num_classes)
+        if o.mode == "whole":
+            p = _probs(model, x, o.flip, num_classes)
         else:
-            p = _slide(model, x, crop, stride, flip, num_classes, window_average)
+            p = _slide(model, x, crop, stride, o.flip, num_classes, o.window_average)
         p = resize(p, size)
         total = p if total is None else total + p
-    return total / len(scales)
+    return total / len(o.scales)
 
 
 predict_logits = predict_probs  # one-release alias: the old name, though it returns probabilities

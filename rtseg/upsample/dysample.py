@@ -65,6 +65,8 @@ class DySample(nn.Module):
     Forward: ``coarse`` B×C×h×w, ``fine`` B×C_f×H×W → B×C×H×W.
     """
 
+    needs_grid_sample = True  # ONNX GridSample: opset >= 16 (rtseg.export checks)
+
     guided = False
 
     def __init__(

@@ -148,6 +148,8 @@ class GUM(nn.Module):
     in coarse pixels, so resizing keeps their meaning).
     """
 
+    needs_grid_sample = True  # ONNX GridSample: opset >= 16 (rtseg.export checks)
+
     def __init__(
         self,
         coarse_channels: int,
