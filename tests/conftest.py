@@ -5,6 +5,23 @@ import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
+# The slow tier: files whose tests train, export to every runtime, kill processes or run the
+# studies (each above ~15 s in a `pytest --durations=0` run). `make test-fast` (`pytest -m "not
+# slow"`) leaves them out and runs in about a minute; `make test` and CI run everything.
+SLOW_FILES = {
+    "test_models.py", "test_study.py", "test_runtimes.py", "test_crash.py", "test_trainer.py",
+    "test_export.py", "test_camvid_imagenet.py", "test_synthetic.py", "test_speedups.py",
+    "test_backends.py", "test_cli.py", "test_readme.py", "test_bench.py", "test_demo.py",
+    "test_robustness.py", "test_efficientnet_lite.py", "test_predict.py", "test_check_data.py",
+    "test_finetune.py",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in SLOW_FILES:
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(autouse=True)
 def _seed_and_threads():

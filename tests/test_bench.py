@@ -313,3 +313,11 @@ def test_time_interleaved_times_callables_round_robin():
         assert 0 <= v["p10_ms"] <= v["median_ms"] <= v["p90_ms"]
     with pytest.raises(UsageError, match="iters >= 1"):
         time_interleaved({"a": lambda: None}, iters=0)
+
+
+def test_train_step_timing_tool_times_both_layouts(capsys):
+    from tools.time_train_step import main
+
+    main(["--model", "fpn_r18_bilinear", "--batch", "2", "--size", "32", "48", "--iters", "1"])
+    out = capsys.readouterr().out
+    assert "| NCHW |" in out and "| NHWC |" in out and "NHWC / NCHW: " in out

@@ -59,8 +59,8 @@ class TrainConfig:
     ohem_min_kept: int = 2048
     aux_weights: list[float] | None = None  # None: the model's (paper) weights
     amp: bool = False  # mixed precision: bf16 on CPU, fp16 on CUDA
-    # NHWC weights and inputs: oneDNN's faster convolutions on CPU (EfficientNet-Lite's depthwise
-    # layers: a training step 1.5 s instead of 1.75 s at batch 8, 320×320); the same arithmetic.
+    # NHWC weights and inputs: oneDNN's faster CPU convolutions for EfficientNet-Lite's depthwise
+    # layers (python -m tools.time_train_step; docs/benchmarks.md); the same arithmetic.
     channels_last: bool = False
     sync_bn: bool = False
     # evaluation during training
