@@ -13,7 +13,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        "does and lists every problem at once. Exit status 0 when the data set "
                        "is clean, 1 when problems were found, 2 for a usage error.")
     p.add_argument("root", help="the data set folder (layout detected)")
-    p.add_argument("--dataset", choices=[d for d in DATASETS if d != "synthetic"],
+    p.add_argument("--dataset", choices=[d for d, cls in DATASETS.items() if cls.needs_root],
                    help="the layout (default: detected)")
     p.add_argument("--splits", nargs="+", help="default: train, val and test where present")
     p.set_defaults(func=run)

@@ -87,6 +87,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run_eval(args: argparse.Namespace) -> int:
     from ..api import evaluate
+    from ..data import DATASETS
     from ..deploy.metadata import is_exported
     from ..inference.metrics import format_metrics
     from ..outputs import atomic_path, check_output
@@ -94,7 +95,8 @@ def run_eval(args: argparse.Namespace) -> int:
     from ..utils import percent
 
     ckpt = resolve_checkpoint(args.checkpoint)
-    if is_exported(ckpt) and not args.data_root and args.dataset != "synthetic":
+    in_memory = args.dataset in DATASETS and not DATASETS[args.dataset].needs_root
+    if is_exported(ckpt) and not args.data_root and not in_memory:
         raise UsageError(f"{ckpt}: an exported model does not record its data set: give "
                          "--data-root PATH (its layout is detected; --dataset NAME to name it) "
                          "or --dataset synthetic")
