@@ -47,3 +47,12 @@ def test_imagenet_and_scratch_runs_are_trained_scored_and_summarised(tmp_path: P
     (tmp_path / "docs/results/camvid_imagenet.json").unlink()
     assert script.main(argv + ["--report-only"]) == 0
     assert json.loads((tmp_path / "docs/results/camvid_imagenet.json").read_text()) == record
+
+    # the next machine has no ImageNet run folder: its committed row is kept, the figure stays
+    import shutil
+
+    shutil.rmtree(tmp_path / "runs" / "fpn_lite0_gum_imagenet")
+    figure = (tmp_path / "docs/camvid_imagenet_predictions.png").read_bytes()
+    assert script.main(argv + ["--inits", "scratch"]) == 0
+    assert json.loads((tmp_path / "docs/results/camvid_imagenet.json").read_text()) == record
+    assert (tmp_path / "docs/camvid_imagenet_predictions.png").read_bytes() == figure
