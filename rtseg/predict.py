@@ -25,6 +25,7 @@ import torch
 from .data.io import DataError, read_image
 from .errors import InputNotFoundError, UsageError
 from .inference.memory import PassCost, available_bytes, format_bytes, plan
+from .inference.tta import TTAOptions
 from .outputs import atomic_path, check_output, output_folder, same_file
 from .segmenter import Segmenter
 from .utils import IMAGE_SUFFIXES, VIDEO_SUFFIXES
@@ -96,9 +97,8 @@ class MemoryGuard:
                  note: Callable[[str], None] | None = None) -> None:
         self.seg, self.limit = seg, limit if limit is not None else available_bytes()
         self.note = note or _note
-        o = seg.options
-        self.active = self.limit is not None and o["mode"] == "whole" and \
-            o["scales"] == (1.0,) and not o.get("flip") and o.get("short_side") is None
+        self.active = (self.limit is not None
+                       and TTAOptions.from_mapping(seg.options).single_pass)
         self.cost: PassCost | None = None
         self.decided: dict[tuple[int, int], dict[str, Any]] = {}
 

@@ -23,7 +23,6 @@ from .utils import IMAGENET_MEAN, IMAGENET_STD, resolve_device
 ImageLike = Any  # np.ndarray H×W×3 uint8 | PIL.Image | str | Path | torch.Tensor (B×)3×H×W
 
 
-
 class Segmenter:
     """Labels for images from an eval-mode model.
 

@@ -26,14 +26,6 @@ warnings.warn("rtseg.engine is deprecated: its modules moved to rtseg.training, 
               "rtseg.inference, rtseg.predict, rtseg.demo and rtseg.distributed",
               DeprecationWarning, stacklevel=2)
 
-
-def __getattr__(name: str):
-    if name in _MOVED:
-        module = importlib.import_module(_MOVED[name])
-        sys.modules[f"{__name__}.{name}"] = module
-        return module
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-for _old, _new in _MOVED.items():  # `import rtseg.engine.metrics` finds the alias here
-    sys.modules.setdefault(f"{__name__}.{_old}", importlib.import_module(_new))
+# `import rtseg.engine.metrics` finds the module in sys.modules; `rtseg.engine.metrics` the name.
+for _old, _new in _MOVED.items():
+    globals()[_old] = sys.modules.setdefault(f"{__name__}.{_old}", importlib.import_module(_new))
