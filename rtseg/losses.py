@@ -3,6 +3,11 @@
 Shapes: logits are B×K×H×W, targets B×H×W int64 class indices, ``ignore_index`` marks pixels
 that never contribute to a loss. Every loss here is a mean over the pixels it counts; when no
 pixel counts (an all-ignore batch) it is a zero that still carries the graph, not NaN.
+
+Class weights (optional, K values): a counted pixel of class c weighs ``w_c`` and the mean is
+``Σ w_{y_i} ℓ_i / Σ w_{y_i}`` (PyTorch's weighted ``cross_entropy`` mean). OHEM still selects
+its hard pixels by the unweighted probability of the true class. :func:`class_weights` makes
+the two published frequency weightings from pixel counts.
 """
 
 from __future__ import annotations
@@ -18,10 +23,46 @@ from torch import nn
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _masked_mean(pixel_loss: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``pixel_loss`` over ``mask``; 0 (with grad) when the mask is empty."""
-    count = mask.sum().clamp(min=1)
-    return (pixel_loss * mask).sum() / count
+def _masked_mean(pixel_loss: torch.Tensor, mask: torch.Tensor, target: torch.Tensor,
+                 weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of ``pixel_loss`` over ``mask``, weighted by ``weight[target]`` when given; 0 (with
+    grad) when the mask is empty."""
+    mask = mask.to(pixel_loss.dtype)
+    if weight is not None:
+        mask = mask * weight.to(pixel_loss)[target.clamp(0, weight.numel() - 1)]
+    return (pixel_loss * mask).sum() / mask.sum().clamp(min=torch.finfo(mask.dtype).tiny)
+
+
+def class_weights(method: str, pixels: torch.Tensor, image_pixels: torch.Tensor) -> torch.Tensor:
+    """Per-class loss weights from label statistics of the training set.
+
+    Args:
+        method: ``"inverse_log_frequency"``: ``w_c = 1 / ln(1.02 + p_c)``, ``p_c`` the share of
+            all labelled pixels that are class c (ENet, Paszke et al. 2016, §5.1);
+            ``"median_frequency"``: ``w_c = median(f) / f_c``, ``f_c`` = class-c pixels over the
+            pixels of the images that contain class c (SegNet on CamVid, Badrinarayanan et al.
+            2017, after Eigen & Fergus 2015).
+        pixels: K, labelled pixels of each class.
+        image_pixels: K, total pixels of the images in which each class occurs.
+
+    Returns:
+        K float32 weights; a class with no pixel gets the largest weight of the others (it
+        never occurs in the targets, so its weight only matters for new data).
+    """
+    pixels, image_pixels = pixels.double(), image_pixels.double()
+    if pixels.sum() <= 0:
+        raise ValueError("class weights need labelled pixels; the training labels hold none")
+    present = pixels > 0
+    if method == "inverse_log_frequency":
+        w = 1.0 / torch.log(1.02 + pixels / pixels.sum())
+    elif method == "median_frequency":
+        freq = pixels / image_pixels.clamp(min=1)
+        w = freq[present].median() / freq.clamp(min=torch.finfo(freq.dtype).tiny)
+    else:
+        raise ValueError(f"unknown class weighting {method!r}; use 'inverse_log_frequency' or "
+                         "'median_frequency'")
+    w = torch.where(present, w, w[present].max())
+    return w.float()
 
 
 def _check_shapes(logits: torch.Tensor, target: torch.Tensor) -> None:
@@ -38,7 +79,8 @@ def _check_shapes(logits: torch.Tensor, target: torch.Tensor) -> None:
 
 
 def cross_entropy(
-    logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 255
+    logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 255,
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean pixel-wise cross-entropy over the non-ignored pixels.
 
@@ -46,13 +88,14 @@ def cross_entropy(
         logits: B×K×H×W raw scores.
         target: B×H×W int64 class indices in ``[0, K)`` or ``ignore_index``.
         ignore_index: label that is excluded from the mean.
+        weight: optional K class weights (a weighted mean, as ``F.cross_entropy``'s).
 
     Returns:
         A scalar; 0 when every pixel is ignored.
     """
     _check_shapes(logits, target)
     pixel_loss = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="none")
-    return _masked_mean(pixel_loss, target != ignore_index)
+    return _masked_mean(pixel_loss, target != ignore_index, target, weight)
 
 
 class OhemCrossEntropy(nn.Module):
@@ -75,12 +118,16 @@ class OhemCrossEntropy(nn.Module):
         thresh: probability threshold in (0, 1].
         min_kept: minimum number of kept pixels per batch (>= 0).
         ignore_index: label that is never kept.
+        weight: optional K class weights of the mean over the kept pixels.
 
     Forward: ``logits`` B×K×H×W, ``target`` B×H×W → scalar.
     """
 
-    def __init__(self, thresh: float = 0.7, min_kept: int = 100000, ignore_index: int = 255):
+    def __init__(self, thresh: float = 0.7, min_kept: int = 100000, ignore_index: int = 255,
+                 weight: torch.Tensor | None = None):
         super().__init__()
+        self.register_buffer("weight", None if weight is None else torch.as_tensor(weight),
+                             persistent=False)
         if not 0.0 < thresh <= 1.0:
             raise ValueError(f"thresh must be in (0, 1], got {thresh}")
         if min_kept < 0:
@@ -121,7 +168,7 @@ class OhemCrossEntropy(nn.Module):
             logits, target, ignore_index=self.ignore_index, reduction="none"
         )
         kept = self._select(pixel_loss.detach(), target != self.ignore_index)
-        return _masked_mean(pixel_loss, kept)
+        return _masked_mean(pixel_loss, kept, target, self.weight)
 
 
 class SegLoss(nn.Module):
@@ -177,7 +224,8 @@ class SegLoss(nn.Module):
 
 
 def build_loss(
-    name: str, aux_weights: Sequence[float] = (), ignore_index: int = 255, **kw: float
+    name: str, aux_weights: Sequence[float] = (), ignore_index: int = 255,
+    weight: torch.Tensor | None = None, **kw: float
 ) -> SegLoss:
     """Build a :class:`SegLoss` from a name.
 
@@ -186,18 +234,19 @@ def build_loss(
             (:class:`OhemCrossEntropy`; ``kw`` may set ``thresh`` and ``min_kept``).
         aux_weights: weights of the model's auxiliary outputs (``model.aux_weights``).
         ignore_index: label excluded from the loss.
+        weight: optional K class weights (every output's loss uses them).
     """
     if name == "ce":
         if kw:
             raise TypeError(f"loss 'ce' takes no options, got {sorted(kw)}")
-        criterion: Criterion = partial(cross_entropy, ignore_index=ignore_index)
+        criterion: Criterion = partial(cross_entropy, ignore_index=ignore_index, weight=weight)
     elif name == "ohem":
         unknown = set(kw) - {"thresh", "min_kept"}
         if unknown:
             raise TypeError(f"loss 'ohem' got unknown options {sorted(unknown)}")
         if "min_kept" in kw:
             kw["min_kept"] = int(kw["min_kept"])
-        criterion = OhemCrossEntropy(ignore_index=ignore_index, **kw)
+        criterion = OhemCrossEntropy(ignore_index=ignore_index, weight=weight, **kw)
     else:
         raise ValueError(f"unknown loss {name!r}; use 'ce' or 'ohem'")
     return SegLoss(criterion, aux_weights)

@@ -57,6 +57,9 @@ class TrainConfig:
     # Pixels kept at least, per image: the loss on a process's batch of b images keeps
     # b·ohem_min_kept (GAIN: 100000 per image; FANet: crop_h·crop_w/16).
     ohem_min_kept: int = 2048
+    # Per-class loss weights: K numbers, or computed from the training labels at the start of a
+    # run: "inverse_log_frequency" (ENet's 1/ln(1.02 + p)) or "median_frequency" (SegNet's).
+    class_weights: str | list[float] | None = None
     aux_weights: list[float] | None = None  # None: the model's (paper) weights
     amp: bool = False  # mixed precision: bf16 on CPU, fp16 on CUDA
     # NHWC weights and inputs: oneDNN's faster CPU convolutions for EfficientNet-Lite's depthwise
@@ -107,6 +110,7 @@ _POSITIVE = ("iters", "batch_size", "log_interval", "eval_interval", "ckpt_inter
 _NON_NEGATIVE = ("warmup_iters", "workers", "seed", "weight_decay", "momentum", "color_jitter")
 _FINITE_POSITIVE = ("lr", "head_lr_mult", "backbone_lr_mult", "poly_power", "warmup_ratio",
                     "eval_scale", "input_scale")
+CLASS_WEIGHTINGS = ("inverse_log_frequency", "median_frequency")
 _CHOICES = {"loss": ("ce", "ohem"), "eval_mode": ("whole", "slide"),
             "device": ("auto", "cpu", "cuda")}
 
@@ -114,6 +118,8 @@ _CHOICES = {"loss": ("ce", "ohem"), "eval_mode": ("whole", "slide"),
 def _coerce(name: str, value: Any) -> Any:
     """Turn YAML lists into the tuples the dataclass declares; check types and ranges."""
     default = FIELDS[name].default
+    if name == "class_weights":
+        return _class_weights(value)
     if isinstance(default, tuple) or (name == "eval_crop" and value is not None):
         if not isinstance(value, (list, tuple)) or len(value) != 2:
             raise ConfigError(f"{name} must be a pair such as [256, 512], got {value!r}")
@@ -146,6 +152,17 @@ def _coerce(name: str, value: Any) -> Any:
         raise ConfigError("dataset_kwargs must be a mapping such as {size: [128, 256]}, got "
                           f"{value!r}")
     return value
+
+
+def _class_weights(value: Any) -> str | list[float] | None:
+    if value is None or value in CLASS_WEIGHTINGS:
+        return value
+    if isinstance(value, (list, tuple)) and value and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            and v > 0 for v in value):
+        return [float(v) for v in value]
+    raise ConfigError(f"class_weights must be {' or '.join(CLASS_WEIGHTINGS)} or a list of "
+                      f"positive numbers, one per class; got {value!r}")
 
 
 # Fields of configs and checkpoints written before dataset_kwargs (read for one release).

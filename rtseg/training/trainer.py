@@ -53,6 +53,7 @@ from .checkpoint import (
     save_atomic,
     set_rng_state,
 )
+from .class_weights import record_class_weights, run_class_weights
 from .config import TrainConfig
 from .loader import SeededSampler, loader_batches, quiet_worker
 from .runlog import RunLog
@@ -146,6 +147,7 @@ class Trainer:
 
     def _build_model(self) -> None:
         cfg = self.cfg
+        self.class_weights = run_class_weights(cfg, self.train_set)  # before clips wrap it
         model = create_model(cfg.model, self.train_set.num_classes, cfg.pretrained_backbone,
                              aux=True, **cfg.model_kwargs)
         self.init_report = (weights.init_from(model, cfg.init_from, cfg.init_parts)
@@ -169,6 +171,7 @@ class Trainer:
         ohem = {"thresh": cfg.ohem_thresh, "min_kept": cfg.ohem_min_kept * self.per_rank}
         self.criterion = build_loss(cfg.loss, self.aux_weights,
                                     ignore_index=self.train_set.ignore_index,
+                                    weight=self.class_weights,
                                     **(ohem if cfg.loss == "ohem" else {}))
 
     def _build_optimiser(self) -> None:
@@ -192,6 +195,8 @@ class Trainer:
         if self.init_report is not None:
             (self.out / "init_from.json").write_text(json.dumps(self.init_report, indent=1))
             print(weights.summarize(self.init_report, self.cfg.init_from))
+        if self.class_weights is not None:
+            print(record_class_weights(self.out, self.train_set.classes, self.class_weights))
         if self.frozen:
             print(f"frozen: {', '.join(self.frozen)}; {weights.trainable(self.model):,} "
                   "trainable parameters")
