@@ -1,18 +1,12 @@
 """Boundary IoU and the per-image boundary F against plainly written per-pixel references and
-hand-computed values; their wiring into evaluate_dataset, rtseg.evaluate and ``rtseg eval``."""
+hand-computed values (their use in evaluation: test_boundary_eval.py)."""
 
-import json
 import math
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
-import rtseg
-from rtseg.cli import main
-from rtseg.data import Synthetic
-from rtseg.data.transforms import eval_transforms
 from rtseg.errors import UsageError
 from rtseg.inference.boundary import (
     BoundaryIoU,
@@ -20,9 +14,6 @@ from rtseg.inference.boundary import (
     boundary_iou_counts,
     boundary_width,
 )
-from rtseg.inference.evaluate import evaluate_dataset
-from rtseg.inference.metrics import BoundaryFScore, ConfusionMatrix, format_metrics
-from rtseg.inference.tta import predict_probs
 
 V = 255  # ignore
 
@@ -299,6 +290,16 @@ def test_per_image_bf_uses_euclidean_distance():
         metric = PerImageBoundaryFScore(2, ratio=theta / diag)
         metric.update(pred, target)
         assert metric.compute()["bf"][1] == (1.0 if matched else 0.0), (spot, theta)
+    # The match is strict (distance < θ, as MATLAB's): 12×16 has diagonal 20, so θ = 0.25 ·
+    # 20 = 5 exactly; (2,2) to (5,6) is 5 away, to (5,5) √18.
+    target = torch.zeros(12, 16, dtype=torch.int64)
+    target[2, 2] = 1
+    for spot, matched in [((5, 6), False), ((5, 5), True), ((7, 2), False), ((6, 2), True)]:
+        pred = torch.zeros(12, 16, dtype=torch.int64)
+        pred[spot] = 1
+        metric = PerImageBoundaryFScore(2, ratio=0.25)
+        metric.update(pred, target)
+        assert metric.compute()["bf"][1] == (1.0 if matched else 0.0), spot
 
 
 def test_per_image_bf_void_is_neutral():
@@ -315,77 +316,18 @@ def test_per_image_bf_void_is_neutral():
     assert math.isnan(empty.compute()["mbf"]) and empty.compute()["bf_images"] == 0
 
 
-# ---------------------------------------------------------------- table, evaluate, CLI
-
-
-def test_format_metrics_shows_the_protocol_and_boundary_iou():
-    pred, target = t(PRED), t(TARGET)
-    cm, biou, per_image = ConfusionMatrix(4), BoundaryIoU(4, 0.05), PerImageBoundaryFScore(4)
-    for m in (cm, biou, per_image):
-        m.update(pred, target)
-    text = format_metrics({**cm.compute(), **per_image.compute(), **biou.compute()},
-                          ["bg", "square", "L", "line"])
-    header = text.splitlines()[0]
-    assert "IoU" in header and "BF@0.75%diag" in header and "BIoU@5%diag" in header
-    square = biou.compute()["biou_per_class"][1]
-    assert f"{100 * square:.1f}" in next(r for r in text.splitlines() if r.startswith("square"))
-    pooled = BoundaryFScore(4, tolerance=1)
-    pooled.update(pred, target)
-    assert "BF@1px" in format_metrics({**cm.compute(), **pooled.compute()}, list("abcd"))
-
-
-def _tiny_data():
-    return Synthetic("test", num_images={"test": 2}, size=(24, 32), transform=eval_transforms())
-
-
-def test_evaluate_dataset_adds_the_chosen_boundary_scores():
-    torch.manual_seed(0)
-    model = nn.Conv2d(3, 8, 1).eval()
-    ds = _tiny_data()
-    preds, targets = [], []
-    for i in range(len(ds)):
-        image, label = ds[(i, 0)]
-        preds.append(predict_probs(model, image[None]).argmax(1))
-        targets.append(label[None])
-    biou, per_image = BoundaryIoU(8, 0.05), PerImageBoundaryFScore(8, 0.02)
-    for p, tg in zip(preds, targets, strict=True):
-        biou.update(p, tg)
-        per_image.update(p, tg)
-
-    default = evaluate_dataset(model, ds, progress=False)
-    assert default["bf_protocol"] == "pooled" and default["bf_tolerance"] == 2
-    assert "biou" not in default  # off unless asked (training's evaluation stays as it was)
-    res = evaluate_dataset(model, ds, progress=False, boundary="per_image", bf_ratio=0.02,
-                           biou_ratio=0.05)
-    assert res["bf_protocol"] == "per_image" and res["bf_ratio"] == 0.02
-    assert res["mbf"] == pytest.approx(per_image.compute()["mbf"])
-    assert res["biou"] == pytest.approx(biou.compute()["biou"]) and res["biou_ratio"] == 0.05
-    assert res["miou"] == default["miou"]
-    with pytest.raises(UsageError, match="unknown boundary F protocol 'pixel'"):
-        evaluate_dataset(model, ds, progress=False, boundary="pixel")
-    with pytest.raises(UsageError, match="biou_ratio must be a finite number > 0"):
-        rtseg.evaluate(model, data=ds, biou_ratio=-0.02, device="cpu", progress=False)
-    res = rtseg.evaluate(model, data=ds, device="cpu", progress=False)
-    assert res["biou_ratio"] == 0.02 and len(res["biou_per_class"]) == 8  # on by default
-
-
-def test_eval_command_passes_the_boundary_options(tmp_path, capsys):
-    from rtseg.registry import create_model
-
-    model = create_model("fpn_r18_bilinear", 8, aux=True)
-    ckpt = tmp_path / "tiny.pt"
-    torch.save({"model": model.state_dict(), "num_classes": 8,
-                "config": {"model": "fpn_r18_bilinear", "dataset": "synthetic",
-                           "dataset_kwargs": {"size": [24, 32], "num_images": {"test": 1}}}},
-               ckpt)
-    out = tmp_path / "m.json"
-    assert main(["eval", str(ckpt), "--split", "test", "--device", "cpu", "--json", str(out),
-                 "--bf-protocol", "per_image", "--bf-ratio", "0.05",
-                 "--biou-ratio", "0.1"]) == 0
-    printed = capsys.readouterr().out
-    assert "BF@5%diag" in printed and "BIoU@10%diag" in printed
-    assert "per image, tolerance 5 % of the diagonal" in printed and "boundary IoU" in printed
-    res = json.loads(out.read_text())
-    assert res["bf_protocol"] == "per_image" and res["bf_ratio"] == 0.05
-    assert res["biou_ratio"] == 0.1 and len(res["biou_per_class"]) == 8
-    assert 0 <= res["biou"] <= 1 and 0 <= res["mbf"] <= 1
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_boundary_metrics_on_cuda():
+    pred = torch.stack([t(p) for p, _ in CASES])
+    target = torch.stack([t(tg) for _, tg in CASES])
+    for make in (lambda: BoundaryIoU(4, 0.1), lambda: PerImageBoundaryFScore(4, 0.2)):
+        cpu, gpu = make(), make()
+        cpu.update(pred, target)
+        gpu.update(pred.cuda(), target.cuda())
+        want, got = cpu.compute(), gpu.compute()
+        assert want.keys() == got.keys()
+        for key, value in want.items():
+            if isinstance(value, str):
+                assert got[key] == value
+            else:
+                np.testing.assert_allclose(got[key], value, equal_nan=True)

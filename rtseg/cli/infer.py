@@ -52,7 +52,8 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="evaluate a checkpoint: mIoU, per-class IoU, boundary F")
+    p = sub.add_parser("eval", help="evaluate a checkpoint: mIoU, per-class IoU, boundary F "
+                       "and Boundary IoU")
     p.add_argument("checkpoint", help="a checkpoint, a run folder (its best.pt, else "
                    "last.pt) or an exported .onnx file")
     p.add_argument("--split", default="val")
