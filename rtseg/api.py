@@ -21,7 +21,7 @@ from torch import nn
 from .data import DATASETS, SegmentationDataset, build_dataset, detect_dataset, from_config
 from .data.transforms import eval_transforms
 from .errors import ConfigError, UsageError
-from .inference.evaluate import evaluate_dataset
+from .inference.evaluate import check_boundary_options, evaluate_dataset
 from .inference.tta import TTAOptions
 from .segmenter import Segmenter
 from .training.checkpoint import load_model
@@ -102,11 +102,14 @@ def evaluate(
     long_side: int | None = None,
     window_average: str = "probs",
     tolerance: int | Sequence[int] = 2,
+    boundary: str = "pooled",
+    bf_ratio: float = 0.0075,
+    biou_ratio: float | None = 0.02,
     limit: int | None = None,
     progress: bool = True,
     backend: str = "auto",
 ) -> dict[str, Any]:
-    """mIoU, per-class IoU, pixel accuracy and boundary F-score on a split of a data set.
+    """mIoU, per-class IoU, pixel accuracy, boundary F and Boundary IoU on a data split.
 
     Args:
         model_or_path: a checkpoint path, an exported ``.onnx`` file, a :class:`Segmenter`
@@ -121,17 +124,26 @@ def evaluate(
             resized back (ADE20K's protocol: ``short_side=512``); None: at its own size.
         long_side, window_average: mmsegmentation's cap on the longer side (2048 for ADE20K)
             and its averaging of sliding windows' logits (see ``docs/evaluation.md``).
-        tolerance: boundary F-score tolerance in pixels; several (``(1, 2, 3)``) add
-            ``mbf_at``/``bf_at`` with one score per tolerance, the first being ``mbf``.
+        tolerance: boundary F-score tolerance in pixels of the ``"pooled"`` protocol;
+            several (``(1, 2, 3)``) add ``mbf_at``/``bf_at`` with one score per tolerance, the
+            first being ``mbf``.
+        boundary: the boundary F protocol of ``mbf``/``bf``: ``"pooled"`` (rtseg's: counts
+            pooled over the data set, square tolerance) or ``"per_image"`` (Csurka et al.'s
+            BF of the SegNet/CamVid papers: per image, Euclidean tolerance of ``bf_ratio`` ×
+            the image diagonal); see ``docs/evaluation.md``.
+        bf_ratio: the ``"per_image"`` tolerance as a fraction of the image diagonal.
+        biou_ratio: Boundary IoU's band width d as a fraction of the image diagonal (``biou``,
+            ``biou_per_class``); None leaves Boundary IoU out.
         limit: evaluate only the first ``limit`` images.
         backend: for an exported ``.onnx`` file, its runtime (see :func:`load`).
 
     Returns:
-        The metrics (``miou``, ``iou``, ``pixel_acc``, ``mbf``, …) with ``classes``, ``split``,
-        ``dataset``, ``images``, ``seconds`` and the options used.
+        The metrics (``miou``, ``iou``, ``pixel_acc``, ``mbf``, ``bf_protocol``, ``biou``, …)
+        with ``classes``, ``split``, ``dataset``, ``images``, ``seconds`` and the options used.
     """
     from .deploy.metadata import is_exported
 
+    check_boundary_options(boundary, bf_ratio, biou_ratio)  # before a model is loaded
     ckpt_cfg, checkpoint, k = None, None, None
     options = TTAOptions(mode=mode, crop=crop, stride=stride, scales=scales, flip=flip,
                          short_side=short_side, long_side=long_side,
@@ -160,6 +172,7 @@ def evaluate(
                          f"{type(ds).__name__} data has {ds.num_classes}")
     t0 = time.perf_counter()
     res = evaluate_dataset(model, ds, dev, options, boundary_tolerance=tolerance,
+                           boundary=boundary, bf_ratio=bf_ratio, biou_ratio=biou_ratio,
                            progress=progress, limit=limit)
     res.update(split=split, dataset=type(ds).__name__.lower(), checkpoint=checkpoint,
                classes=ds.classes, seconds=time.perf_counter() - t0,

@@ -52,14 +52,25 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="evaluate a checkpoint: mIoU, per-class IoU, boundary F")
+    p = sub.add_parser("eval", help="evaluate a checkpoint: mIoU, per-class IoU, boundary F "
+                       "and Boundary IoU")
     p.add_argument("checkpoint", help="a checkpoint, a run folder (its best.pt, else "
                    "last.pt) or an exported .onnx file")
     p.add_argument("--split", default="val")
     p.add_argument("--dataset", help="default: detected from --data-root, or the training one")
     p.add_argument("--data-root", help="default: the training data root")
     p.add_argument("--tolerance", type=non_negative_int, default=2,
-                   help="boundary F tolerance in pixels")
+                   help="boundary F tolerance in pixels (--bf-protocol pooled)")
+    p.add_argument("--bf-protocol", choices=["pooled", "per_image"], default="pooled",
+                   help="boundary F: pooled (rtseg's: counts summed over the data set, square "
+                        "tolerance) or per_image (Csurka et al.'s BF of the SegNet/CamVid "
+                        "papers); see docs/evaluation.md")
+    p.add_argument("--bf-ratio", type=positive_float, default=0.0075, metavar="R",
+                   help="--bf-protocol per_image: tolerance as a fraction of the image "
+                        "diagonal (default 0.0075)")
+    p.add_argument("--biou-ratio", type=positive_float, default=0.02, metavar="R",
+                   help="Boundary IoU band width as a fraction of the image diagonal "
+                        "(default 0.02, the paper's)")
     p.add_argument("--limit", type=positive_int, help="evaluate only the first N images")
     p.add_argument("--json", help="output JSON (default: metrics_<split>.json by the checkpoint)")
     p.add_argument("--overwrite", action="store_true",
@@ -103,11 +114,15 @@ def run_eval(args: argparse.Namespace) -> int:
     out = check_output(args.json or ckpt.parent / f"metrics_{args.split}.json", "--json",
                        [ckpt], "json", args.overwrite)
     res = evaluate(ckpt, data=args.data_root, split=args.split, dataset=args.dataset,
-                   device=args.device, tolerance=args.tolerance, limit=args.limit,
+                   device=args.device, tolerance=args.tolerance, boundary=args.bf_protocol,
+                   bf_ratio=args.bf_ratio, biou_ratio=args.biou_ratio, limit=args.limit,
                    backend=args.backend, **_options(args))
+    how = (f"tolerance {args.tolerance} px, pooled" if args.bf_protocol == "pooled"
+           else f"per image, tolerance {100 * args.bf_ratio:g} % of the diagonal")
     print(f"{res['dataset']} {args.split}: {res['images']} images, mIoU {percent(res['miou'])}, "
-          f"pixel acc {percent(res['pixel_acc'])}, boundary F {percent(res['mbf'])} "
-          f"(tolerance {args.tolerance} px)")
+          f"pixel acc {percent(res['pixel_acc'])}, boundary F {percent(res['mbf'])} ({how}), "
+          f"boundary IoU {percent(res['biou'])} (d = {100 * args.biou_ratio:g} % of the "
+          "diagonal)")
     print(format_metrics(res, res["classes"]))
     with atomic_path(out) as tmp:
         tmp.write_text(json.dumps(res, indent=2))

@@ -1,5 +1,8 @@
 """Segmentation metrics that accumulate on the device: confusion-matrix IoU and boundary F-score.
 
+(Boundary IoU and the per-image boundary F of the literature are in
+:mod:`rtseg.inference.boundary`.)
+
 Both accumulators follow the same protocol: ``update(pred, target)`` per batch (label maps,
 B×H×W or H×W integer tensors), ``reduce()`` once before reading under DDP (sums the counts of
 all ranks), ``compute() -> dict`` of Python floats/lists, ``reset()``.
@@ -308,19 +311,28 @@ def _fmt(value: float) -> str:
 
 
 def format_metrics(result: Mapping[str, object], class_names: Sequence[str]) -> str:
-    """A per-class text table of IoU (and boundary F, if ``result`` has ``bf``), in percent.
+    """A per-class text table of IoU, boundary F and Boundary IoU (those in ``result``), in %.
 
-    ``result`` is a :meth:`ConfusionMatrix.compute` dict, optionally merged with a
-    :meth:`BoundaryFScore.compute` dict. NaN (class absent) prints as ``-``.
+    ``result`` is a :meth:`ConfusionMatrix.compute` dict, optionally merged with a boundary F
+    dict (:meth:`BoundaryFScore.compute`, header ``BF@2px``, or the per-image protocol's,
+    header ``BF@0.75%diag``) and a Boundary IoU dict (``biou_per_class``, header
+    ``BIoU@2%diag``). NaN (class absent) prints as ``-``. The per-image protocol's mean is
+    over images, so it need not be the mean of its column.
     """
     columns: list[tuple[str, list[float], float]] = []
     if "iou" in result:
         columns.append(("IoU", list(result["iou"]), float(result["miou"])))
     if "bf" in result:
-        header = f"BF@{result.get('bf_tolerance', '?')}px"
+        if result.get("bf_protocol") == "per_image":
+            header = f"BF@{100 * float(result['bf_ratio']):g}%diag"
+        else:
+            header = f"BF@{result.get('bf_tolerance', '?')}px"
         columns.append((header, list(result["bf"]), float(result["mbf"])))
+    if "biou_per_class" in result:
+        header = f"BIoU@{100 * float(result['biou_ratio']):g}%diag"
+        columns.append((header, list(result["biou_per_class"]), float(result["biou"])))
     if not columns:
-        raise ValueError("result has neither 'iou' nor 'bf'")
+        raise ValueError("result has neither 'iou' nor 'bf' nor 'biou_per_class'")
     for name, values, _ in columns:
         if len(values) != len(class_names):
             raise ValueError(f"{len(values)} {name} values for {len(class_names)} class names")
