@@ -2,26 +2,30 @@
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from pathlib import Path
 
 import rtseg
 from rtseg.cli import main
+from rtseg.cli.info import LICENCES, licence
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+LICENCE = "licence: official code; weights"
 
 
-def _rows(text: str, first_header: str) -> dict[str, list[str]]:
-    """Rows of the Markdown table whose header starts with ``| model | params``, by model."""
+def _table(text: str, first_header: str) -> tuple[list[str], dict[str, list[str]]]:
+    """(header, rows by model) of the Markdown table whose header starts with ``first_header``."""
     lines = text.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith(first_header))
+    head = [c.strip() for c in lines[start].strip("|").split("|")]
     rows = {}
     for line in lines[start + 2:]:
         if not line.startswith("|"):
             break
         cells = [c.strip() for c in line.strip("|").split("|")]
-        rows[cells[0]] = cells[1:]
-    return rows
+        rows[cells[0]] = cells
+    return head, rows
 
 
 def _number(cell: str) -> float:
@@ -30,11 +34,25 @@ def _number(cell: str) -> float:
 
 def test_readme_size_table_equals_rtseg_info(capsys):
     assert main(["info", "--markdown"]) == 0
-    printed = _rows(capsys.readouterr().out, "| model | params (M)")
-    written = _rows(README.read_text(), "| model | params (M)")
+    head, printed = _table(capsys.readouterr().out, "| model | params (M)")
+    readme_head, written = _table(README.read_text(), "| model | params (M)")
     assert set(written) == set(printed) == set(rtseg.list_models())
+    assert head[-1] == LICENCE and set(head) <= set(readme_head)
     for model, cells in printed.items():
         ours = written[model]
-        for column, (want, got) in enumerate(zip(cells, ours[:3], strict=True)):
-            assert _number(got) == float(want), (
-                f"README.md: {model} column {column + 2} says {got}, rtseg info prints {want}")
+        for name, want in zip(head[1:], cells[1:], strict=True):
+            got = ours[readme_head.index(name)]
+            if name == LICENCE:
+                assert got == want, f"README.md: {model}'s licence {got!r}, rtseg info {want!r}"
+            else:
+                assert _number(got) == float(want), (
+                    f"README.md: {model} column {name!r} says {got}, rtseg info prints {want}")
+
+
+def test_every_model_has_one_licence_entry():
+    for model in rtseg.list_models():
+        matches = [k for k in LICENCES if fnmatch.fnmatchcase(model, k)]
+        assert len(matches) == 1, f"{model}: licence patterns {matches}"
+        official, weights = licence(model).split("; ")
+        assert official and weights.endswith(("not stated", "Apache-2.0")), licence(model)
+    assert licence("no_such_model") == "not stated"

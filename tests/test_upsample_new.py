@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from rtseg.complexity import count_call_macs, count_params
-from rtseg.upsample import CARAFE, FADE, SAPA, DySample, create_upsampler
+from rtseg.layers import reference_paths
+from rtseg.upsample import CARAFE, FADE, SAPA, DySample, carafe, create_upsampler
 from rtseg.upsample.carafe import (
     reassemble,
     reassemble_plain,
@@ -114,6 +115,84 @@ def test_reassembly_saves_only_its_inputs_for_backward():
                                                   lambda t: t):
         reassemble(value, weights, 5)
     assert sum(saved) == value.numel() + weights.numel()
+
+
+# --- the inference phase path (H = s_y·h, W = s_x·w) ----------------------------------------
+
+
+def _spy_phases(mp: pytest.MonkeyPatch) -> list[str]:
+    """Record the calls of the phase-path functions (by name) in the returned list."""
+    calls: list[str] = []
+    for name in ("_reassemble_phases", "_similarity_phases"):
+        fn = getattr(carafe, name)
+        mp.setattr(carafe, name, lambda *a, _fn=fn, _n=name: calls.append(_n) or _fn(*a))
+    return calls
+
+
+# (coarse, fine): s = 2, s = 3, s_y ≠ s_x, s = 1, a 1×1 coarse map, odd (no phase path)
+PHASE_SIZES = [((4, 5), (8, 10)), ((3, 4), (9, 12)), ((4, 5), (4, 10)), ((5, 6), (5, 6)),
+               ((1, 1), (2, 2)), ((8, 7), (16, 14))]
+PLAIN_SIZES = [((4, 5), (7, 9)), ((4, 5), (9, 11)), ((5, 3), (10, 7))]
+
+
+@pytest.mark.parametrize("coarse,fine", PHASE_SIZES + PLAIN_SIZES)
+@pytest.mark.parametrize("k", [3, 5])
+def test_inference_paths_match_per_pixel_loops(monkeypatch, coarse, fine, k):
+    torch.manual_seed(0)
+    value, key = torch.randn(2, 7, *coarse), torch.randn(2, 4, *coarse)
+    weights = torch.softmax(torch.randn(2, k * k, *fine), 1)
+    query = torch.randn(2, 4, *fine)
+    ref_r = loop_reassemble(value.double(), weights.double(), k).float()
+    ref_s = loop_similarity(query.double(), key.double(), k).float()
+    calls = _spy_phases(monkeypatch)
+    with torch.inference_mode():
+        out_r, out_s = reassemble(value, weights, k), window_similarity(query, key, k)
+    phased = (coarse, fine) in PHASE_SIZES
+    assert calls == (["_reassemble_phases", "_similarity_phases"] if phased else [])
+    torch.testing.assert_close(out_r, ref_r, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out_s, ref_s, atol=1e-5, rtol=1e-5)
+    assert out_r.is_contiguous() and out_s.is_contiguous()
+    # channels-last inputs (SAPA's queries and keys are): the same values, channels-last out
+    cl = {"memory_format": torch.channels_last}
+    with torch.no_grad():
+        out_r = reassemble(value.contiguous(**cl), weights.contiguous(**cl), k)
+        out_s = window_similarity(query.contiguous(**cl), key.contiguous(**cl), k)
+    torch.testing.assert_close(out_r, ref_r, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out_s, ref_s, atol=1e-5, rtol=1e-5)
+    if phased and value.shape[1] > 1 and coarse != (1, 1):
+        assert out_r.is_contiguous(**cl) and not out_r.is_contiguous()
+
+
+def test_phase_path_stays_off_for_gradients_reference_paths_and_tracing(monkeypatch):
+    calls = _spy_phases(monkeypatch)
+    value = torch.randn(1, 3, 4, 5, requires_grad=True)
+    weights = torch.randn(1, 9, 8, 10)
+    reassemble(value, weights, 3).sum().backward()  # training: the recomputing backward
+    with torch.no_grad(), reference_paths():
+        reassemble(value, weights, 3)
+    traced = torch.jit.trace(lambda v, w: reassemble(v, w, 3), (value.detach(), weights),
+                             check_trace=False)
+    assert calls == []
+    with torch.no_grad():
+        torch.testing.assert_close(traced(value, weights), reassemble(value, weights, 3))
+    assert calls == ["_reassemble_phases"]
+
+
+@pytest.mark.parametrize("name", ["carafe", "fade", "sapa"])
+@pytest.mark.parametrize("coarse,fine", [((4, 5), (8, 10)), ((6, 7), (12, 14)), ((4, 5), (9, 11))])
+def test_upsamplers_inference_equals_the_plain_formula(monkeypatch, name, coarse, fine):
+    torch.manual_seed(0)
+    up = create_upsampler(name, 6, 6, 6).eval()
+    with torch.no_grad():  # kernels away from the near-uniform initialisation
+        for p in up.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    x, f = torch.randn(2, 6, *coarse), torch.randn(2, 6, *fine)
+    ref = up(x, f).detach()  # grad enabled: the plain loops
+    calls = _spy_phases(monkeypatch)
+    with torch.inference_mode():
+        fast = up(x, f)
+    assert bool(calls) == (fine == (2 * coarse[0], 2 * coarse[1]))
+    torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
 
 
 # --- DySample -------------------------------------------------------------------------------

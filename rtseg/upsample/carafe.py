@@ -29,6 +29,24 @@ The reassembly never builds the C·k_up²·H·W unfolded tensor: it loops over t
 instead of storing them, so training memory is that of a few B×C×H×W maps. The same functions
 serve FADE and SAPA (:func:`reassemble`, :func:`window_similarity`).
 
+Inference fast path (:func:`rtseg.layers.fast_inference`: no gradient wanted, not traced or
+exported, not under :func:`rtseg.layers.reference_paths`) when the output is an exact multiple
+of the input, H = s_y·h and W = s_x·w (every stride-2 step of an even-sized network): the source
+cell of output pixel (s_y·u + p, s_x·v + q) is (u, v) for every sub-pixel phase (p, q), so tap
+(a, b) of all s_y·s_x phases is the *same* plain slice ``pad[u + a, v + b]`` of the zero-padded
+coarse map: no gather. In channels-last layout the output, viewed as B×h×s_y×w×s_x×C, gets
+one broadcast multiply-add per tap (:func:`_reassemble_phases`)::
+
+    out[:, u, p, v, q, :] += K_t[:, u, p, v, q] · pad[:, u + a, v + b, :]     t = a·k + b
+
+the slice broadcast over (p, q), the kernel over the C contiguous channels; the B×H×W×C result
+is the interleaved output as it is (no pixel shuffle), returned in the input's memory format.
+The windowed similarity does the same, each tap's products in one B×H×W×d buffer (reused),
+summed over d (:func:`_similarity_phases`). Both compute the plain formulas' products and sums
+(the similarity sums over d in another order: float rounding only); any other size pair (odd
+inputs), training and export take the plain loop. Inference memory: the output, a copy of the
+padded coarse map and, for the similarity, one B×H×W×d buffer.
+
 Sources: the paper (arXiv:1905.02188) and the official code (myownskyW7/CARAFE, no licence
 file; mmcv ``ops.carafe``, Apache-2.0), both CUDA-only. rtseg's code is its own.
 """
@@ -41,7 +59,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import tracing_or_exporting
+from ..layers import fast_inference, tracing_or_exporting
 from .ifa import nearest_cells
 
 
@@ -132,6 +150,65 @@ def window_similarity_plain(query: torch.Tensor, key: torch.Tensor, k: int) -> t
     return torch.cat([(term * query).sum(1, keepdim=True) for _, term in _taps(key, size, k)], 1)
 
 
+def _phases(size: tuple[int, int], in_size: tuple[int, int]) -> tuple[int, int] | None:
+    """(s_y, s_x) when ``size`` is an exact integer multiple of ``in_size``, else None."""
+    (big_h, big_w), (h, w) = size, in_size
+    if h > 0 and w > 0 and big_h % h == 0 and big_w % w == 0 and big_h >= h and big_w >= w:
+        return big_h // h, big_w // w
+    return None
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    """The layout to return results in: channels-last for a channels-last ``x``."""
+    if x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
+        return torch.contiguous_format
+    return torch.channels_last
+
+
+def _padded_rows(x: torch.Tensor, r: int) -> torch.Tensor:
+    """B×C×h×w → the zero-padded map in channels-last order, B×(h+2r)×(w+2r)×C contiguous."""
+    return F.pad(x, (r, r, r, r)).permute(0, 2, 3, 1).contiguous()
+
+
+def _reassemble_phases(value: torch.Tensor, weights: torch.Tensor, k: int,
+                       phases: tuple[int, int]) -> torch.Tensor:
+    """:func:`reassemble_plain` at H = s_y·h, W = s_x·w (module docstring: the fast path)."""
+    (sy, sx), r = phases, k // 2
+    b, c, h, w = value.shape
+    pad = _padded_rows(value, r)
+    kern = weights.unflatten(2, (h, sy)).unflatten(4, (w, sx)).unsqueeze(-1)  # views
+    out = torch.empty((b, h, sy, w, sx, c), dtype=torch.result_type(value, weights),
+                      device=value.device)
+    for a in range(k):
+        for bb in range(k):
+            term = pad[:, a:a + h, None, bb:bb + w, None]  # B×h×1×w×1×C, broadcast over (p, q)
+            t = a * k + bb
+            if t == 0:
+                torch.mul(term, kern[:, t], out=out)
+            else:
+                out.addcmul_(term, kern[:, t])
+    out = out.view(b, h * sy, w * sx, c).permute(0, 3, 1, 2)
+    return out.contiguous(memory_format=_memory_format(value))
+
+
+def _similarity_phases(query: torch.Tensor, key: torch.Tensor, k: int,
+                       phases: tuple[int, int]) -> torch.Tensor:
+    """:func:`window_similarity_plain` at H = s_y·h, W = s_x·w (as :func:`_reassemble_phases`)."""
+    (sy, sx), r = phases, k // 2
+    b, d, h, w = key.shape
+    pad = _padded_rows(key, r)
+    q = query.permute(0, 2, 3, 1).contiguous()  # no copy for a channels-last query (SAPA's)
+    q = q.view(b, h, sy, w, sx, d)
+    dtype = torch.result_type(query, key)
+    out = torch.empty((b, k * k, h, sy, w, sx), dtype=dtype, device=query.device)
+    prod = torch.empty(q.shape, dtype=dtype, device=query.device)  # reused by every tap
+    for a in range(k):
+        for bb in range(k):
+            torch.mul(q, pad[:, a:a + h, None, bb:bb + w, None], out=prod)
+            torch.sum(prod, -1, out=out[:, a * k + bb])
+    return out.view(b, k * k, h * sy, w * sx)
+
+
 class _Reassemble(torch.autograd.Function):
     """:func:`reassemble_plain` whose backward recomputes the taps instead of storing k² of
     them (the plain autograd graph would keep k² B×C×H×W tensors)."""
@@ -190,6 +267,9 @@ def reassemble(value: torch.Tensor, weights: torch.Tensor, k: int) -> torch.Tens
     window around each output pixel's source cell) → B×C×H×W. Memory O(B·C·H·W)."""
     if _recompute(value, weights):
         return _Reassemble.apply(value, weights, k)
+    phases = _phases((weights.shape[-2], weights.shape[-1]), (value.shape[-2], value.shape[-1]))
+    if phases is not None and fast_inference(None, value, weights):
+        return _reassemble_phases(value, weights, k, phases)
     return reassemble_plain(value, weights, k)
 
 
@@ -198,6 +278,9 @@ def window_similarity(query: torch.Tensor, key: torch.Tensor, k: int) -> torch.T
     Keys outside the map are zero vectors (logit 0)."""
     if _recompute(query, key):
         return _WindowSimilarity.apply(query, key, k)
+    phases = _phases((query.shape[-2], query.shape[-1]), (key.shape[-2], key.shape[-1]))
+    if phases is not None and fast_inference(None, query, key):
+        return _similarity_phases(query, key, k, phases)
     return window_similarity_plain(query, key, k)
 
 
