@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -321,3 +322,20 @@ def randomise_weights(model: nn.Module) -> nn.Module:
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.normal_(0, 0.2)
     return model.eval()
+
+
+def run_study(main: Callable[[], int | None]) -> int:
+    """Run a study's ``main`` as a command: a stop by signal (``last.pt`` written) or a user's
+    mistake (:class:`rtseg.errors.RtsegError`) is one line on stderr, not a traceback; the exit
+    status is 128 + the signal, or 2."""
+    from rtseg.errors import RtsegError, RunInterrupted
+
+    name = Path(sys.argv[0]).parent.name or "study"
+    try:
+        return main() or 0
+    except RunInterrupted as e:
+        print(f"{name}: {e}", file=sys.stderr)
+        return 128 + e.signum
+    except RtsegError as e:
+        print(f"{name}: error: {'; '.join(str(e).splitlines())}", file=sys.stderr)
+        return 2

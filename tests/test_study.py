@@ -255,3 +255,22 @@ def test_int8_bisect_quantises_only_the_named_convolutions(tmp_path: Path, capsy
     percent = float(lines[0].split("ONNX Runtime ")[1].split(" %")[0])
     assert 0.0 <= percent <= 100.0
     assert bisect.main([str(tmp_path / "none.onnx"), "--calib", "synthetic", "--only", "x"]) == 2
+
+
+def test_run_study_turns_a_stop_and_a_user_error_into_one_line(capsys) -> None:
+    from rtseg.errors import ConfigError, RunInterrupted
+
+    def stopped() -> int:
+        raise RunInterrupted("stopped by SIGTERM at iteration 29; last.pt written", 15)
+
+    def mistaken() -> int:
+        raise ConfigError("configs/x.yaml: unknown field(s) itres\nvalid fields: iters")
+
+    assert common.run_study(stopped) == 143
+    assert common.run_study(mistaken) == 2
+    assert common.run_study(lambda: None) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "iteration 29" in err[0] and "Traceback" not in "".join(err)
+    assert err[1].endswith("error: configs/x.yaml: unknown field(s) itres; valid fields: iters")
+    with pytest.raises(ZeroDivisionError):  # a defect keeps its traceback
+        common.run_study(lambda: 1 // 0)

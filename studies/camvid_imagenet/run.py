@@ -33,6 +33,7 @@ from studies.common import (
     THIN,
     load_runs,
     prediction_rows,
+    run_study,
     save_grid,
     train_then_test,
 )
@@ -162,4 +163,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_study(main))

@@ -39,6 +39,7 @@ from studies.common import (
     load_runs,
     per_class_table,
     prediction_rows,
+    run_study,
     save_grid,
     saved_latency,
     spread,
@@ -179,4 +180,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_study(main))

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from rtseg.data import from_config
 from rtseg.deploy import runtimes as backends
 from rtseg.inference.metrics import ConfusionMatrix
 from rtseg.training.checkpoint import load_model
+from studies.common import run_study
 
 VARIANTS = ("torch", "ort_fp32", "ort_int8", "openvino_fp32", "openvino_int8")
 
@@ -192,4 +194,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(run_study(main))

@@ -11,11 +11,12 @@ argmax label changes. Random weights measure the arithmetic, not a trained model
 from __future__ import annotations
 
 import argparse
+import sys
 
 import torch
 
 import rtseg
-from studies.common import randomise_weights
+from studies.common import randomise_weights, run_study
 
 CASES = [
     ("fanet18", {"up_padding": True}),
@@ -56,4 +57,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_study(main))

@@ -42,6 +42,7 @@ from studies.common import (
     THIN,
     difference_table,
     per_class_table,
+    run_study,
     saved_latency,
     spread,
     train_then_test,
@@ -235,4 +236,4 @@ def _finetune_choice(results: dict[str, list[dict]]) -> list[str]:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_study(main))

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import rtseg
-from studies.common import CAMVID, ROOT, THIN, train_then_test
+from studies.common import CAMVID, ROOT, THIN, run_study, train_then_test
 
 MODELS = ["fanet18", "fanet18_temp"]
 
@@ -74,4 +74,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_study(main))

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from collections.abc import Callable
 
 import torch
 
 from rtseg.data.transforms import RandomCrop, RandomScale, RandomScaleCrop
+from studies.common import run_study
 
 Pair = tuple[torch.Tensor, torch.Tensor]
 SETTINGS = {  # name: (image H×W, crop H×W)
@@ -94,4 +96,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_study(main))
