@@ -33,7 +33,8 @@ reported as ``None`` ("n/a") rather than guessed.
 Layout: :mod:`.runner` (the entry points), :mod:`.settings` (:class:`BenchSettings`, what a run
 times and how, checked once), :mod:`.cases` (what is timed), :mod:`.timing`
 (warm-up, timed calls, statistics, the matmul reference), :mod:`.report` (settings and the
-text table); peak memory comes from :mod:`rtseg.inference.peak_memory`. The command line is :mod:`rtseg.cli.bench`.
+text table); peak memory comes from :mod:`rtseg.inference.peak_memory`. The command line is
+:mod:`rtseg.cli.bench`.
 """
 
 from .cases import ATTENTIONS, MODULES
