@@ -62,6 +62,16 @@ def _ops(path) -> collections.Counter:
     return collections.Counter(n.op_type for n in onnx.load(str(path)).graph.node)
 
 
+def _constant_nodes(path) -> list[str]:
+    """Nodes (other than Constant) that read only initializers and constants: weight arithmetic
+    left in the graph (``rtseg.deploy.export.fold_constants`` removes it)."""
+    graph = onnx.load(str(path)).graph
+    known = {i.name for i in graph.initializer}
+    known.update(o for n in graph.node if n.op_type == "Constant" for o in n.output)
+    return [n.op_type for n in graph.node if n.op_type != "Constant" and n.input
+            and all(i == "" or i in known for i in n.input)]
+
+
 def _spy(monkeypatch, owner, name: str) -> list[int]:
     """Count the calls of ``owner.name`` (the export-safe formula under test)."""
     calls: list[int] = []
@@ -180,6 +190,7 @@ def test_onnx_fast_graph_matches_pytorch_at_other_sizes(exported, up):
 def test_onnx_fast_graph_holds_the_fast_formula(exported, up):
     _, fast, plain = exported(up)
     ops, ref = _ops(fast), _ops(plain)
+    assert not _constant_nodes(fast)  # the traced weight arithmetic is folded
     if up == "fast_attention":  # per block: Q and K in one Conv, no output-projection Conv
         assert ops["Conv"] == ref["Conv"] - 2 * 3
         assert ops["Transpose"] < ref["Transpose"]

@@ -197,10 +197,11 @@ def fold_constants(path: str | Path) -> int:
     kept = [n for n in graph.node if id(n) not in folded]
     needed = {i for n in kept for i in n.input} | {o.name for o in graph.output}
     wanted = [o for n in fold for o in n.output if o in needed]
+    read = {i for n in fold for i in n.input}
     sub = onnx.helper.make_model(
         onnx.helper.make_graph(constants + fold, "fold", [],
                                [onnx.helper.make_empty_tensor_value_info(o) for o in wanted],
-                               initializer=list(graph.initializer)),
+                               initializer=[t for t in graph.initializer if t.name in read]),
         opset_imports=list(model.opset_import))
     values = ReferenceEvaluator(sub).run(wanted, {})
     del graph.node[:]
