@@ -17,7 +17,8 @@ from torch import nn
 
 def tracing_or_exporting() -> bool:
     """True under ``torch.jit.trace``, ONNX export or ``torch.export``: the graph being
-    recorded must hold the plain formula, which every runtime can run."""
+    recorded must hold a formula every runtime can run at any size (the plain formula, or an
+    upsampler's export-safe fast formula, :func:`fast_formula`)."""
     compiler = getattr(torch, "compiler", None)
     return bool(
         torch.jit.is_tracing()
@@ -35,6 +36,7 @@ def tracing_or_compiling() -> bool:
 
 
 _FAST_PATHS = [True]
+_EAGER_PATHS = [True]
 
 
 @contextlib.contextmanager
@@ -49,19 +51,64 @@ def reference_paths() -> Iterator[None]:
         _FAST_PATHS.pop()
 
 
-def fast_inference(module: nn.Module | None, *tensors: torch.Tensor) -> bool:
-    """Whether ``module`` may take its inference fast path on ``tensors``: eval mode, no
-    gradient wanted (fast paths write in place and fold BatchNorm on the fly), not inside
-    :func:`reference_paths`, and not being traced or exported: an exported graph holds the
-    plain formula, which every runtime can run. ``torch.compile`` does take the fast paths
-    (measured faster there too; docs/benchmarks.md)."""
+@contextlib.contextmanager
+def export_paths() -> Iterator[None]:
+    """Inside this block every upsampler runs in eager PyTorch the formula an ONNX export
+    records (its export-safe fast formula, :func:`fast_formula`; the eager-only fast paths
+    off): to test those formulas against :func:`reference_paths` without a runtime."""
+    _EAGER_PATHS.append(False)
+    try:
+        yield
+    finally:
+        _EAGER_PATHS.pop()
+
+
+def fast_formula(module: nn.Module | None, *tensors: torch.Tensor) -> bool:
+    """Whether ``module`` may use its *export-safe* fast formula on ``tensors``: eval mode, no
+    gradient wanted (BatchNorm is folded from running statistics) and not inside
+    :func:`reference_paths`. Unlike :func:`fast_inference` this holds while tracing and
+    exporting too: an export-safe formula writes into no input, caches no tensor and reads
+    every size from the tensors it is given (no Python number derived from a shape decides
+    anything), so an ONNX graph may hold it at any input size."""
     if not _FAST_PATHS[-1]:
         return False
     params = () if module is None else module.parameters()
     needs_grad = torch.is_grad_enabled() and (
         any(t.requires_grad for t in tensors) or any(p.requires_grad for p in params))
     training = module is not None and module.training
-    return not training and not needs_grad and not tracing_or_exporting()
+    return not training and not needs_grad
+
+
+def fast_inference(module: nn.Module | None, *tensors: torch.Tensor) -> bool:
+    """Whether ``module`` may take its eager inference fast path on ``tensors``:
+    :func:`fast_formula` (eval mode, no gradient wanted, not inside :func:`reference_paths`)
+    and not being traced or exported. The eager paths write in place, cache tensors and branch
+    on sizes, so a recorded graph holds the export-safe formula instead (each upsampler's
+    module docstring says which). ``torch.compile`` does take the eager paths (measured faster
+    there too; docs/benchmarks.md). Off inside :func:`export_paths`."""
+    return (_EAGER_PATHS[-1] and fast_formula(module, *tensors)
+            and not tracing_or_exporting())
+
+
+def activate(act: nn.Module | None, x: torch.Tensor) -> torch.Tensor:
+    """``act(x)`` out of place (rtseg's ReLU and LeakyReLU modules run in place): for the
+    export-safe formulas, which write into no tensor they did not make themselves."""
+    if act is None or isinstance(act, nn.Identity):
+        return x
+    if isinstance(act, nn.LeakyReLU):
+        return F.leaky_relu(x, act.negative_slope)
+    if isinstance(act, nn.ReLU):
+        return F.relu(x)
+    return act(x)
+
+
+def linear_rows(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+                ) -> torch.Tensor:
+    """``F.linear`` on the last axis of ``x`` (any leading axes) as one 2-D product: an ONNX
+    export then records a ``Gemm`` holding the bias (and ONNX Runtime fuses a following ReLU
+    into it), where a ``MatMul`` on a 4-D tensor needs a separate ``Add`` pass for the bias."""
+    y = F.linear(x.reshape(-1, x.shape[-1]), weight, bias)
+    return y.view(*x.shape[:-1], weight.shape[0])
 
 
 def bn_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:

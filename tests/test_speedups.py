@@ -197,13 +197,13 @@ def test_pointwise_folds_batchnorm_and_rejects_other_layers():
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")
-def test_export_takes_the_reference_path(tmp_path):
+def test_export_records_no_eager_only_path(tmp_path):
     ort = pytest.importorskip("onnxruntime", reason="onnxruntime is an optional extra")
     model = _randomise(rtseg.create_model("fpn_r18_gai", 5, aux=False))
     x = torch.randn(1, 3, 64, 96)
     path = export_onnx(model, tmp_path / "gai.onnx", (64, 96))
     graph = {n.op_type for n in __import__("onnx").load(str(path)).graph.node}
-    assert "Loop" not in graph  # the traced graph is the plain formula, not the block loop
+    assert "Loop" not in graph  # the export-safe formula (tests/test_export_fast.py), no loop
     with torch.inference_mode():
         eager = model(x).numpy()
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -228,7 +228,7 @@ def test_reference_paths_turns_the_fast_paths_off(monkeypatch):
 
 
 def test_fast_paths_under_torch_compile_equal_the_reference(monkeypatch):
-    # torch.compile takes the fast paths (an export does not: see test_export_takes_...);
+    # torch.compile takes the eager fast paths (an export does not: test_export_records_...);
     # only they call F.linear, which dynamo traces through the spy
     calls = _spy_linear(monkeypatch)
     ifa = _randomise(IFA([3, 4], 5, hidden=(6,)))

@@ -42,6 +42,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--onnx", metavar="FILE", help="write ONNX here")
     p.add_argument("--opset", type=int_between(*OPSETS), default=17,
                    help=f"ONNX opset, {OPSETS[0]} to {OPSETS[1]} (default 17)")
+    p.add_argument("--grid-sample", choices=("op", "gather"), default="op",
+                   help="how GUM samples in the ONNX graph: op (GridSample, opset >= 16; fast "
+                        "in OpenVINO; default) or gather (four gathers and a blend: faster in "
+                        "ONNX Runtime, whose GridSample is slow and has no int8 form)")
     p.add_argument("--int8", action="store_true",
                    help="also write <onnx>.int8.onnx: static QDQ int8, per-channel weights, "
                         "calibrated on --calib images")
@@ -81,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
             source, args.onnx, size=tuple(args.size), dynamic=not args.static,
             int8_calib=args.calib if args.int8 else None, calib_images=args.calib_images,
             fp16=args.fp16, check=not args.no_check, atol=args.atol, opset=args.opset,
-            batch=args.batch, torchscript=args.torchscript, program=args.exported, name=name,
+            batch=args.batch, grid_sample=args.grid_sample, torchscript=args.torchscript,
+            program=args.exported, name=name,
             num_classes=args.num_classes, device=args.device, max_memory=args.max_memory,
             overwrite=args.overwrite, progress=True)
     except ExportCheckError as e:  # the file was written but is wrong: a result, not a usage error

@@ -25,6 +25,7 @@ from torch import nn
 from ..errors import UsageError
 from ..outputs import atomic_path, check_output, same_file
 from ..segmenter import Segmenter
+from ..upsample.gum import GRID_SAMPLE
 from ..utils import IMAGENET_MEAN, IMAGENET_STD
 from . import export as graph
 from .export import STATIC_ONLY, Check, ExportCheckError, second_size
@@ -44,6 +45,7 @@ class ExportReport:
     batch: int
     dynamic: bool
     opset: int
+    grid_sample: str = "op"  # how the ONNX graph samples for GUM: "op" or "gather"
     onnx: Path | None = None
     int8: Path | None = None
     fp16: Path | None = None
@@ -95,8 +97,10 @@ class ExportReport:
                     "pixels" for c in self.checks if c.format == fmt]
 
         if self.onnx:
-            out += [wrote(self.onnx, f"ONNX opset {self.opset}, TorchScript-based exporter; "
-                          "classes, palette and normalisation in its metadata"), *checks("onnx")]
+            gathers = "; GridSample as gathers" if self.grid_sample == "gather" else ""
+            out += [wrote(self.onnx, f"ONNX opset {self.opset}, TorchScript-based exporter"
+                          f"{gathers}; classes, palette and normalisation in its metadata"),
+                    *checks("onnx")]
         if self.int8 and self.int8_quantized:
             q = self.int8_quantized
             out.append(wrote(self.int8, f"int8 QDQ, {q['calibration_images']} calibration "
@@ -251,6 +255,7 @@ def export(
     atol: float = 1e-4,
     opset: int = 17,
     batch: int = 1,
+    grid_sample: str = "op",
     torchscript: str | Path | None = None,
     program: str | Path | None = None,
     name: str | None = None,
@@ -277,6 +282,10 @@ def export(
             a difference above ``atol`` raises ExportCheckError (the file stays written; the
             exception's ``report`` says what was).
         opset, batch: ONNX opset; batch of the trace input.
+        grid_sample: how GUM samples in the ONNX graph, by target runtime: ``"op"`` (ONNX
+            ``GridSample``, opset ≥ 16: fast in OpenVINO) or ``"gather"`` (four gathers and a
+            blend: ONNX Runtime's GridSample kernel is slow and has no int8 form); recorded
+            in the metadata. Models without GUM export the same graph either way.
         torchscript, program: also write a ``torch.jit.trace`` file / a ``torch.export`` .pt2.
         name: the model name a checkpoint must hold, or recorded for an nn.Module.
         num_classes, classes: for a model name or nn.Module: the class count or names.
@@ -299,6 +308,8 @@ def export(
                          "'synthetic')")
     if fp16 and path is None:
         raise UsageError("--fp16 needs --onnx FILE")
+    if grid_sample not in GRID_SAMPLE:
+        raise UsageError(f"unknown grid_sample {grid_sample!r}; use {' or '.join(GRID_SAMPLE)}")
     if (int8_calib is not None or fp16) and not dynamic and batch != 1:
         raise UsageError("--int8/--fp16 are calibrated and checked on single images: export "
                          "with --batch 1 (or without --static)")
@@ -317,7 +328,7 @@ def export(
     src = _resolve(source, name, num_classes, classes, device)
     model = src.model
     _check_memory(model, size, batch, max_memory)
-    report = ExportReport(src.name, src.origin, size, batch, dynamic, opset)
+    report = ExportReport(src.name, src.origin, size, batch, dynamic, opset, grid_sample)
     if dynamic and src.name in STATIC_ONLY:
         report.notes.append(f"{src.name}: exported with static H and W: {STATIC_ONLY[src.name]}")
         report.dynamic = dynamic = False
@@ -330,10 +341,10 @@ def export(
     try:
         if path:
             metadata = make_metadata(src.name, src.classes, src.palette, src.mean, src.std,
-                                     dynamic, size, batch)
+                                     dynamic, size, batch, grid_sample=grid_sample)
 
             def onnx(tmp: Path) -> None:
-                graph.export_onnx(model, tmp, size, opset, dynamic, batch)
+                graph.export_onnx(model, tmp, size, opset, dynamic, batch, grid_sample)
                 write_metadata(tmp, metadata)
 
             report.onnx = _write(onnx, path)

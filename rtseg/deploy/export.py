@@ -10,8 +10,15 @@ final upsampling included), exactly what ``model(x)`` returns.
 which needs the ``onnxscript`` package (not a dependency of rtseg, and not installed here); the
 TorchScript-based exporter (``dynamo=False``, deprecated but maintained) exports every rtseg
 model at opset 17 and matches PyTorch within a few 1e-6 in ONNX Runtime, so it is the one used.
-GUM's ``grid_sample`` needs opset ≥ 16 (``GridSample``); criss-cross attention exports as
-``MatMul``/``Where``/``ReduceMax``/``Exp`` and non-local attention as its plain softmax form.
+
+**What the graph computes.** Every upsampler's *export-safe* fast formula
+(:func:`rtseg.layers.fast_formula`: its inference algebra without in-place writes, caches or
+size branches; each upsampler's module docstring and docs/deploy.md say what its graph holds),
+not its plain training formula; under :func:`rtseg.layers.reference_paths` an export records
+the plain formulas. GUM samples with ``GridSample`` (opset ≥ 16) or, with
+``grid_sample="gather"``, with four gathers and a blend (any opset from 11). The weight
+arithmetic these formulas trace (BatchNorm folded into products, stacked or composed weights)
+is folded into initializers after the export (:func:`fold_constants`).
 
 **Dynamic sizes.** The batch, H and W axes are dynamic by default: every size-dependent
 quantity (resize targets, IFA's cell indices, GUM's sampling grid and offset scale,
@@ -118,15 +125,24 @@ def export_onnx(
     opset: int = 17,
     dynamic: bool = True,
     batch: int = 1,
+    grid_sample: str = "op",
 ) -> Path:
     """Export ``model`` (put in eval mode) to ONNX at ``path``.
 
     Input ``image`` B×3×H×W float32, output ``logits`` B×K×H×W. With ``dynamic`` the batch, H
     and W axes are symbolic; the graph is traced on a ``batch``×3×``size`` random input.
-    Raises UsageError for an opset the model cannot use (``grid_sample`` needs ≥ 16).
+    ``grid_sample``: how GUM samples, ``"op"`` (ONNX ``GridSample``: OpenVINO's kernel is
+    fast) or ``"gather"`` (four ``Gather`` and a blend, :func:`rtseg.upsample.gum.
+    grid_sample_gather`: ONNX Runtime's GridSample kernel is slow and has no int8 form).
+    Raises UsageError for an opset the model cannot use (``GridSample`` needs ≥ 16).
     """
+    from ..upsample.gum import GRID_SAMPLE, grid_sample_as
+
+    if grid_sample not in GRID_SAMPLE:
+        raise UsageError(f"unknown grid_sample {grid_sample!r}; use {' or '.join(GRID_SAMPLE)}")
     sampling = sorted({type(m).__name__ for m in model.modules()
-                       if getattr(m, "needs_grid_sample", False)})
+                       if getattr(m, "needs_grid_sample", False)
+                       and not (grid_sample == "gather" and getattr(m, "can_gather", False))})
     if opset < 16 and sampling:
         raise UsageError(f"this model uses grid_sample ({', '.join(sampling)}), which needs "
                          f"opset >= 16; got --opset {opset}")
@@ -135,14 +151,72 @@ def export_onnx(
     model.eval()
     x = _example(size, batch, 0, model)
     axes = {0: "batch", 2: "height", 3: "width"}
-    with _quiet_export(), torch.no_grad():
+    with _quiet_export(), torch.no_grad(), grid_sample_as(grid_sample):
         torch.onnx.export(
             model, (x,), str(path), dynamo=False, opset_version=opset,
             input_names=["image"], output_names=["logits"],
             dynamic_axes={"image": axes, "logits": axes} if dynamic else None,
             do_constant_folding=True,
         )
+    fold_constants(path)
     return path
+
+
+def fold_constants(path: str | Path) -> int:
+    """Replace every node of the ONNX file at ``path`` whose inputs are all initializers or
+    constants by an initializer holding its value; returns how many nodes went.
+
+    The export-safe formulas compute weights in the graph from the parameters (BatchNorm
+    folded into a product, stacked or composed weights, :mod:`rtseg.upsample`), and the
+    TorchScript-based exporter's own constant folding leaves some of that arithmetic in the
+    graph (it does not fold ``Flatten`` or a matrix-vector ``MatMul``). ONNX Runtime and
+    OpenVINO would fold it when they load the file; OpenCV DNN cannot read some of it. Values
+    are computed once here with ``onnx.reference``.
+    """
+    import onnx
+    from onnx import numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    path = str(path)
+    model = onnx.load(path)
+    graph = model.graph
+    known = {init.name for init in graph.initializer}
+    constants = [n for n in graph.node if n.op_type == "Constant"]
+    known.update(o for n in constants for o in n.output)
+    subgraph = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+    fold = []
+    for node in graph.node:  # topological order: a folded value feeds later nodes
+        if node.op_type == "Constant" or any(a.type in subgraph for a in node.attribute):
+            continue
+        if node.input and all(i == "" or i in known for i in node.input):
+            fold.append(node)
+            known.update(node.output)
+    if not fold:
+        return 0
+    folded = {id(n) for n in fold}
+    kept = [n for n in graph.node if id(n) not in folded]
+    needed = {i for n in kept for i in n.input} | {o.name for o in graph.output}
+    wanted = [o for n in fold for o in n.output if o in needed]
+    read = {i for n in fold for i in n.input}
+    sub = onnx.helper.make_model(
+        onnx.helper.make_graph(constants + fold, "fold", [],
+                               [onnx.helper.make_empty_tensor_value_info(o) for o in wanted],
+                               initializer=[t for t in graph.initializer if t.name in read]),
+        opset_imports=list(model.opset_import))
+    values = ReferenceEvaluator(sub).run(wanted, {})
+    del graph.node[:]
+    graph.node.extend(kept)
+    graph.initializer.extend(numpy_helper.from_array(v, name) for name, v in
+                             zip(wanted, values, strict=True))
+    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    unused = [init for init in graph.initializer if init.name not in used]
+    for init in unused:
+        graph.initializer.remove(init)
+    dead = [n for n in graph.node if n.op_type == "Constant" and n.output[0] not in used]
+    for node in dead:
+        graph.node.remove(node)
+    onnx.save(model, path)
+    return len(fold)
 
 
 def _onnx_runner(path: str | Path, size: tuple[int, int], batch: int

@@ -30,8 +30,9 @@ def is_exported(path: str | Path) -> bool:
 
 def make_metadata(model_name: str, classes: Sequence[str], palette: Sequence, mean: Sequence,
                   std: Sequence, dynamic: bool, trace_size: tuple[int, int], batch: int = 1,
-                  precision: str = "fp32") -> dict[str, str]:
-    """The ONNX metadata of an rtseg export (every value a string; lists as JSON)."""
+                  precision: str = "fp32", grid_sample: str = "op") -> dict[str, str]:
+    """The ONNX metadata of an rtseg export (every value a string; lists as JSON;
+    ``grid_sample``: how the graph samples for GUM, ``"op"`` or ``"gather"``)."""
     from .. import __version__
 
     return {"rtseg.format": str(METADATA_FORMAT), "rtseg.model": model_name,
@@ -41,7 +42,7 @@ def make_metadata(model_name: str, classes: Sequence[str], palette: Sequence, me
             "rtseg.mean": json.dumps(list(mean)), "rtseg.std": json.dumps(list(std)),
             "rtseg.dynamic": json.dumps(bool(dynamic)),
             "rtseg.trace_size": json.dumps(list(trace_size)), "rtseg.batch": str(batch),
-            "rtseg.version": __version__}
+            "rtseg.grid_sample": grid_sample, "rtseg.version": __version__}
 
 
 def write_metadata(path: str | Path, metadata: dict[str, str]) -> None:
@@ -78,7 +79,8 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: written by a newer rtseg (metadata format "
                               f"{props['rtseg.format']}): upgrade rtseg")
     meta: dict[str, Any] = {"model": props["rtseg.model"],
-                            "precision": props.get("rtseg.precision", "fp32")}
+                            "precision": props.get("rtseg.precision", "fp32"),
+                            "grid_sample": props.get("rtseg.grid_sample", "op")}
     for key in ("classes", "palette", "mean", "std", "dynamic", "trace_size", "batch"):
         if f"rtseg.{key}" in props:
             meta[key] = json.loads(props[f"rtseg.{key}"])

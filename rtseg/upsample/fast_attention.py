@@ -16,6 +16,18 @@ so with 1/n the output is a bounded weighted mean of V whatever the resolution, 
 it the output grows with n and a network trained on crops sees larger activations when run on
 whole frames. ``mean=False`` gives the official behaviour. The official ``up`` conv's
 ``padding=1`` lives in :mod:`rtseg.models.fanet` (switch ``up_padding``).
+
+Three formulas compute the block (``rtseg.layers``): the plain one above (training, gradients,
+:func:`~rtseg.layers.reference_paths`; the tests' oracle); the eager inference path
+(:meth:`FastAttention.residual_rows`: channels-last GEMMs); and the export-safe form, which an
+ONNX export (or a ``torch.jit.trace``) records. **The exported graph holds** ``Q̂((K̂ᵀV)Wᵀ)``:
+Q and K from one 1×1 ``Conv`` (their BatchNorms folded, weights stacked), V from its own
+``Conv`` + ``LeakyRelu``, ``ReduceL2`` normalisation, then ``MatMul`` for the B×C×d summary
+``V K̂ᵀ`` (/ n), ``MatMul`` of the folded output projection with that summary (C'×C by C×d),
+and one ``MatMul`` with Q̂ to B×C'×HW, plus bias and ``LeakyRelu``: the HW×C×C output
+projection and the transposes of the HW×C maps are gone (the plain graph had four ``Conv``
+and three ``Transpose`` per block, this one two and one). The temporal FANet's
+:meth:`FastAttention.summary` and :meth:`FastAttention.attend` export the same way.
 """
 
 from __future__ import annotations
@@ -24,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import ConvBNAct, fast_inference, folded, resize
+from ..layers import ConvBNAct, activate, fast_formula, fast_inference, folded, resize
 
 
 def fast_attention(
@@ -65,8 +77,36 @@ class FastAttention(nn.Module):
         """LReLU(BN(Conv1x1(Q̂(K̂ᵀV)))): the attention term without the identity."""
         if fast_inference(self, x):
             return self.residual_rows(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        if fast_formula(self, x):  # tracing or exporting: the export-safe form
+            qn, kn, v = self._qkv_maps(x)
+            vk = torch.bmm(v, kn.transpose(1, 2))  # B×C×d, (K̂ᵀV)ᵀ
+            return self._out_maps(qn, vk, x.shape[2] * x.shape[3], x.shape)
         y = fast_attention(self.query(x), self.key(x), self.value(x), self.mean)
         return self.project(y)
+
+    def _qkv_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Export-safe Q̂, K̂ (B×d×HW, normalised) and V (B×C×HW) of B×C×H×W maps: Q and K
+        from one 1×1 convolution (their BatchNorms folded, weights stacked; splitting its 2d
+        channels copies little), V from its own (convolution and activation fused by the
+        runtimes). No tensor is transposed."""
+        (wq, bq, _), (wk, bk, _) = folded(self.query), folded(self.key)
+        qk = F.conv2d(x, torch.cat([wq, wk])[:, :, None, None], torch.cat([bq, bk]))
+        q, k = qk.flatten(2).split(self.query.conv.out_channels, dim=1)
+        return (F.normalize(q, dim=1, eps=1e-12), F.normalize(k, dim=1, eps=1e-12),
+                self.value(x).flatten(2))
+
+    def _out_maps(self, qn: torch.Tensor, vk: torch.Tensor, pixels: int | torch.Tensor,
+                  shape: torch.Size) -> torch.Tensor:
+        """Export-safe LReLU(BN(Conv(Q̂ S [/ pixels]))) as B×C'×H×W maps, for ``vk`` = Sᵀ
+        (B×C×d): the projection is applied to the d×C summary, ``(Wp Sᵀ) Q̂``, so no
+        HW×C×C product is made (:meth:`residual_rows` does the same on rows)."""
+        wp, bp, act = folded(self.project)
+        s = vk / pixels if self.mean else vk
+        y = torch.matmul(wp, s)  # B×C'×d
+        y = torch.bmm(y, qn)  # B×C'×HW
+        if bp is not None:
+            y = y + bp[:, None]
+        return activate(act, y).reshape(shape[0], -1, shape[2], shape[3])
 
     def residual_rows(self, x: torch.Tensor) -> torch.Tensor:
         """:meth:`residual` for inference on channels-last B×H×W×C (returned the same way).
@@ -108,6 +148,9 @@ class FastAttention(nn.Module):
         if fast_inference(self, x):  # the same operations as residual_rows
             _, kn, v = self._qkv_rows(x.permute(0, 2, 3, 1))
             return torch.bmm(kn.transpose(1, 2), v)
+        if fast_formula(self, x):
+            _, kn, v = self._qkv_maps(x)
+            return torch.bmm(kn, v.transpose(1, 2))
         kn = F.normalize(self.key(x).flatten(2), dim=1, eps=1e-12)
         return torch.bmm(kn, self.value(x).flatten(2).transpose(1, 2))
 
@@ -119,6 +162,9 @@ class FastAttention(nn.Module):
         if fast_inference(self, x, summary):  # with S = summary(x): residual_rows exactly
             qn, _, _ = self._qkv_rows(x.permute(0, 2, 3, 1))
             return x + self._out_rows(qn, summary, pixels, (b, h, w)).permute(0, 3, 1, 2)
+        if fast_formula(self, x, summary):
+            qn, _, _ = self._qkv_maps(x)
+            return x + self._out_maps(qn, summary.transpose(1, 2), pixels, x.shape)
         qn = F.normalize(self.query(x).flatten(2), dim=1, eps=1e-12)
         kv = summary / pixels if self.mean else summary
         y = torch.bmm(qn.transpose(1, 2), kv).transpose(1, 2).reshape(b, c, h, w)

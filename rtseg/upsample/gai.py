@@ -17,6 +17,20 @@ channels-last tensors so that no per-pixel layout copy of q, k or v is made for 
 and :func:`criss_cross_rows` never materialises the B×H×W×(H+W) energies: it walks rows and
 columns in blocks whose energies stay in cache, and merges the two softmaxes exactly through
 their log-sum-exps.
+
+**The exported graph** (ONNX export or ``torch.jit.trace``: the blocks above are a Python loop
+with in-place writes, so it records the export-safe :meth:`GAI.forward_lines` instead) holds
+the joint softmax of :func:`criss_cross_attention` on channels-last tensors
+(:func:`criss_cross_lines`): the query as one d-wide 1×1 ``Conv`` per input (the query-source
+and query layers composed, no concatenation of S↑ and L), made channels-last once for both
+recurrences; k and v as ``Gemm`` on the value rows; per recurrence four batched ``MatMul``
+(row and column energies, row and column outputs), the self position left out of the column
+energies by adding an H×H matrix of 0 and −inf, one shared maximum, ``Exp``, sums and one
+division. Besides the change to channels-last of q and of the value (and back before
+``fuse``), only swaps of H and W (``Transpose`` of contiguous vectors) change the layout: the
+plain graph's NCHW → column-major ``Transpose`` of q, k and v in every recurrence, its
+``Where`` over the B×W×H×H column energies and its concatenation of S↑ and L are gone. The
+non-local variant exports its plain form.
 """
 
 from __future__ import annotations
@@ -27,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import ConvBNAct, fast_inference, pointwise, resize
+from ..layers import ConvBNAct, fast_formula, fast_inference, linear_rows, pointwise, resize
 
 
 def criss_cross_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -68,6 +82,38 @@ def criss_cross_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> 
     out = torch.matmul(p_row, v_row)  # B×H×W×c
     out = out.add_(torch.matmul(p_col, v_col).transpose(1, 2)).div_(denom.unsqueeze(-1))
     return out.permute(0, 3, 1, 2)
+
+
+def criss_cross_lines(q: torch.Tensor, q_col: torch.Tensor, k: torch.Tensor,
+                      v: torch.Tensor) -> torch.Tensor:
+    """:func:`criss_cross_attention` on channels-last tensors, export-safe (the exported form).
+
+    Args:
+        q, k: B×H×W×d; ``q_col``: ``q.transpose(1, 2)`` (B×W×H×d, made once by the caller for
+            every recurrence); v: B×H×W×c.
+
+    Returns:
+        B×H×W×c, the reference's joint softmax. Every product is a batched GEMM on operands
+        whose last axis is contiguous (d or c), so the only layout changes are the swaps of
+        H and W (``transpose(1, 2)``: contiguous d- or c-vectors moved as blocks) of k and v
+        for the column part and of its result; the reference's NCHW → column-major
+        permutations of q, k and v (element by element) are gone. A pixel's own key is left
+        out of its column by adding an H×H matrix of 0 and −inf (a broadcast ``Add``; the
+        reference's masked fill exports as a ``Where`` that ONNX Runtime runs several times
+        slower). No in-place writes, no loop: one graph for any H and W.
+    """
+    e_row = torch.matmul(q, k.transpose(-1, -2))  # B×H×W×W': (i, j) with (i, j')
+    k_col, v_col = k.transpose(1, 2), v.transpose(1, 2)  # B×W×H×·
+    e_col = torch.matmul(q_col, k_col.transpose(-1, -2))  # B×W×H×H': (i, j) with (i', j)
+    idx = torch.arange(q.shape[1], device=q.device)
+    skip_self = torch.where(idx[:, None] == idx[None], float("-inf"), 0.0).to(e_col.dtype)
+    e_col = e_col + skip_self  # H×H, broadcast: each pixel counted once, in its row
+    m = torch.maximum(e_row.amax(-1), e_col.amax(-1).transpose(1, 2))  # B×H×W
+    p_row = torch.exp(e_row - m.unsqueeze(-1))
+    p_col = torch.exp(e_col - m.transpose(1, 2).unsqueeze(-1))
+    denom = p_row.sum(-1) + p_col.sum(-1).transpose(1, 2)  # B×H×W
+    out = torch.matmul(p_row, v) + torch.matmul(p_col, v_col).transpose(1, 2)
+    return out / denom.unsqueeze(-1)
 
 
 # energies per block of lines (2^20 floats, 4 MB): big enough for every thread to get several
@@ -177,6 +223,15 @@ class CrossLayerAttention(nn.Module):
         attend = criss_cross_attention if self.kind == "criss_cross" else nonlocal_attention
         return self.gamma * attend(q, self.key(x), self.value(x)) + x
 
+    def attend_lines(self, q: torch.Tensor, q_col: torch.Tensor, x: torch.Tensor
+                     ) -> torch.Tensor:
+        """:meth:`attend`, export-safe, on channels-last B×H×W×· tensors (criss-cross):
+        k and v as products on the rows (:func:`~rtseg.layers.linear_rows`), then
+        :func:`criss_cross_lines`."""
+        k = linear_rows(x, self.key.weight.flatten(1), self.key.bias)
+        v = linear_rows(x, self.value.weight.flatten(1), self.value.bias)
+        return self.gamma * criss_cross_lines(q, q_col, k, v) + x
+
     def attend_rows(self, q: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """:meth:`attend` for inference on channels-last B×H×W×· tensors (criss-cross)."""
         out = criss_cross_rows(q, pointwise([x], self.key), pointwise([x], self.value))
@@ -221,11 +276,38 @@ class GAI(nn.Module):
             for _ in range(self.recurrence):
                 v = self.attention.attend_rows(q, v)
             return pointwise([v, up], self.fuse).permute(0, 3, 1, 2)
+        if self.attention.kind == "criss_cross" and fast_formula(self, up, fine):
+            return self.forward_lines(up, fine)
         q = self.attention.query(self.query_source(torch.cat([up, fine], dim=1)))
         v = self.value_source(up)
         for _ in range(self.recurrence):
             v = self.attention.attend(q, v)
         return self.fuse(torch.cat([v, up], dim=1))
+
+
+    def query_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(d×(C_c + C_f) weight, bias) of the query, the two 1×1 layers composed:
+        ``Wq(Wqs·cat + bqs) + bq = (Wq Wqs)·cat + (Wq bqs + bq)``."""
+        wqs, wq = self.query_source.weight.flatten(1), self.attention.query.weight.flatten(1)
+        return wq @ wqs, wq @ self.query_source.bias + self.attention.query.bias
+
+    def forward_lines(self, up: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` after the resize, export-safe (what an ONNX export records).
+
+        The query is one 1×1 layer per input (:meth:`query_weights`: d outputs, no
+        concatenated copy of S↑ and L, no C/2-wide intermediate), made channels-last once
+        for both recurrences (and swapped to columns once); the value stays channels-last
+        from ``value_source`` to ``fuse``; the attention is :func:`criss_cross_lines`.
+        """
+        w, b = self.query_weights()
+        c_up = up.shape[1]
+        q = F.conv2d(up, w[:, :c_up, None, None], b) + F.conv2d(fine, w[:, c_up:, None, None])
+        q = q.permute(0, 2, 3, 1)  # B×H×W×d
+        q_col = q.transpose(1, 2)  # B×W×H×d
+        v = self.value_source(up).permute(0, 2, 3, 1)  # B×H×W×C/2
+        for _ in range(self.recurrence):
+            v = self.attention.attend_lines(q, q_col, v)
+        return self.fuse(torch.cat([v.permute(0, 3, 1, 2), up], dim=1))
 
 
 class GAINNonLocal(GAI):

@@ -19,21 +19,59 @@ Guidance variants (``guidance=``):
 
 The unofficial reference (Kaggle-TGS) used the ``align_corners=True`` grid and normalised by
 (W−1)/2; rtseg keeps the cell-centre convention of the whole library.
+
+**The exported graph** holds the guidance convolutions (BatchNorms folded by the exporter)
+and, for the sampling, whatever the export asked for (``rtseg.export(...,
+grid_sample=...)``, by target runtime): ``"op"`` (the default) an ONNX ``GridSample``
+(opset ≥ 16; OpenVINO's kernel is fast), ``"gather"`` :func:`grid_sample_gather`: the source
+positions from the traced sizes, four ``Gather`` of channels-last coarse rows and a four-weight
+blend, ``grid_sample``'s bilinear / border / ``align_corners=False`` arithmetic written out
+(ONNX Runtime's ``GridSample`` kernel is slow and has no int8 form). The eager paths (the
+cached grid, the GEMM guidance layer) are not traced.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from ..layers import ConvBNAct, fast_inference, pointwise, resize, tracing_or_compiling
+from ..layers import (
+    ConvBNAct,
+    fast_formula,
+    fast_inference,
+    pointwise,
+    resize,
+    tracing_or_compiling,
+)
 
 GUIDANCE = ("large_rf", "high_res", "fusion")
+# how guided_sample samples in inference: "op" F.grid_sample (ONNX GridSample), "gather" four
+# gathers and a blend (grid_sample_gather); chosen per target runtime at export (grid_sample_as)
+GRID_SAMPLE = ("op", "gather")
+_SAMPLING = ["op"]
+
+
+@contextlib.contextmanager
+def grid_sample_as(kind: str) -> Iterator[None]:
+    """Inside this block :func:`guided_sample` samples with ``kind`` in inference (eval, no
+    gradient, outside :func:`rtseg.layers.reference_paths`; ``F.grid_sample`` otherwise):
+    ``"op"`` is ``F.grid_sample`` (ONNX ``GridSample``, opset 16), ``"gather"`` is
+    :func:`grid_sample_gather` (``Gather``, ``Mul``, ``Add``: no GridSample kernel needed,
+    opset 11 suffices). ``rtseg.export(..., grid_sample=...)`` sets it for the trace."""
+    if kind not in GRID_SAMPLE:
+        raise ValueError(f"grid_sample must be one of {GRID_SAMPLE}, got {kind!r}")
+    _SAMPLING.append(kind)
+    try:
+        yield
+    finally:
+        _SAMPLING.pop()
 
 # (out_h, out_w, in_h, in_w, device, dtype) → (1×H×W×2 base grid, [2/w, 2/h] scale): building
 # the grid costs a few passes over H×W×2 values (16 MB at 1024×2048) and the scale a small
@@ -99,7 +137,50 @@ def _cached_grid(
     return entry
 
 
-def guided_sample(coarse: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+def _size(n: int | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A size (or size arithmetic) as a 0-d tensor of ``like``'s dtype; a traced size (a 0-d
+    tensor under ``torch.jit.trace``) stays traced, so the graph follows the input size."""
+    if isinstance(n, torch.Tensor):
+        return n.to(device=like.device, dtype=like.dtype)
+    return torch.tensor(n, device=like.device, dtype=like.dtype)
+
+
+def grid_sample_gather(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """``F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)``
+    written out as four gathers and a blend (export-safe: no ``GridSample`` in the graph).
+
+    x: B×C×h×w; grid: B×H×W×2, normalised (x, y). As ``grid_sample``: the source position is
+    ``((g + 1)·w − 1)/2`` (likewise y), clamped to [0, w − 1] (border padding);
+    ``x0 = floor(x)``, ``x1 = min(x0 + 1, w − 1)`` and the output is the sum of the four taps
+    weighted ``(1 − fx)(1 − fy)``, ``fx(1 − fy)``, ``(1 − fx)fy``, ``fx·fy`` (``fx = x − x0``;
+    a tap clamped onto the border has weight 0 there, where ``grid_sample`` skips it). The
+    taps are gathered from channels-last rows of ``x`` (each gathered element a contiguous
+    C-vector), blended, and returned as B×C×H×W in ``grid``'s dtype. Every size is read
+    from the tensors: one graph for any size.
+    """
+    b, c, h, w = x.shape
+    out_h, out_w = grid.shape[1], grid.shape[2]
+    px = torch.minimum(torch.clamp(((grid[..., 0] + 1) * w - 1) / 2, min=0), _size(w - 1, grid))
+    py = torch.minimum(torch.clamp(((grid[..., 1] + 1) * h - 1) / 2, min=0), _size(h - 1, grid))
+    x0, y0 = px.floor(), py.floor()  # B×H×W
+    fx, fy = (px - x0).unsqueeze(-1), (py - y0).unsqueeze(-1)  # B×H×W×1
+    x0, y0 = x0.long(), y0.long()
+    x1 = torch.minimum(x0 + 1, _size(w - 1, x0))
+    y1 = torch.minimum(y0 + 1, _size(h - 1, y0))
+    base = (torch.arange(b, device=x.device) * (h * w)).view(-1, 1, 1)  # batch offsets
+    rows = x.to(grid.dtype).permute(0, 2, 3, 1).reshape(-1, c)  # (B·h·w)×C
+
+    def tap(yi: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
+        return rows.index_select(0, (base + yi * w + xi).flatten()).view(b, out_h, out_w, c)
+
+    gx, gy = 1 - fx, 1 - fy
+    out = (tap(y0, x0) * (gx * gy) + tap(y0, x1) * (fx * gy) + tap(y1, x0) * (gx * fy)
+           + tap(y1, x1) * (fx * fy))
+    return out.permute(0, 3, 1, 2)
+
+
+def guided_sample(coarse: torch.Tensor, offsets: torch.Tensor,
+                  module: nn.Module | None = None) -> torch.Tensor:
     """Sample ``coarse`` (B×C×h×w) on the output grid of ``offsets`` (B×2×H×W, coarse pixels).
 
     Returns B×C×H×W. Zero offsets give ``F.interpolate(coarse, (H, W), mode="bilinear",
@@ -107,7 +188,10 @@ def guided_sample(coarse: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     precision neighbouring cell centres of a 2048-wide grid are not distinguishable), so half
     inputs are sampled in float32 and the result cast back. The base grid is cached per size,
     device and dtype (see :func:`grid_cache_enabled`); traced graphs build it from the traced
-    sizes, so exported graphs stay valid at any size.
+    sizes, so exported graphs stay valid at any size. Inside :func:`grid_sample_as` ``"gather"``
+    the sampling is :func:`grid_sample_gather` when :func:`rtseg.layers.fast_formula` allows
+    it (for ``module``, the calling GUM: eval mode, no gradient, not under
+    :func:`rtseg.layers.reference_paths`), else ``F.grid_sample``.
     """
     h, w = coarse.shape[-2:]
     dtype = torch.promote_types(torch.promote_types(offsets.dtype, coarse.dtype), torch.float32)
@@ -124,6 +208,8 @@ def guided_sample(coarse: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
             grid = grid0 + off * (2.0 / wh)
         else:  # torch.export / compile (symbolic sizes), meta tensors
             grid = grid0 + torch.cat([off[..., :1] * (2.0 / w), off[..., 1:] * (2.0 / h)], -1)
+    if _SAMPLING[-1] == "gather" and fast_formula(module, coarse, offsets):
+        return grid_sample_gather(coarse, grid).to(coarse.dtype)
     out = F.grid_sample(coarse.to(dtype), grid, mode="bilinear", padding_mode="border",
                         align_corners=False)
     return out.to(coarse.dtype)
@@ -149,6 +235,7 @@ class GUM(nn.Module):
     """
 
     needs_grid_sample = True  # ONNX GridSample: opset >= 16 (rtseg.export checks)
+    can_gather = True  # no GridSample when exported with grid_sample="gather"
 
     def __init__(
         self,
@@ -206,4 +293,4 @@ class GUM(nn.Module):
         off = self.offsets(coarse if coarse_guide is None else coarse_guide, fine)
         if size is not None:
             off = resize(off, size)
-        return guided_sample(coarse, off)
+        return guided_sample(coarse, off, self)

@@ -20,6 +20,19 @@ Differences from the official code: no hard-coded ``.cuda()``; any output size c
 for; the nearest cell is ``floor((j + 0.5)·w/W)`` (the official ``grid_sample(nearest)`` rounds
 half to even, which differs only for a query exactly on a cell border); the buggy local
 ensemble is not reproduced.
+
+Inference (``precompute=True``, eval, no gradient) takes :meth:`IFA.forward_rows` in eager
+PyTorch (broadcast adds for levels that divide the grid, a table of distinct offsets) and
+:meth:`IFA.forward_lines` when traced or exported. **The exported graph holds** channels-last
+rows: each level's ``W_l^feat F_l`` as a ``MatMul`` on its own grid (the BatchNorm after the
+first layer folded in: the plain graph kept a ``BatchNormalization``), sampled at its nearest
+cells by two ``Gather`` along H and W that copy contiguous vectors of ``hidden[0]`` values
+(the plain graph's gathers move single values along the last axis of NCHW maps), the levels
+summed; the position term as one ``Gemm`` over the H×W grid's codes, computed once whatever
+the batch (the plain graph expands the codes to the batch), with the codes of a level on the
+output grid (δ = 0) folded into the bias; then the MLP as ``Gemm`` + ``Relu`` and one
+``Transpose`` back to NCHW. Broadcast adds need a level that divides the grid, which a
+dynamic graph cannot know, so the sampling stays a gather (see :meth:`IFA.forward_lines`).
 """
 
 from __future__ import annotations
@@ -31,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import bn_affine, fast_inference
+from ..layers import bn_affine, fast_formula, fast_inference, linear_rows
 
 
 class SpatialEncoding(nn.Module):
@@ -165,7 +178,66 @@ class IFA(nn.Module):
     def forward(self, features: Sequence[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
         if self.precompute and fast_inference(self, *features):
             return self.forward_rows(features, size).permute(0, 3, 1, 2)
+        if self.precompute and fast_formula(self, *features):
+            return self.forward_lines(features, size).permute(0, 3, 1, 2)
         return self.rest(self.first_layer(features, size))
+
+    def _folded_first(self) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+        """:meth:`_split_first` and the first layer's bias with the BatchNorm after it folded
+        in (when it is still there: :func:`rtseg.deploy.fuse.fold_batchnorm` may have
+        folded it already)."""
+        blocks, bias = self._split_first(), self.first.bias
+        bn = self.rest[0]
+        if isinstance(bn, nn.BatchNorm2d):
+            scale, shift = bn_affine(bn)
+            blocks = [(wp * scale[:, None], wf * scale[:, None]) for wp, wf in blocks]
+            bias = bias * scale + shift
+        return blocks, bias
+
+    def forward_lines(self, features: Sequence[torch.Tensor], size: tuple[int, int]
+                      ) -> torch.Tensor:
+        """:meth:`forward`, export-safe (what an ONNX export records): B×H×W×out rows.
+
+        As :meth:`forward_rows`, every 1×1 layer is a product on channels-last rows with the
+        BatchNorm after it folded in (``Gemm`` / ``MatMul`` in a graph), and each level's features
+        go through the first layer on the level's own grid. A level is then sampled at its
+        nearest cells by two gathers along H and W of channels-last rows, so each gathered
+        element is a contiguous vector of ``hidden[0]`` values (the reference gathers single
+        values along the last axis of NCHW maps, and its position layer runs on codes
+        expanded to the batch). The position term is computed once for the H×W grid, whatever
+        the batch; a level on the output grid has δ = 0 everywhere, so its term is a constant
+        folded into the bias. Out of place, no caches, every size read from the tensors: one
+        graph for any size. The one size-dependent choice is the reference's own (a level on
+        the output grid is not sampled; see ``rtseg.deploy.export``).
+
+        The eager path's broadcast adds (levels dividing the grid evenly) and its table of
+        distinct offsets are not used: a dynamic graph cannot branch on the size, and the
+        distinct offsets need ONNX ``Unique``, which OpenVINO 2026.4's CPU plugin fails to
+        run once the graph is reshaped to a static size (the whole H×W grid costs 78·C
+        multiply-adds a pixel in the networks: 26 codes for each level off the grid).
+        """
+        self._check_levels(features)
+        h, w = size
+        blocks, bias = self._folded_first()
+        like = features[0]
+        out: torch.Tensor | None = None
+        codes, w_codes = [], []
+        for enc, x, (w_pos, w_feat) in zip(self.encodings, features, blocks, strict=True):
+            z = linear_rows(x.permute(0, 2, 3, 1), w_feat)  # B×h_l×w_l×hidden, own grid
+            if tuple(x.shape[-2:]) == (h, w):  # δ = 0: γ = [0, 0, sin 0 …, cos 0 …]
+                bias = bias + w_pos[:, w_pos.shape[1] // 2 + 1:].sum(1)
+            else:
+                iy, dy = nearest_cells(h, x.shape[-2], like)
+                ix, dx = nearest_cells(w, x.shape[-1], like)
+                z = z.index_select(2, ix).index_select(1, iy)
+                codes.append(enc(torch.stack(torch.meshgrid(dy, dx, indexing="ij"), dim=-1)))
+                w_codes.append(w_pos)
+            out = z if out is None else out + z
+        if codes:  # H×W×C, added to every image of the batch
+            out = out + linear_rows(torch.cat(codes, dim=-1), torch.cat(w_codes, dim=1), bias)
+        else:
+            out = out + bias
+        return _mlp_rows(F.relu(out), list(self.rest)[2:], export_safe=True)
 
     def forward_rows(self, features: Sequence[torch.Tensor], size: tuple[int, int]
                      ) -> torch.Tensor:
@@ -180,12 +252,7 @@ class IFA(nn.Module):
         """
         self._check_levels(features)
         h, w = size
-        blocks, bias = self._split_first(), self.first.bias
-        bn = self.rest[0]  # folded into the first layer here (or already, by fold_batchnorm)
-        if isinstance(bn, nn.BatchNorm2d):
-            scale, shift = bn_affine(bn)
-            blocks = [(wp * scale[:, None], wf * scale[:, None]) for wp, wf in blocks]
-            bias = bias * scale + shift
+        blocks, bias = self._folded_first()
         out = None
         for x, (_, w_feat) in zip(features, blocks, strict=True):
             z = F.linear(x.permute(0, 2, 3, 1), w_feat)  # B×h_l×w_l×hidden, level's own grid
@@ -244,9 +311,11 @@ def _add_nearest(out: torch.Tensor | None, z: torch.Tensor, size: tuple[int, int
     return out
 
 
-def _mlp_rows(x: torch.Tensor, layers: Sequence[nn.Module]) -> torch.Tensor:
+def _mlp_rows(x: torch.Tensor, layers: Sequence[nn.Module], export_safe: bool = False
+              ) -> torch.Tensor:
     """``nn.Sequential(*layers)`` (1×1 Conv2d, each optionally followed by BatchNorm2d and
-    ReLU; eval mode) on channels-last B×H×W×C rows, every BatchNorm folded into its GEMM."""
+    ReLU; eval mode) on channels-last B×H×W×C rows, every BatchNorm folded into its GEMM
+    (``export_safe``: out of place, each GEMM a 2-D product, ``Gemm`` in a graph)."""
     layers = [m for m in layers if not isinstance(m, nn.Identity)]  # BNs already folded
     i = 0
     while i < len(layers):
@@ -257,9 +326,9 @@ def _mlp_rows(x: torch.Tensor, layers: Sequence[nn.Module]) -> torch.Tensor:
             scale, shift = bn_affine(layers[i])
             w, b = w * scale[:, None], b * scale + shift
             i += 1
-        x = F.linear(x, w, b)
+        x = linear_rows(x, w, b) if export_safe else F.linear(x, w, b)
         if i < len(layers) and isinstance(layers[i], nn.ReLU):
-            x = x.relu_()
+            x = F.relu(x) if export_safe else x.relu_()
             i += 1
     return x
 
