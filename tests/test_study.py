@@ -1,5 +1,7 @@
 """The studies and tools end to end on tiny fixtures: the CamVid study trains, resumes and
-reports; the probe, the deploy study, the ONNX profiler and the int8 bisection run."""
+reports; the probe, the deploy study, the ONNX profiler and the int8 bisection run. The paired
+difference cells of the reports on hand-made runs, and those of docs/results.md from its own
+by-seed values."""
 
 from __future__ import annotations
 
@@ -138,6 +140,27 @@ def test_report_lists_seeds_and_differences_to_bilinear() -> None:
     untimed = study.report(results, {}, args)  # --no-bench: no empty latency column
     assert "latency" not in untimed
     assert "| gain_r18 | 1 | 35.0 | 17.5 | 0.0 | 0.0 | 10.0 | 20.0 |\n" in untimed
+
+
+def test_results_page_intervals_follow_from_its_by_seed_values() -> None:
+    """Every "mean (low to high) word" cell of docs/results.md is recomputed from the "by seed"
+    cell beside it: the page's readings rest on nothing but its own tables."""
+    number = lambda text: float(text.replace("−", "-"))  # noqa: E731
+    cell = re.compile(r"([+−]\d+\.\d\d) \(([+−]\d+\.\d) to ([+−]\d+\.\d)\) "
+                      r"(ahead|behind|not shown)")
+    found = []
+    for line in (ROOT / "docs" / "results.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")] if line.startswith("| ") else []
+        for k, text in enumerate(cells):
+            if m := cell.fullmatch(text):
+                diffs = [number(pair.split()[1]) for pair in cells[k + 1].split(", ")]
+                res = common.paired_difference(diffs, [0.0] * len(diffs))
+                assert number(m[1]) == pytest.approx(res.mean, abs=0.0051), text
+                assert (number(m[2]), number(m[3])) == pytest.approx(res.interval, abs=0.051), text
+                assert m[4] == common.verdict_words(res.interval), text
+                found.append((cells[0], m[4]))
+    assert len(found) == 32  # tables 1 and 2, the faithful networks, the probe: mIoU and BF
+    assert ("frozen gum", "ahead") in found and ("fast_attention", "behind") in found
 
 
 def test_faithful_seeds_limit_the_faithful_networks_only(tmp_path: Path) -> None:
