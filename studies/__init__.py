@@ -1,6 +1,6 @@
 """Finished experiments, one folder per study, each run from the repository root as
 ``python -m studies.<folder>.run`` (options: ``--help``). What they share (cached train-then-test,
-verdict and per-class tables, figure grids) is :mod:`studies.common`.
+paired-difference and per-class tables, figure grids) is :mod:`studies.common`.
 
 * ``camvid_study``: the upsamplers from scratch on CamVid, same recipe and budget.
 * ``probe``: the upsamplers as fresh decoders on a shared, trained CamVid backbone.

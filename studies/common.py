@@ -1,12 +1,13 @@
-"""What every study shares: cached, resumable train-then-test, verdict and per-class tables,
-the interleaved CamVid latency, figure grids of predictions, and randomised weights.
+"""What every study shares: cached, resumable train-then-test, paired-difference and per-class
+tables, the interleaved CamVid latency, figure grids of predictions, and randomised weights.
 
 * :func:`train_then_test`: train a run (or resume it from its ``last.pt``), then score its
   ``best.pt`` on the test split once; the scores are cached as ``metrics_test.json`` in the run
   folder, so a finished run is never trained or scored again and a stopped one continues.
-* :func:`spread`, :func:`verdict`, :func:`by_seed`, :func:`difference_table`,
+* :func:`spread`, :func:`by_seed`, :func:`paired_cell`, :func:`difference_table`,
   :func:`per_class_table`: the markdown of results over seeds, and of a difference to a
-  baseline judged against the spread over seeds.
+  baseline over the seeds both have (same-seed runs share initial weights, data order and
+  augmentation, so the difference is taken seed by seed).
 * :func:`paired_difference`, :func:`verdict_words`: the mean difference over paired seeds
   with its Student-t interval, and the words a report may use for it (:func:`t_quantile`
   without scipy).
@@ -70,27 +71,40 @@ def spread(values: Sequence[float]) -> str:
     return f"{100 * mean:.1f} ({100 * min(values):.1f}–{100 * max(values):.1f})"
 
 
-def verdict(runs: Runs, baseline: Runs, key: str) -> str:
-    """Mean difference to the baseline in points, and whether it exceeds the seed spread.
-
-    The spread is the larger of the two min–max ranges over seeds; a difference no larger than
-    it is reported as no difference. With one seed on either side the spread is unknown.
-    """
-    a, b = [r[key] for r in runs], [r[key] for r in baseline]
-    delta = 100 * (statistics.fmean(a) - statistics.fmean(b))
-    if len(a) < 2 or len(b) < 2:
-        return f"{delta:+.1f} (1 seed)"
-    spread_ = 100 * max(max(a) - min(a), max(b) - min(b))
-    if abs(delta) <= spread_:
-        return f"{delta:+.1f} (≤ spread {spread_:.1f}: no difference)"
-    return f"{delta:+.1f} (> spread {spread_:.1f})"
+def _pairs(runs: Runs, baseline: Runs, key: str) -> list[tuple[Any, float, float]]:
+    """``(seed, run's value, baseline's value)`` for every seed both have, in ``runs``' order."""
+    seeds = [r.get("seed") for r in runs]
+    base_seeds = [r.get("seed") for r in baseline]
+    for side, ss in (("runs", seeds), ("baseline", base_seeds)):
+        if len(set(ss)) != len(ss):
+            raise ValueError(f"the {side} repeat a seed: {ss}")
+    base = {r.get("seed"): r[key] for r in baseline}
+    return [(r.get("seed"), r[key], base[r.get("seed")]) for r in runs if r.get("seed") in base]
 
 
 def by_seed(runs: Runs, baseline: Runs, key: str) -> str:
     """The difference to the baseline seed by seed (same initial weights and data order)."""
-    base = {r.get("seed"): r[key] for r in baseline}
-    pairs = [(r.get("seed"), r[key] - base[r.get("seed")]) for r in runs if r.get("seed") in base]
-    return ", ".join(f"s{seed} {100 * d:+.1f}" for seed, d in pairs)
+    return ", ".join(f"s{seed} {100 * (a - b):+.1f}" for seed, a, b in _pairs(runs, baseline, key))
+
+
+def paired_cell(runs: Runs, baseline: Runs, key: str, confidence: float = 0.95) -> str:
+    """The mean same-seed difference to the baseline in points, its Student-t interval and its
+    word: ``"+2.0 (+0.5 to +3.5) ahead"``.
+
+    Only the seeds both sides have are paired (:func:`paired_difference`); the word is
+    :func:`verdict_words` of the unrounded interval with no margin, since none was fixed
+    before these runs: "ahead" or "behind" when the interval excludes 0, else "not shown",
+    never "level". One paired seed gives the difference and no interval or word; none, a note.
+    """
+    pairs = _pairs(runs, baseline, key)
+    if not pairs:
+        return "no paired seeds"
+    res = paired_difference([a for _, a, _ in pairs], [b for _, _, b in pairs], confidence)
+    if res.n == 1:
+        return f"{100 * res.mean:+.1f} (1 paired seed: no interval)"
+    low, high = res.interval
+    return (f"{100 * res.mean:+.1f} ({100 * low:+.1f} to {100 * high:+.1f}) "
+            f"{verdict_words(res.interval)}")
 
 
 def regularized_beta(x: float, a: float, b: float) -> float:
@@ -215,10 +229,11 @@ def difference_table(pairs: Iterable[tuple[str, Runs, Runs]],
                      columns: Sequence[tuple[str, str, str]], head: str = "run") -> list[str]:
     """Markdown rows of differences to a baseline, one row per ``(name, runs, baseline)``.
 
-    ``columns``: ``(header, metric key, "verdict" or "by_seed")`` each: the mean difference
-    judged against the seed spread (:func:`verdict`), or the seed-by-seed differences.
+    ``columns``: ``(header, metric key, "paired" or "by_seed")`` each: the mean same-seed
+    difference with its 95 % interval and word (:func:`paired_cell`), or the seed-by-seed
+    differences (:func:`by_seed`).
     """
-    cell = {"verdict": verdict, "by_seed": by_seed}
+    cell = {"paired": paired_cell, "by_seed": by_seed}
     lines = [f"| {head} | " + " | ".join(h for h, _, _ in columns) + " |",
              "|---|" + "---|" * len(columns)]
     for name, runs, base in pairs:

@@ -1,5 +1,7 @@
 """The studies and tools end to end on tiny fixtures: the CamVid study trains, resumes and
-reports; the probe, the deploy study, the ONNX profiler and the int8 bisection run."""
+reports; the probe, the deploy study, the ONNX profiler and the int8 bisection run. The paired
+difference cells of the reports on hand-made runs, and those of docs/results.md from its own
+by-seed values."""
 
 from __future__ import annotations
 
@@ -65,14 +67,51 @@ def test_study_trains_resumes_and_reports(tmp_path: Path, monkeypatch) -> None:
         (out / "results.md").read_text()
 
 
-def test_verdict_compares_the_difference_with_the_seed_spread() -> None:
-    verdict = common.verdict
-    base = [{"miou": 0.30}, {"miou": 0.32}]  # range 2 points
-    assert verdict([{"miou": 0.325}, {"miou": 0.335}], base, "miou") == \
-        "+2.0 (≤ spread 2.0: no difference)"
-    assert verdict([{"miou": 0.36}, {"miou": 0.36}], base, "miou") == \
-        "+5.0 (> spread 2.0)"
-    assert verdict([{"miou": 0.20}], base, "miou") == "-11.0 (1 seed)"
+def test_paired_cell_gives_mean_interval_and_word_of_the_same_seed_differences() -> None:
+    cell = common.paired_cell
+
+    def runs(*values: float, seeds: tuple[int, ...] = (0, 1, 2)) -> list[dict]:
+        return [{"miou": v, "seed": s} for v, s in zip(values, seeds, strict=True)]
+
+    base = runs(0.30, 0.40, 0.35)
+    # differences +2, +3, +4 points: mean 3, sd 1, half-width t_{0.975, 2} · 1 / √3 = 2.484
+    assert cell(runs(0.32, 0.43, 0.39), base, "miou") == "+3.0 (+0.5 to +5.5) ahead"
+    assert cell(runs(0.28, 0.37, 0.31), base, "miou") == "-3.0 (-5.5 to -0.5) behind"
+    # +1, +2, +3: the interval (-0.5, +4.5) spans 0, though every seed is ahead
+    assert cell(runs(0.31, 0.42, 0.38), base, "miou") == "+2.0 (-0.5 to +4.5) not shown"
+    # -0.1, 0, +0.1: a tight interval around 0 is still "not shown": no margin was fixed in
+    # advance, so nothing is ever called "level"
+    assert cell(runs(0.299, 0.40, 0.351), base, "miou") == "+0.0 (-0.2 to +0.2) not shown"
+    # two seeds, +2 and +3: t_{0.975, 1} = 12.706, half-width 12.706 · 0.5 = 6.4
+    assert cell(runs(0.32, 0.43, seeds=(0, 1)), base, "miou") == "+2.5 (-3.9 to +8.9) not shown"
+    # same difference with both seeds: the interval is the point, which excludes 0
+    assert cell(runs(0.29, 0.39, seeds=(0, 1)), base, "miou") == "-1.0 (-1.0 to -1.0) behind"
+    # the seeds are paired by number, not by position; seed 7 has no partner and is left out
+    assert cell(runs(0.39, 0.32, 0.5, seeds=(2, 0, 7)), base, "miou") == \
+        "+3.0 (-9.7 to +15.7) not shown"
+    assert common.by_seed(runs(0.39, 0.32, 0.5, seeds=(2, 0, 7)), base, "miou") == \
+        "s2 +4.0, s0 +2.0"
+    assert cell(runs(0.20, seeds=(1,)), base, "miou") == "-20.0 (1 paired seed: no interval)"
+    assert cell(runs(0.20, seeds=(5,)), base, "miou") == "no paired seeds"
+    with pytest.raises(ValueError, match="repeat a seed"):
+        cell(runs(0.2, 0.3, seeds=(0, 0)), base, "miou")
+    assert not hasattr(common, "verdict")  # the spread rule is gone
+
+
+def test_difference_table_puts_paired_cells_and_seed_differences_in_columns() -> None:
+    base = [{"miou": 0.30, "mbf": 0.20, "seed": 0}, {"miou": 0.40, "mbf": 0.20, "seed": 1},
+            {"miou": 0.35, "mbf": 0.20, "seed": 2}]
+    gum = [{"miou": 0.32, "mbf": 0.25, "seed": 0}, {"miou": 0.43, "mbf": 0.25, "seed": 1},
+           {"miou": 0.39, "mbf": 0.25, "seed": 2}]
+    assert common.difference_table(
+        [("gum", gum, base)],
+        [("Δ mIoU (95 % CI)", "miou", "paired"), ("by seed", "miou", "by_seed"),
+         ("Δ BF (95 % CI)", "mbf", "paired")]) == [
+        "| run | Δ mIoU (95 % CI) | by seed | Δ BF (95 % CI) |", "|---|---|---|---|",
+        "| gum | +3.0 (+0.5 to +5.5) ahead | s0 +2.0, s1 +3.0, s2 +4.0 | "
+        "+5.0 (+5.0 to +5.0) ahead |"]
+    with pytest.raises(KeyError):
+        common.difference_table([("gum", gum, base)], [("Δ", "miou", "verdict")])
 
 
 def test_report_lists_seeds_and_differences_to_bilinear() -> None:
@@ -91,13 +130,37 @@ def test_report_lists_seeds_and_differences_to_bilinear() -> None:
     assert "| fpn_r18_bilinear | 2 | 32.0 (30.0–34.0) | 16.0 (15.0–17.0) | 15.0 (10.0–20.0) |" \
         in text
     assert "| gain_r18 | 1 | 35.0 |" in text
-    assert ("| gai | +9.0 (> spread 4.0) | s0 +10.0, s1 +8.0 | +4.5 (> spread 2.0) | "
-            "s0 +5.0, s1 +4.0 |") in text
-    assert "| gum | -3.0 (1 seed) | s1 -5.0 | -1.5 (1 seed) | s1 -2.5 |" in text
+    # +10 and +8: mean 9, half-width 12.706 · 1; +5 and +4: mean 4.5, half-width 12.706 · 0.5
+    assert ("| gai | +9.0 (-3.7 to +21.7) not shown | s0 +10.0, s1 +8.0 | "
+            "+4.5 (-1.9 to +10.9) not shown | s0 +5.0, s1 +4.0 |") in text
+    assert ("| gum | -5.0 (1 paired seed: no interval) | s1 -5.0 | "
+            "-2.5 (1 paired seed: no interval) | s1 -2.5 |") in text
+    assert "Δ mIoU (95 % CI)" in text and "spread" not in text.split("Difference to")[1]
     assert "| latency (ms) |" in text and "| 12.3 |" in text
     untimed = study.report(results, {}, args)  # --no-bench: no empty latency column
     assert "latency" not in untimed
     assert "| gain_r18 | 1 | 35.0 | 17.5 | 0.0 | 0.0 | 10.0 | 20.0 |\n" in untimed
+
+
+def test_results_page_intervals_follow_from_its_by_seed_values() -> None:
+    """Every "mean (low to high) word" cell of docs/results.md is recomputed from the "by seed"
+    cell beside it: the page's readings rest on nothing but its own tables."""
+    number = lambda text: float(text.replace("−", "-"))  # noqa: E731
+    cell = re.compile(r"([+−]\d+\.\d\d) \(([+−]\d+\.\d) to ([+−]\d+\.\d)\) "
+                      r"(ahead|behind|not shown)")
+    found = []
+    for line in (ROOT / "docs" / "results.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")] if line.startswith("| ") else []
+        for k, text in enumerate(cells):
+            if m := cell.fullmatch(text):
+                diffs = [number(pair.split()[1]) for pair in cells[k + 1].split(", ")]
+                res = common.paired_difference(diffs, [0.0] * len(diffs))
+                assert number(m[1]) == pytest.approx(res.mean, abs=0.0051), text
+                assert (number(m[2]), number(m[3])) == pytest.approx(res.interval, abs=0.051), text
+                assert m[4] == common.verdict_words(res.interval), text
+                found.append((cells[0], m[4]))
+    assert len(found) == 32  # tables 1 and 2, the faithful networks, the probe: mIoU and BF
+    assert ("frozen gum", "ahead") in found and ("fast_attention", "behind") in found
 
 
 def test_faithful_seeds_limit_the_faithful_networks_only(tmp_path: Path) -> None:
@@ -145,8 +208,9 @@ def test_probe_two_stages_on_a_frozen_backbone(tmp_path: Path) -> None:
     for row in ("| stage 1 (whole network, bilinear) | 1 |", "| frozen bilinear | 1 |",
                 "| frozen gai | 1 |", "| finetune bilinear | 1 |", "| finetune gai | 1 |"):
         assert row in text, row
-    for run in ("frozen gai", "finetune gai"):  # the difference rows, one seed: no spread
-        assert re.search(rf"\| {run} \| [+-]\d+\.\d \(1 seed\) \| s0 [+-]", text), run
+    for run in ("frozen gai", "finetune gai"):  # the difference rows, one seed: no interval
+        assert re.search(rf"\| {run} \| [+-]\d+\.\d \(1 paired seed: no interval\) \| s0 [+-]",
+                         text), run
     assert (out / "boundary_crops.png").stat().st_size > 0
     # a second seed for the frozen runs only: seed 0 is reused, nothing is fine-tuned on seed 1
     assert probe.main(argv + ["--seeds", "0", "1", "--finetune-seeds", "0", "--no-bench"]) == 0
@@ -154,7 +218,8 @@ def test_probe_two_stages_on_a_frozen_backbone(tmp_path: Path) -> None:
     assert not (out / "finetune_bilinear_s1").exists()
     text = (out / "results.md").read_text()
     assert "| frozen gai | 2 |" in text and "| finetune gai | 1 |" in text
-    assert re.search(r"\| frozen gai \| [+-]\d+\.\d \(.*spread.*\) \| s0 [+-]\d+\.\d, s1 ", text)
+    assert re.search(r"\| frozen gai \| [+-]\d+\.\d \([+-]\d+\.\d to [+-]\d+\.\d\) "
+                     r"(ahead|behind|not shown) \| s0 [+-]\d+\.\d, s1 ", text)
 
 
 def test_deploy_script_exports_scores_and_times_every_runtime(tmp_path: Path, capsys) -> None:

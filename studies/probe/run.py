@@ -8,8 +8,9 @@ and trains only the decoder, same recipe and budget, for every seed. A fine-tuni
 trains bilinear and the best stage-2 upsampler with the backbone unfrozen at 0.1× the learning
 rate. Every run is evaluated on the 233 test frames (mIoU, per-class IoU, boundary F at 1, 2
 and 3 px); the five ``fpn_r18`` models are timed in one interleaved ``rtseg bench`` run; the
-report gives the tables with the seed spread, the difference to bilinear, and a figure of
-boundary crops (test-frame windows around poles and sign edges) per upsampler.
+report gives the tables with the seed spread, the difference to bilinear paired seed by seed
+(mean, 95 % Student-t interval, ahead / behind / not shown), and a figure of boundary crops
+(test-frame windows around poles and sign edges) per upsampler.
 
 Every run lives in ``OUT/<name>/`` and resumes exactly (``last.pt``): re-run the same command
 to continue after a stop. Finished runs (``metrics_test.json``) are skipped::
@@ -170,7 +171,7 @@ def report(results: dict[str, list[dict]], speed: dict[str, dict]) -> str:
     classes = next(iter(results.values()))[0]["classes"]
     lines = ["Figures are mean (min–max over seeds) in %; BF@k is the boundary F-score with a "
              "k-pixel tolerance, averaged over classes.", ""] + table(results, speed, classes)
-    for r in (r for runs in results.values() for r in runs):  # verdict() reads flat keys
+    for r in (r for runs in results.values() for r in runs):  # the cells read flat keys
         r.update({f"bf{t}": r["mbf_at"][str(t)] for t in TOLERANCES})
     pairs = []  # (run, bilinear with the same backbone treatment)
     for n in results:
@@ -179,11 +180,14 @@ def report(results: dict[str, list[dict]], speed: dict[str, dict]) -> str:
         if kind in ("frozen", "finetune") and up != "bilinear" and base:
             pairs.append((n, base))
     if pairs:
-        lines += ["", "Difference to bilinear with the same backbone treatment, in points:", ""]
+        lines += ["", "Difference to bilinear with the same backbone treatment, in points, over "
+                  "the seeds both have: the mean same-seed difference with its 95 % Student-t "
+                  "interval; ahead or behind when the interval excludes 0, not shown otherwise.",
+                  ""]
         lines += difference_table(
             [(n, results[n], base) for n, base in pairs],
-            [("Δ mIoU", "miou", "verdict"), ("by seed", "miou", "by_seed")]
-            + [(f"Δ BF@{t}", f"bf{t}", "verdict") for t in TOLERANCES]
+            [("Δ mIoU (95 % CI)", "miou", "paired"), ("by seed", "miou", "by_seed")]
+            + [(f"Δ BF@{t} (95 % CI)", f"bf{t}", "paired") for t in TOLERANCES]
             + [("BF@2 by seed", "bf2", "by_seed")])
     lines += [""] + per_class_table(results, classes, head="run")
     return "\n".join(lines) + "\n"
