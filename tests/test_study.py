@@ -339,3 +339,16 @@ def test_run_study_turns_a_stop_and_a_user_error_into_one_line(capsys) -> None:
     assert err[1].endswith("error: configs/x.yaml: unknown field(s) itres; valid fields: iters")
     with pytest.raises(ZeroDivisionError):  # a defect keeps its traceback
         common.run_study(lambda: 1 // 0)
+
+
+def test_time_exports_times_each_applicable_variant(capsys) -> None:
+    from tools import time_exports
+
+    assert time_exports.main(["fpn_r18_bilinear", "fpn_r18_gum", "--variants", "plain", "fast",
+                              "gather", "--size", "32", "48", "--threads", "1", "--iters", "1",
+                              "--warmup", "0", "--num-classes", "3"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| fpn")]
+    assert [r.split(" | ")[0] for r in rows] == [
+        "| fpn_r18_bilinear [plain]", "| fpn_r18_bilinear [fast]", "| fpn_r18_gum [plain]",
+        "| fpn_r18_gum [fast]", "| fpn_r18_gum [gather]"]  # bilinear has no GUM to gather
+    assert rows[1].endswith("| 1.000 |")  # the floor: the first model's fast file
