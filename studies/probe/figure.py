@@ -48,7 +48,10 @@ def best_window(label: torch.Tensor) -> tuple[int, int, float]:
     return r * 8, c * 8, float(counts.max()) * size[0] * size[1]
 
 
-def boundary_figure(args: argparse.Namespace, path: Path, rows: int = 4) -> None:
+def boundary_figure(args: argparse.Namespace, path: Path, rows: int = 4,
+                    prefix: str = "frozen", **options) -> None:
+    """The crops of ``rows`` test frames; predictions of the runs ``<prefix>_<up>_s<seed>``
+    under ``args.out`` (first seed), loaded with the test-time ``options`` (e.g. ``scales``)."""
     ds = rtseg.data.CamVid(args.data, "test")
     palette = palette_of(ds)
     windows = sorted(((best_window(ds.load(i)[1]), i) for i in range(len(ds))),
@@ -59,8 +62,8 @@ def boundary_figure(args: argparse.Namespace, path: Path, rows: int = 4) -> None
             chosen.append(((top, left), i))
         if len(chosen) == rows:
             break
-    segs = load_runs({up: Path(args.out) / f"frozen_{up}_s{args.seeds[0]}"
-                      for up in args.upsamplers}, args.device)
+    segs = load_runs({up: Path(args.out) / f"{prefix}_{up}_s{args.seeds[0]}"
+                      for up in args.upsamplers}, args.device, **options)
     grid = []
     for (top, left), i in chosen:
         image, label = ds.load(i)
