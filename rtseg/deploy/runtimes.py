@@ -139,7 +139,10 @@ OPENVINO_FIRST_FP32 = frozenset({"gun"})
 # faster; its share of changed labels is below (ONNX Runtime's int8 files: 0.77-1.36 %). The
 # threshold was written down after these measurements (issue 29); they fall far on either side
 # of it (at most 2.63 % against at least 11.15 %), so any threshold from 3 % to 11 % picks the
-# same models.
+# same models. fpn_r18_ifa's and fpn_r18_gum's losses are an OpenVINO defect (with dynamic
+# shapes it folds some convolutions' biases into the following FakeQuantize and applies channel
+# 0's bias to every channel: docs/deploy.md, tools/openvino_int8_repro.py, whose --scan lists
+# the exposed convolutions of a file); rtseg does not work around it, so the list stays measured.
 INT8_MAX_CHANGED = 5.0
 INT8_OPENVINO_CHANGED = {  # % of pixels whose label differs from PyTorch fp32, OpenVINO int8
     "fpn_r18_bilinear": 0.76, "fpn_r18_gai": 0.77, "fpn_r18_fast_attention": 2.63,
