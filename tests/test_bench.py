@@ -321,3 +321,22 @@ def test_train_step_timing_tool_times_both_layouts(capsys):
     main(["--model", "fpn_r18_bilinear", "--batch", "2", "--size", "32", "48", "--iters", "1"])
     out = capsys.readouterr().out
     assert "| NCHW |" in out and "| NHWC |" in out and "NHWC / NCHW: " in out
+
+
+@pytest.mark.parametrize("backend, expected", [("onnxruntime", "gather"), ("openvino", "op")])
+def test_bench_exports_gum_sampling_the_way_each_runtime_runs_faster(
+        monkeypatch, backend: str, expected: str) -> None:
+    from rtseg.bench import cases
+    from rtseg.deploy import export, runtimes
+
+    seen = {}
+
+    def fake_export(model, path, size, **kw):
+        seen.update(kw)
+        return path
+
+    monkeypatch.setattr(export, "export_onnx", fake_export)
+    monkeypatch.setitem(runtimes.RUNTIMES, backend, lambda path, threads: "session")
+    setup = cases.Setup(device=torch.device("cpu"), size=(32, 32))
+    assert cases._exported(nn.Identity(), setup, backend) == "session"
+    assert seen["grid_sample"] == expected and seen["dynamic"] is False
