@@ -67,7 +67,7 @@ def test_the_queue_is_seed_major_recorded_once_and_skipped(tmp_path: Path, monke
     assert set(first) >= {"upsampler", "protocol", "seed", "test_miou", "bf1", "bf2", "bf3",
                           "biou", "per_class_iou", "iters", "train_hours", "command"}
     assert first["test_miou"] == 60.0 and first["bf2"] == 40.0 and first["biou"] == 20.0
-    assert first["per_class_iou"]["Bicyclist"] is None and first["iters"] == 400
+    assert first["per_class_iou"]["Bicyclist"] is None and first["iters"] == 800
     assert "--protocol frozen --seeds 0 --upsamplers bilinear" in first["command"]
     # a second call finds every run recorded and trains nothing
     calls.clear()

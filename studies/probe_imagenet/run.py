@@ -30,21 +30,23 @@ left (a begun run is resumed anyway), and when the time is up stops training aft
 step with ``last.pt`` written; it prints what is done and what remains and exits 0. SIGTERM or
 SIGINT: ``last.pt`` written during training, one line, exit status 128 + the signal.
 
-Budget (about 10 h of the 2-core CPU, in sessions of about 2 h of training): an end-to-end step
-takes 1.65 s (measured, docs/results.md); a frozen-backbone step is assumed to take 1.15 s, 0.7×
-(a decoder-only step on the frozen fpn_r18 backbone measured 0.66× a full step; Lite0 is lighter
-next to the same 128-channel head, so its share is put higher); ``--time-step`` measures both
-for every upsampler and projects the study's hours. Outside the steps a run costs about 4 min:
-the test (168 s for fpn_lite0_gum's 233 frames at 960×720), one validation of 101 frames (about
-50 s; runs of at most 500 iterations validate only at their end) and the set-up.
+Budget (about 10–12 h of the 2-core CPU, in sessions of about 2 h of training), from the
+measured steps (``--time-step``, quiet machine, 2026-12-01: frozen 0.73–1.11 s a step for
+bilinear, GAI, fast attention, GUM, IFA, DySample; 3.80–5.12 s for CARAFE, FADE, SAPA, whose
+training path was the gathered loop then; end to end 1.39–1.89 s) and about 4 min a run outside
+the steps (the test, 168 s for 233 frames at 960×720; validation at 500 and at the end; set-up).
 
-* A: 9 upsamplers × 3 seeds × (400 × 1.15 s = 7.7 min + 4 min) = 27 × 11.7 min ≈ 5.3 h
-* B: 5 models × 3 seeds × (500 × 1.65 s = 13.75 min + 4 min) = 15 × 17.75 min ≈ 4.4 h
+* A: 800 head-only iterations. A first 400-iteration run (bilinear, seed 0, 2026-12-01) ended at
+  51.0 % test mIoU with the training loss still falling (2.42 at iteration 100, 2.24 at 300,
+  1.91 at 380, under a decaying rate): at 400 the head is far from trained, and the table would
+  compare how fast each head learns. 18 runs × (800 × 0.9 s + 4 min) ≈ 4.8 h, plus 9 runs of
+  the CARAFE family at their training speed (≈ 2.6 h at 1 s a step, 8.6 h at the 4 s measured
+  before their training path changed).
+* B: 500 end-to-end iterations (the recipe's first validation point, a sixth of its 3000):
+  5 models × 3 seeds × (500 × 1.65 s + 4 min) ≈ 4.4 h.
 
-≈ 9.7 h in all, about 10 runs of A or 6 of B a session. 500 end-to-end iterations are the
-recipe's first validation point (a sixth of its 3000) and 400 head-only iterations give both
-protocols about half the budget; a fourth seed would cost 3.2 h more. These are short budgets:
-the tables compare the upsamplers at them, not at convergence.
+These are short budgets: the tables compare the upsamplers at them, not at convergence, and the
+validation curve of each run is in its ``log.jsonl``.
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ from studies.probe_imagenet.report import (
 
 TOLERANCES = (1, 2, 3)
 FROZEN_LR = 0.01
-S_PER_ITER = {"frozen": 1.15, "finetune": 1.65}  # assumed until runs are recorded
+S_PER_ITER = {"frozen": 0.9, "finetune": 1.65}  # --time-step medians; recorded runs replace them
 EVAL_MINUTES = 4.0  # test, one validation, set-up
 FINETUNE = ["bilinear", "gai", "gum"]
 
@@ -99,7 +101,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="protocol B's fixed ones (default: bilinear gai gum)")
     p.add_argument("--finetune-best", type=int, default=2,
                    help="protocol B also trains this many best protocol-A upsamplers")
-    p.add_argument("--frozen-iters", type=int, default=400)
+    p.add_argument("--frozen-iters", type=int, default=800)
     p.add_argument("--finetune-iters", type=int, default=500)
     p.add_argument("--stop-after", type=float, default=None, metavar="MINUTES")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
