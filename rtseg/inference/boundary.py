@@ -41,7 +41,14 @@ from collections.abc import Callable
 import torch
 
 from ..errors import UsageError
-from .metrics import _all_reduce_sum, _as_label_maps, _boundary, _check_range, _nanmean
+from .metrics import (
+    PooledCounts,
+    _all_reduce_sum,
+    _as_label_maps,
+    _boundary,
+    _check_range,
+    _nanmean,
+)
 
 Reduce = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -116,7 +123,7 @@ def boundary_iou_counts(pred: torch.Tensor, target: torch.Tensor, num_classes: i
     return torch.stack([inter, union])
 
 
-class BoundaryIoU:
+class BoundaryIoU(PooledCounts):
     """Per-class Boundary IoU pooled over a data set (see the module docstring).
 
     Args:
@@ -133,20 +140,9 @@ class BoundaryIoU:
         self.ignore_index = ignore_index
         self.counts = torch.zeros(2, num_classes, dtype=torch.int64, device=device)
 
-    def reset(self) -> None:
-        self.counts.zero_()
-
-    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        """Add a batch. ``pred``, ``target``: B×H×W or H×W integer label maps."""
-        counts = boundary_iou_counts(pred, target, self.num_classes, self.ratio,
-                                     self.ignore_index)
-        if self.counts.device != counts.device:
-            self.counts = self.counts.to(counts.device)
-        self.counts += counts
-
-    def reduce(self) -> None:
-        """Sum the counts over all DDP ranks (in place); a no-op without a process group."""
-        _all_reduce_sum(self.counts)
+    def _count(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return boundary_iou_counts(pred, target, self.num_classes, self.ratio,
+                                   self.ignore_index)
 
     def compute(self) -> dict[str, float | list[float]]:
         """``biou`` (mean over classes with a non-zero union), ``biou_per_class`` (NaN for a

@@ -263,7 +263,31 @@ def boundary_fscore(
     return _fscore_from_counts(counts, tolerance)
 
 
-class BoundaryFScore:
+class PooledCounts:
+    """A metric that sums an integer count tensor over updates (and DDP ranks): subclasses set
+    ``self.counts`` in ``__init__`` and implement ``_count(pred, target)`` and ``compute()``."""
+
+    counts: torch.Tensor
+
+    def _count(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        self.counts.zero_()
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        """Add a batch. ``pred``, ``target``: B×H×W or H×W integer label maps."""
+        counts = self._count(pred, target)
+        if self.counts.device != counts.device:
+            self.counts = self.counts.to(counts.device)
+        self.counts += counts
+
+    def reduce(self) -> None:
+        """Sum the counts over all DDP ranks (in place); a no-op without a process group."""
+        _all_reduce_sum(self.counts)
+
+
+class BoundaryFScore(PooledCounts):
     """Accumulating :func:`boundary_fscore`: pools the per-class counts over all updates.
 
     Args:
@@ -287,19 +311,8 @@ class BoundaryFScore:
         self.ignore_index = ignore_index
         self.counts = torch.zeros(4, num_classes, dtype=torch.int64, device=device)
 
-    def reset(self) -> None:
-        self.counts.zero_()
-
-    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        """Add a batch. ``pred``, ``target``: B×H×W or H×W integer label maps."""
-        counts = boundary_counts(pred, target, self.num_classes, self.tolerance, self.ignore_index)
-        if self.counts.device != counts.device:
-            self.counts = self.counts.to(counts.device)
-        self.counts += counts
-
-    def reduce(self) -> None:
-        """Sum the counts over all DDP ranks (in place); a no-op without a process group."""
-        _all_reduce_sum(self.counts)
+    def _count(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return boundary_counts(pred, target, self.num_classes, self.tolerance, self.ignore_index)
 
     def compute(self) -> dict[str, float | list[float]]:
         """Same keys as :func:`boundary_fscore`, from the pooled counts."""
