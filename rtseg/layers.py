@@ -42,8 +42,9 @@ _EAGER_PATHS = [True]
 @contextlib.contextmanager
 def reference_paths() -> Iterator[None]:
     """Inside this block every upsampler runs its plain formula (the tests' oracle) in
-    inference too: to time the fast paths against it (``rtseg bench --reference-paths``) or
-    to rule them out when chasing a difference."""
+    inference and in training (:func:`fast_training`) too: to time the fast paths against it
+    (``rtseg bench --reference-paths``, ``tools.time_train_step --reference-paths``) or to
+    rule them out when chasing a difference."""
     _FAST_PATHS.append(False)
     try:
         yield
@@ -88,6 +89,14 @@ def fast_inference(module: nn.Module | None, *tensors: torch.Tensor) -> bool:
     there too; docs/benchmarks.md). Off inside :func:`export_paths`."""
     return (_EAGER_PATHS[-1] and fast_formula(module, *tensors)
             and not tracing_or_exporting())
+
+
+def fast_training() -> bool:
+    """Whether an upsampler may take its eager *training* fast path (a formula with its own
+    backward, for calls that want gradients; CARAFE's, FADE's and SAPA's phase path): not
+    inside :func:`reference_paths` or :func:`export_paths` and not being traced or exported
+    (a recorded graph holds the plain formula)."""
+    return _FAST_PATHS[-1] and _EAGER_PATHS[-1] and not tracing_or_exporting()
 
 
 def activate(act: nn.Module | None, x: torch.Tensor) -> torch.Tensor:

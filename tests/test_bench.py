@@ -323,6 +323,20 @@ def test_train_step_timing_tool_times_both_layouts(capsys):
     assert "| NCHW |" in out and "| NHWC |" in out and "NHWC / NCHW: " in out
 
 
+def test_train_step_timing_tool_times_fast_against_reference_paths(capsys, monkeypatch):
+    from rtseg.upsample import carafe
+    from tools.time_train_step import main
+
+    calls = []
+    fn = carafe._scatter_phases
+    monkeypatch.setattr(carafe, "_scatter_phases", lambda *a: calls.append(1) or fn(*a))
+    main(["--model", "fpn_r18_carafe", "--batch", "2", "--size", "32", "32", "--iters", "1",
+          "--reference-paths"])
+    out = capsys.readouterr().out
+    assert "| reference |" in out and "| fast |" in out and "fast / reference: " in out
+    assert len(calls) == 2 * 3  # the fast copy's warm-up and timed step, 3 upsamplers each
+
+
 @pytest.mark.parametrize("backend, expected", [("onnxruntime", "gather"), ("openvino", "op")])
 def test_bench_exports_gum_sampling_the_way_each_runtime_runs_faster(
         monkeypatch, backend: str, expected: str) -> None:

@@ -65,6 +65,30 @@ def test_grid_sample_needs_opset_16(tmp_path, name, module):
         export_onnx(rtseg.create_model(name, 5), tmp_path / "g.onnx", SIZE, opset=15)
 
 
+def test_onnx_carafe_after_training_steps(tmp_path, monkeypatch, randomise):
+    # training takes the upsamplers' phase path (its own backward); the export records the
+    # plain formula all the same, at any size
+    from rtseg.upsample import carafe
+
+    calls: list[str] = []
+    for name in ("_reassemble_phases", "_scatter_phases", "_similarity_phases"):
+        fn = getattr(carafe, name)
+        monkeypatch.setattr(carafe, name, lambda *a, _fn=fn, _n=name: calls.append(_n) or _fn(*a))
+    model = randomise(rtseg.create_model("fpn_r18_carafe", 5, aux=False)).train()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    for _ in range(2):
+        opt.zero_grad()
+        logits, _ = model(torch.randn(2, 3, 64, 64))  # train mode: (main, aux outputs)
+        torch.nn.functional.cross_entropy(logits, torch.randint(0, 5, (2, 64, 64))).backward()
+        opt.step()
+    assert calls.count("_scatter_phases") == 2 * 3 and model.training
+    calls.clear()
+    path = export_onnx(model, tmp_path / "carafe.onnx", (32, 64))
+    assert calls == []
+    for size in ((32, 64), second_size((32, 64))):
+        assert check_onnx(model, path, size) <= 1e-4
+
+
 def test_torchscript_round_trip(tmp_path, randomise):
     model = randomise(rtseg.create_model("fpn_r18_gum", 5, aux=False))
     path = export_torchscript(model, tmp_path / "m.pt", SIZE)

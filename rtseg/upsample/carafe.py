@@ -24,18 +24,23 @@ s·h (odd inputs: 2h − 1 on ResNets, 2h + 1 on EfficientNet-Lite) get the pred
 bilinearly resized to H×W before the softmax — a choice the paper leaves open (it only upsamples
 by integer factors).
 
-The reassembly never builds the C·k_up²·H·W unfolded tensor: it loops over the k_up² taps
-(one gathered B×C×H×W term each), and its backward (:class:`_Reassemble`) recomputes the taps
-instead of storing them, so training memory is that of a few B×C×H×W maps. The same functions
-serve FADE and SAPA (:func:`reassemble`, :func:`window_similarity`).
+The reassembly never builds the C·k_up²·H·W unfolded tensor. What runs when
+(:func:`reassemble`, :func:`window_similarity`; the same functions serve FADE and SAPA):
 
-Inference fast path (:func:`rtseg.layers.fast_inference`: no gradient wanted, not traced or
-exported, not under :func:`rtseg.layers.reference_paths`) when the output is an exact multiple
-of the input, H = s_y·h and W = s_x·w (every stride-2 step of an even-sized network): the source
-cell of output pixel (s_y·u + p, s_x·v + q) is (u, v) for every sub-pixel phase (p, q), so tap
-(a, b) of all s_y·s_x phases is the *same* plain slice ``pad[u + a, v + b]`` of the zero-padded
-coarse map: no gather. In channels-last layout the output, viewed as B×h×s_y×w×s_x×C, gets
-one broadcast multiply-add per tap (:func:`_reassemble_phases`)::
+* **H = s_y·h and W = s_x·w** (every stride-2 step of an even-sized network, and every FPN
+  level of a 320×320 training crop): the *phase path*, in inference and in training alike.
+* **any other size pair** (odd inputs, 2h ± 1): the gather loop over the k_up² taps, one
+  gathered B×C×H×W term each; with gradients its backward (:class:`_Reassemble`) recomputes
+  the taps instead of storing them.
+* **traced or exported graphs, and inside** :func:`rtseg.layers.reference_paths` (the tests'
+  oracle): the plain gather loop at every size (the recomputing backward if gradients are
+  wanted).
+
+Phase path: the source cell of output pixel (s_y·u + p, s_x·v + q) is (u, v) for every
+sub-pixel phase (p, q), so tap (a, b) of all s_y·s_x phases is the *same* plain slice
+``pad[u + a, v + b]`` of the zero-padded coarse map: no gather. In channels-last layout the
+output, viewed as B×h×s_y×w×s_x×C, gets one broadcast multiply-add per tap
+(:func:`_reassemble_phases`)::
 
     out[:, u, p, v, q, :] += K_t[:, u, p, v, q] · pad[:, u + a, v + b, :]     t = a·k + b
 
@@ -43,9 +48,30 @@ the slice broadcast over (p, q), the kernel over the C contiguous channels; the 
 is the interleaved output as it is (no pixel shuffle), returned in the input's memory format.
 The windowed similarity does the same, each tap's products in one B×H×W×d buffer (reused),
 summed over d (:func:`_similarity_phases`). Both compute the plain formulas' products and sums
-(the similarity sums over d in another order: float rounding only); any other size pair (odd
-inputs), training and export take the plain loop. Inference memory: the output, a copy of the
-padded coarse map and, for the similarity, one B×H×W×d buffer.
+(the similarity sums over d in another order: float rounding only).
+
+Training at those sizes (:class:`_ReassemblePhases`, :class:`_WindowSimilarityPhases`): the
+forward is the same phase loop and the backward is in phase form too, because the three
+operations are each other's adjoints. With G = ∂L/∂out and ⟨·,·⟩ summed over everything::
+
+    ⟨G, reassemble(v, K)⟩ = ⟨K, similarity(G, v)⟩  →  ∂L/∂K = similarity(G, v)
+                                                      ∂L/∂v = scatter(G, K)
+    ⟨g, similarity(q, κ)⟩                             →  ∂L/∂q = reassemble(κ, g)
+                                                      ∂L/∂κ = scatter(q, g)
+
+where scatter (:func:`_scatter_phases`) adds, per tap and phase, K_t[:, :, p, :, q] ·
+G[:, :, p, :, q, :] into tap t's slice of a zero-padded B×(h+2r)×(w+2r)×C gradient (again a
+plain slice, no ``index_add``). Saved for backward: only the two inputs (the values or keys,
+alive anyway as the input of the kernel predictor; the kernels or queries, the softmax's own
+saved output), as in the gather loop. Transient: forward, the padded copy of the coarse map
+and the output (plus its NCHW copy for an NCHW input); backward, the incoming gradient in
+channels-last (one B×C×H×W copy unless it already is), one B×H×W×C product buffer for the
+similarity, the padded coarse gradient: a few B×C×H×W maps, as the gather loop's rows and
+terms were (peak RSS of a training step measured no higher; docs/benchmarks.md). A double
+backward (``create_graph=True``) falls back to the gather loop's differentiable backward.
+
+Inference memory: the output, a copy of the padded coarse map and, for the similarity, one
+B×H×W×d buffer.
 
 Sources: the paper (arXiv:1905.02188) and the official code (myownskyW7/CARAFE, no licence
 file; mmcv ``ops.carafe``, Apache-2.0), both CUDA-only. rtseg's code is its own.
@@ -59,7 +85,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import fast_inference, tracing_or_exporting
+from ..layers import fast_inference, fast_training, tracing_or_exporting
 from .ifa import nearest_cells
 
 
@@ -172,13 +198,14 @@ def _padded_rows(x: torch.Tensor, r: int) -> torch.Tensor:
 
 def _reassemble_phases(value: torch.Tensor, weights: torch.Tensor, k: int,
                        phases: tuple[int, int]) -> torch.Tensor:
-    """:func:`reassemble_plain` at H = s_y·h, W = s_x·w (module docstring: the fast path)."""
+    """:func:`reassemble_plain` at H = s_y·h, W = s_x·w (module docstring: the phase path)."""
     (sy, sx), r = phases, k // 2
     b, c, h, w = value.shape
     pad = _padded_rows(value, r)
     kern = weights.unflatten(2, (h, sy)).unflatten(4, (w, sx)).unsqueeze(-1)  # views
-    out = torch.empty((b, h, sy, w, sx, c), dtype=torch.result_type(value, weights),
-                      device=value.device)
+    res = torch.empty((b, c, h * sy, w * sx), dtype=torch.result_type(value, weights),
+                      device=value.device, memory_format=torch.channels_last)
+    out = res.permute(0, 2, 3, 1).view(b, h, sy, w, sx, c)  # a view of res
     for a in range(k):
         for bb in range(k):
             term = pad[:, a:a + h, None, bb:bb + w, None]  # B×h×1×w×1×C, broadcast over (p, q)
@@ -187,8 +214,7 @@ def _reassemble_phases(value: torch.Tensor, weights: torch.Tensor, k: int,
                 torch.mul(term, kern[:, t], out=out)
             else:
                 out.addcmul_(term, kern[:, t])
-    out = out.view(b, h * sy, w * sx, c).permute(0, 3, 1, 2)
-    return out.contiguous(memory_format=_memory_format(value))
+    return res.contiguous(memory_format=_memory_format(value))  # res itself, not a view
 
 
 def _similarity_phases(query: torch.Tensor, key: torch.Tensor, k: int,
@@ -207,6 +233,27 @@ def _similarity_phases(query: torch.Tensor, key: torch.Tensor, k: int,
             torch.mul(q, pad[:, a:a + h, None, bb:bb + w, None], out=prod)
             torch.sum(prod, -1, out=out[:, a * k + bb])
     return out.view(b, k * k, h * sy, w * sx)
+
+
+def _scatter_phases(grad: torch.Tensor, weights: torch.Tensor, k: int,
+                    phases: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
+    """Adjoint of :func:`_reassemble_phases` in the value, the gradient of the reassembly wrt
+    ``like`` (B×C×h×w): Σ_t Σ_(p,q) weights_t · grad added into tap t's slice of the padded
+    map. ``grad`` B×C×H×W, ``weights`` B×k²×H×W → B×C×h×w in ``like``'s memory format."""
+    (sy, sx), r = phases, k // 2
+    b, c, h, w = like.shape
+    g = grad.permute(0, 2, 3, 1).contiguous().view(b, h, sy, w, sx, c)  # no copy if NHWC
+    kern = weights.unflatten(2, (h, sy)).unflatten(4, (w, sx)).unsqueeze(-1)  # views
+    pad = torch.zeros((b, h + 2 * r, w + 2 * r, c), dtype=torch.result_type(grad, weights),
+                      device=grad.device)
+    for a in range(k):
+        for bb in range(k):
+            dst, t = pad[:, a:a + h, bb:bb + w], a * k + bb  # B×h×w×C, a view of pad
+            for p in range(sy):
+                for q in range(sx):
+                    dst.addcmul_(g[:, :, p, :, q], kern[:, t, :, p, :, q])
+    return pad[:, r:r + h, r:r + w].permute(0, 3, 1, 2).contiguous(
+        memory_format=_memory_format(like))
 
 
 class _Reassemble(torch.autograd.Function):
@@ -257,6 +304,58 @@ class _WindowSimilarity(torch.autograd.Function):
         return g_q, g_k, None
 
 
+class _ReassemblePhases(torch.autograd.Function):
+    """:func:`reassemble` at H = s_y·h, W = s_x·w with gradients (the training phase path):
+    forward :func:`_reassemble_phases`; backward in phase form too, saving only the inputs
+    (module docstring). A double backward (``create_graph``) takes :class:`_Reassemble`'s
+    differentiable backward."""
+
+    @staticmethod
+    def forward(ctx, value, weights, k, phases):
+        ctx.save_for_backward(value, weights)
+        ctx.k, ctx.phases = k, phases
+        with torch.no_grad():
+            return _reassemble_phases(value, weights, k, phases)
+
+    @staticmethod
+    def backward(ctx, grad):
+        if torch.is_grad_enabled():
+            return (*_Reassemble.backward(ctx, grad), None)
+        value, weights = ctx.saved_tensors
+        grad = grad.contiguous(memory_format=torch.channels_last)  # one copy, read twice
+        g_w = g_v = None
+        if ctx.needs_input_grad[1]:  # ⟨grad, Σ_t w_t·tap_t(v)⟩ = ⟨w, similarity(grad, v)⟩
+            g_w = _similarity_phases(grad, value, ctx.k, ctx.phases)
+        if ctx.needs_input_grad[0]:
+            g_v = _scatter_phases(grad, weights, ctx.k, ctx.phases, value)
+        return g_v, g_w, None, None
+
+
+class _WindowSimilarityPhases(torch.autograd.Function):
+    """:func:`window_similarity` at H = s_y·h, W = s_x·w with gradients (as
+    :class:`_ReassemblePhases`): the gradient wrt the query is a reassembly of the keys by the
+    logits' gradient, wrt the keys the reassembly's adjoint."""
+
+    @staticmethod
+    def forward(ctx, query, key, k, phases):
+        ctx.save_for_backward(query, key)
+        ctx.k, ctx.phases = k, phases
+        with torch.no_grad():
+            return _similarity_phases(query, key, k, phases)
+
+    @staticmethod
+    def backward(ctx, grad):
+        if torch.is_grad_enabled():
+            return (*_WindowSimilarity.backward(ctx, grad), None)
+        query, key = ctx.saved_tensors
+        g_q = g_k = None
+        if ctx.needs_input_grad[0]:
+            g_q = _reassemble_phases(key, grad, ctx.k, ctx.phases)
+        if ctx.needs_input_grad[1]:
+            g_k = _scatter_phases(query, grad, ctx.k, ctx.phases, key)
+        return g_q, g_k, None, None
+
+
 def _recompute(*tensors: torch.Tensor) -> bool:
     return (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
             and not tracing_or_exporting())
@@ -265,9 +364,11 @@ def _recompute(*tensors: torch.Tensor) -> bool:
 def reassemble(value: torch.Tensor, weights: torch.Tensor, k: int) -> torch.Tensor:
     """CARAFE's reassembly: B×C×h×w values, B×k²×H×W kernels (tap t = a·k + b over the k×k
     window around each output pixel's source cell) → B×C×H×W. Memory O(B·C·H·W)."""
-    if _recompute(value, weights):
-        return _Reassemble.apply(value, weights, k)
     phases = _phases((weights.shape[-2], weights.shape[-1]), (value.shape[-2], value.shape[-1]))
+    if _recompute(value, weights):
+        if phases is not None and fast_training():
+            return _ReassemblePhases.apply(value, weights, k, phases)
+        return _Reassemble.apply(value, weights, k)
     if phases is not None and fast_inference(None, value, weights):
         return _reassemble_phases(value, weights, k, phases)
     return reassemble_plain(value, weights, k)
@@ -276,9 +377,11 @@ def reassemble(value: torch.Tensor, weights: torch.Tensor, k: int) -> torch.Tens
 def window_similarity(query: torch.Tensor, key: torch.Tensor, k: int) -> torch.Tensor:
     """Dot products of each query (B×d×H×W) with the k² keys (B×d×h×w) of its window → B×k²×H×W.
     Keys outside the map are zero vectors (logit 0)."""
-    if _recompute(query, key):
-        return _WindowSimilarity.apply(query, key, k)
     phases = _phases((query.shape[-2], query.shape[-1]), (key.shape[-2], key.shape[-1]))
+    if _recompute(query, key):
+        if phases is not None and fast_training():
+            return _WindowSimilarityPhases.apply(query, key, k, phases)
+        return _WindowSimilarity.apply(query, key, k)
     if phases is not None and fast_inference(None, query, key):
         return _similarity_phases(query, key, k, phases)
     return window_similarity_plain(query, key, k)

@@ -12,8 +12,11 @@ jointly from ``x`` and the fine encoder feature ``f`` (B×C×H×W), then gates::
 one 3×3 convolution ``E`` (d → k², with bias) encodes both — the same weights on the fine and on
 the coarse grid, which is the "semi-shift" sharing. ``up`` is nearest upsampling and
 ``reassemble`` CARAFE's k×k reassembly (:func:`rtseg.upsample.carafe.reassemble`, zero outside
-the map), k = 5. FADE-Lite compresses both inputs straight to k² channels and makes ``E`` a
-depthwise 3×3 convolution (k² groups).
+the map), k = 5: at H = 2h, W = 2w its phase path (plain slices of the padded coarse map, no
+gather) in inference and in training, forward and backward; at odd sizes, under tracing and
+inside :func:`rtseg.layers.reference_paths` the gather loop (:mod:`rtseg.upsample.carafe`).
+FADE-Lite compresses both inputs straight to k² channels and makes ``E`` a depthwise 3×3
+convolution (k² groups).
 
 Choices the paper leaves open, taken from the official pure-PyTorch files
 (``pytorch_implementation/FADE_L2H.py``): softmax over the k² kernel taps; ``E``'s bias
