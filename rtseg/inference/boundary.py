@@ -48,6 +48,7 @@ from .metrics import (
     _boundary,
     _check_range,
     _nanmean,
+    precision_recall_f,
 )
 
 Reduce = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -253,12 +254,8 @@ class PerImageBoundaryFScore:
         """Add a batch. ``pred``, ``target``: B×H×W or H×W integer label maps."""
         counts, present = per_image_counts(pred, target, self.num_classes, self.ratio,
                                            self.ignore_index)
-        matched_pred, n_pred, matched_true, n_true = counts.double()
-        precision = torch.where(n_pred > 0, matched_pred / n_pred.clamp(min=1), 0.0)
-        recall = torch.where(n_true > 0, matched_true / n_true.clamp(min=1), 0.0)
-        pr_sum = precision + recall
-        fscore = torch.where(pr_sum > 0, 2 * precision * recall / pr_sum.clamp(min=1e-12), 0.0)
-        scored = present & ((n_pred + n_true) > 0)  # B×K
+        precision, recall, fscore, has_boundary = precision_recall_f(counts)
+        scored = present & has_boundary  # B×K
         weight = scored.double()
         if self.class_sums.device != counts.device:
             self.class_sums = self.class_sums.to(counts.device)

@@ -206,15 +206,22 @@ def boundary_counts(
     return counts
 
 
-def _fscore_from_counts(counts: torch.Tensor, tolerance: int) -> dict[str, float | list[float]]:
+def precision_recall_f(counts: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(precision, recall, F, present) from boundary counts ``[matched_pred, n_pred,
+    matched_true, n_true]`` (4×…, any trailing shape), in float64. A class with boundary
+    pixels on one side only scores P = R = F = 0 on the empty side; ``present``: either side
+    has a boundary pixel."""
     matched_pred, n_pred, matched_true, n_true = counts.double()
-    nan = torch.full_like(n_pred, math.nan)
-    present = (n_pred + n_true) > 0
-    # A class with boundaries on one side only scores P = R = F = 0 on the empty side.
     precision = torch.where(n_pred > 0, matched_pred / n_pred.clamp(min=1), 0.0)
     recall = torch.where(n_true > 0, matched_true / n_true.clamp(min=1), 0.0)
     pr_sum = precision + recall
     fscore = torch.where(pr_sum > 0, 2 * precision * recall / pr_sum.clamp(min=1e-12), 0.0)
+    return precision, recall, fscore, (n_pred + n_true) > 0
+
+
+def _fscore_from_counts(counts: torch.Tensor, tolerance: int) -> dict[str, float | list[float]]:
+    precision, recall, fscore, present = precision_recall_f(counts)
+    nan = torch.full_like(fscore, math.nan)
     fscore = torch.where(present, fscore, nan)
     return {
         "mbf": _nanmean(fscore),
