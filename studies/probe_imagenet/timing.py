@@ -6,12 +6,30 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 
 import rtseg
+from rtseg.bench import time_interleaved
 from studies.probe_imagenet.report import PROTOCOLS
 from studies.probe_imagenet.run import EVAL_MINUTES
+
+
+def _train_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+                loss: Callable) -> Callable[[], None]:
+    """One SGD step of ``model`` (its trainable parameters) on (x, y) with ``loss``."""
+    opt = torch.optim.SGD([q for q in model.parameters() if q.requires_grad], lr=0.01)
+
+    def step() -> None:
+        model.train()
+        logits, aux = model(x)
+        value, _ = loss((logits, list(aux)), y)
+        opt.zero_grad()
+        value.backward()
+        opt.step()
+
+    return step
 
 
 def time_step(args: argparse.Namespace, size: tuple[int, int] = (320, 320), batch: int = 8,
@@ -32,27 +50,15 @@ def time_step(args: argparse.Namespace, size: tuple[int, int] = (320, 320), batc
         nets = {p: rtseg.create_model(f"fpn_lite0_{up}", 11).to(memory_format=nhwc)
                 for p in PROTOCOLS}
         weights.freeze(nets["frozen"], "backbone")
-        opts = {p: torch.optim.SGD([q for q in m.parameters() if q.requires_grad], lr=0.01)
-                for p, m in nets.items()}
-        times: dict[str, list[float]] = {p: [] for p in nets}
-        for i in range(steps + 1):
-            for p, m in nets.items():
-                m.train()
-                t = time.perf_counter()
-                logits, aux = m(x)
-                value, _ = loss((logits, list(aux)), y)
-                opts[p].zero_grad()
-                value.backward()
-                opts[p].step()
-                if i:
-                    times[p].append(time.perf_counter() - t)
+        stats = time_interleaved({p: _train_step(m, x, y, loss) for p, m in nets.items()},
+                                 warmup=1, iters=steps)
         model = nets["finetune"].eval()
         with torch.no_grad():
             model(frame)
             t = time.perf_counter()
             model(frame)
             forward = time.perf_counter() - t
-        out[up] = {**{p: statistics.median(v) for p, v in times.items()}, "forward": forward}
+        out[up] = {**{p: r["median_ms"] / 1e3 for p, r in stats.items()}, "forward": forward}
         r = out[up]
         print(f"{up}: frozen {r['frozen']:.2f} s/step, end-to-end {r['finetune']:.2f} s/step "
               f"({r['frozen'] / r['finetune']:.2f}×), test frame {forward:.2f} s", flush=True)
