@@ -17,6 +17,11 @@ def first_line(err: BaseException) -> str:
     return lines[0].strip() if lines else type(err).__name__
 
 
+def one_line(message: str) -> str:
+    """``message``'s non-empty lines joined by "; ": an error printed as one line."""
+    return "; ".join(line.strip() for line in message.strip().splitlines() if line.strip())
+
+
 class RtsegError(Exception):
     """Base of the expected, user-facing errors."""
 

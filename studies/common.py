@@ -343,7 +343,7 @@ def run_study(main: Callable[[], int | None]) -> int:
     """Run a study's ``main`` as a command: a stop by signal (``last.pt`` written) or a user's
     mistake (:class:`rtseg.errors.RtsegError`) is one line on stderr, not a traceback; the exit
     status is 128 + the signal, or 2."""
-    from rtseg.errors import RtsegError, RunInterrupted
+    from rtseg.errors import RtsegError, RunInterrupted, one_line
 
     name = Path(sys.argv[0]).parent.name or "study"
     try:
@@ -352,5 +352,5 @@ def run_study(main: Callable[[], int | None]) -> int:
         print(f"{name}: {e}", file=sys.stderr)
         return 128 + e.signum
     except RtsegError as e:
-        print(f"{name}: error: {'; '.join(str(e).splitlines())}", file=sys.stderr)
+        print(f"{name}: error: {one_line(str(e))}", file=sys.stderr)
         return 2

@@ -13,7 +13,7 @@ import argparse
 import sys
 
 from .. import __version__
-from ..errors import RtsegError, RunInterrupted
+from ..errors import RtsegError, RunInterrupted, one_line
 from . import bench, convert, data, export, infer, info, train
 
 COMMANDS = (info, train, infer, data, bench, export, convert)
@@ -37,10 +37,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line(message: str) -> str:
-    return "; ".join(line.strip() for line in message.strip().splitlines() if line.strip())
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -62,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"rtseg {args.command}: interrupted", file=sys.stderr)
         return 130
-    print(f"rtseg {args.command}: error: {_one_line(message)}", file=sys.stderr)
+    print(f"rtseg {args.command}: error: {one_line(message)}", file=sys.stderr)
     return 2
 
 
