@@ -51,7 +51,8 @@ class _Reader:
 
 def quantize_int8(src: str | Path, dst: str | Path, batches: Iterable[np.ndarray],
                   per_channel: bool = True, op_types: list[str] | None = None,
-                  exclude: list[str] | None = None, islands: bool = True) -> dict[str, Any]:
+                  exclude: list[str] | None = None, islands: bool = True,
+                  extra_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write the int8 QDQ version of the ONNX model ``src`` to ``dst``.
 
     Args:
@@ -61,6 +62,7 @@ def quantize_int8(src: str | Path, dst: str | Path, batches: Iterable[np.ndarray
         exclude: names of nodes left in float.
         islands: leave float only what must be (:func:`float_islands` before quantising,
             :func:`tidy_qdq` after); False: the quantiser's own placement of Q/DQ pairs.
+        extra_options: passed to ``quantize_static`` (e.g. ``{"ActivationSymmetric": True}``).
 
     Returns:
         ``{"quantized": {op: count}, "float": {op: count}, "calibration_batches": n}``, and with
@@ -101,7 +103,8 @@ def quantize_int8(src: str | Path, dst: str | Path, batches: Iterable[np.ndarray
             quantize_static(str(src), str(dst), _Reader(name, counted()),
                             quant_format=QuantFormat.QDQ, per_channel=per_channel,
                             weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-                            op_types_to_quantize=op_types, nodes_to_exclude=exclude)
+                            op_types_to_quantize=op_types, nodes_to_exclude=exclude,
+                            extra_options=extra_options)
     finally:
         if inlined:
             inlined.unlink(missing_ok=True)
