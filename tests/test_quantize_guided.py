@@ -29,13 +29,14 @@ from rtseg.deploy.quantize import calibration_batches, quantize_int8  # noqa: E4
 from studies.common import randomise_weights  # noqa: E402
 
 SIZE = (64, 128)
+OTHER = (96, 160)  # a dynamic int8 file runs at any size; its ranges were calibrated at SIZE
 GUIDED = ["fpn_r18_gai", "fpn_r18_ifa", "fpn_r18_gum", "fpn_r18_fast_attention"]
 # Largest fraction of pixels whose class may change against fp32, and largest mean |logit
-# difference| over the fp32 logits' standard deviation. Random weights leave the classes
-# close together (logit std about 0.2), so labels flip for differences that would not move a
-# trained network's; measured at this size: see docs/deploy.md, "int8 of the guided
-# upsamplers".
-MAX_CHANGED = 0.08
+# difference| over the fp32 logits' standard deviation, at either size. Random weights leave
+# the classes close together (logit std about 0.2), so labels flip for differences that would
+# not move a trained network's. Measured here (islands): at most 4.5 % and 0.023 at 64×128
+# (GUM), 8.4 % and 0.033 at 96×160 (GUM; the quantiser's own placement: 42.5 % and 0.277).
+MAX_CHANGED = 0.10
 MAX_RELATIVE = 0.04
 
 
@@ -67,17 +68,19 @@ def quantised(request, tmp_path_factory):
         warnings.simplefilter("ignore")
         export_onnx(model, src, SIZE, grid_sample="gather" if name.endswith("gum") else "op")
     calib = list(calibration_batches("synthetic", SIZE, 4))
-    check = list(calibration_batches("synthetic", SIZE, 4, seed=1))
-    reference = _logits(src, check)
+    checks = {size: list(calibration_batches("synthetic", size, 4, seed=1))
+              for size in (SIZE, OTHER)}
+    reference = {size: _logits(src, images) for size, images in checks.items()}
     files = {}
     for islands in (True, False):
         dst = folder / f"{name}.{'islands' if islands else 'plain'}.int8.onnx"
         quantize_int8(src, dst, calib, islands=islands)
-        out = _logits(dst, check)
-        changed = np.mean([(a.argmax(1) != b.argmax(1)).mean() for a, b in zip(reference, out)])
-        relative = np.mean([np.abs(a - b).mean() / a.std() for a, b in zip(reference, out)])
-        files[islands] = (dst, onnx.load(str(dst)).graph, _kernels(dst, folder),
-                          (float(changed), float(relative)))
+        errors = {}
+        for size, images in checks.items():
+            pairs = list(zip(reference[size], _logits(dst, images)))
+            errors[size] = (float(np.mean([(a.argmax(1) != b.argmax(1)).mean() for a, b in pairs])),
+                            float(np.mean([np.abs(a - b).mean() / a.std() for a, b in pairs])))
+        files[islands] = (dst, onnx.load(str(dst)).graph, _kernels(dst, folder), errors)
     return name, src, onnx.load(str(src)).graph, files
 
 
@@ -118,12 +121,13 @@ def test_what_each_guided_upsampler_keeps_float(quantised):
     plain_from = Counter(_maker(plain_graph)(q.input[0]) for q in plain_graph.node
                          if q.op_type == "QuantizeLinear")
     if name == "fpn_r18_gai":
-        # energies go from the int8 products straight into the float softmax; the 0/−inf
-        # mask and the masked energies are never quantised; the exponentials are (for p·v)
+        # energies go from the int8 products straight into the float softmax (the quantiser
+        # alone rounds them to 8 bits); the exponentials are quantised for p·v, the column's
+        # after the float × 0/1 mask (summed in float, not from a dequantised copy)
         assert kernels["MatMulIntegerToFloat"] == 24 and kernels["QLinearMatMul"] == 0
-        assert plain_kernels["QLinearMatMul"] == 24
-        assert quantised_from["MatMul"] == quantised_from["Where"] == quantised_from["Cast"] == 0
-        assert plain_from["Cast"] == 3 and quantised_from["Exp"] == 12
+        assert plain_kernels["QLinearMatMul"] == 24 and plain_from["MatMul"] == 24
+        assert quantised_from["MatMul"] == 0 and quantised_from["Exp"] == 6
+        assert quantised_from["Mul"] == 12  # 6 masked column exponentials (float Mul), 6 γ·(…)
     if name == "fpn_r18_ifa":
         assert kernels["QGemm"] == 4 and quantised_from["Sin"] == quantised_from["Cos"] == 3
         assert plain_from["MatMul"] > quantised_from["MatMul"]  # the phases were quantised
@@ -139,9 +143,18 @@ def test_what_each_guided_upsampler_keeps_float(quantised):
 
 def test_int8_logits_stay_close_to_fp32(quantised):
     name, _, _, files = quantised
-    changed, relative = files[True][3]
-    plain_changed, plain_relative = files[False][3]
+    changed, relative = files[True][3][SIZE]
+    plain_changed, plain_relative = files[False][3][SIZE]
     assert changed <= MAX_CHANGED and relative <= MAX_RELATIVE, (changed, relative)
     assert relative <= 1.05 * plain_relative  # never worse than the quantiser's placement
-    if name == "fpn_r18_gai":  # the softmax no longer sees 8-bit energies
-        assert relative <= 0.3 * plain_relative, (relative, plain_relative)
+
+
+def test_int8_file_stays_close_at_a_size_it_was_not_calibrated_at(quantised):
+    """Image-independent arithmetic (sampling positions, cell indices, phases) grows with the
+    size; quantised with ranges calibrated at SIZE it saturates at a larger one."""
+    name, _, _, files = quantised
+    changed, relative = files[True][3][OTHER]
+    plain_changed, plain_relative = files[False][3][OTHER]
+    assert changed <= MAX_CHANGED and relative <= MAX_RELATIVE, (changed, relative)
+    if name == "fpn_r18_gum":  # GUM's positions quantised: most labels change
+        assert plain_changed > 0.2 and plain_relative > 5 * relative, (plain_changed, relative)

@@ -147,6 +147,8 @@ _PRODUCTS = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
 # Data movement: quantised when what they move is (ONNX Runtime then moves 8-bit values).
 _MOVES = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Gather", "GatherElements",
           "Slice", "Split", "Concat", "Resize", "MaxPool", "Pad", "Expand"}
+# Element-wise nodes the quantiser has int8 forms for.
+_ELEMENTWISE = {"Add", "Mul", "Relu", "Clip", "LeakyRelu", "Sigmoid", "Where"}
 # Products ONNX Runtime runs from int8 inputs to a float output (``MatMulIntegerToFloat``,
 # ``QGemm`` without an output scale): no QuantizeLinear is needed after them.
 _FLOAT_OUT = {"MatMul", "Gemm"}
@@ -185,7 +187,13 @@ def float_islands(model: Any) -> set[str]:
       inputs, the ``MatMul`` that makes its phases for ``Sin`` and ``Cos`` does not);
     * element-wise and data-movement nodes (``Add``, ``Mul``, ``Transpose``, ``Resize``, …)
       whose every reader is float (or a graph output): quantising their output would only be
-      undone; repeated until nothing changes, so a chain feeding a float island joins it.
+      undone;
+    * element-wise nodes that read only float tensors and have a float reader besides int8
+      ones (GAI's exponentials × the 0/1 mask, summed in float and multiplied in int8): in
+      float the float reader needs no dequantised copy, and the int8 readers get the
+      quantised output all the same;
+
+    the last two repeated until nothing changes, so a chain feeding a float island joins it.
 
     Products are never left float for their neighbours: their inputs are quantised and
     :func:`tidy_qdq` drops the quantisation of an output that only float nodes read.
@@ -203,10 +211,17 @@ def float_islands(model: Any) -> set[str]:
                 or (n.op_type not in _PRODUCTS | _MOVES and n.name not in depends)}
     fixed = {n.name for n in graph.node if n.op_type in _PRODUCTS and n.name in depends}
 
+    made = {o: n for n in graph.node for o in n.output}
+    constant = {t.name for t in graph.initializer}
+
     def reads_float(node: Any) -> bool:
         used = [r for o in node.output for r in readers[o] if r.op_type != "Shape"]
         to_output = any(o in outputs for o in node.output)
-        return (bool(used) or to_output) and all(r.name in floating for r in used)
+        if (bool(used) or to_output) and all(r.name in floating for r in used):
+            return True
+        return (node.op_type in _ELEMENTWISE and any(r.name in floating for r in used)
+                and all(i in constant or i not in made or made[i].name in floating
+                        for i in node.input if i))
 
     changed = True
     while changed:
