@@ -335,7 +335,7 @@ def tidy_qdq(model: Any, excluded: set[str]) -> dict[str, int]:
 # Operators that carry no arithmetic worth quantising (shapes, indices, layout).
 _PLUMBING = {"Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Slice", "Cast", "Constant",
              "Reshape", "Transpose", "ConstantOfShape", "Range", "Expand", "Floor", "Div",
-             "Sub", "Equal", "Where", "Less", "Greater", "Identity", "Flatten", "Split",
+             "Sub", "Equal", "Not", "Where", "Less", "Greater", "Identity", "Flatten", "Split",
              "QuantizeLinear", "DequantizeLinear"}
 
 
