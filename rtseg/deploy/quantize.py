@@ -176,9 +176,10 @@ def float_islands(model: Any) -> set[str]:
     type it knows, whatever the neighbours do. Around arithmetic that has no int8 kernel (a
     softmax's ``ReduceMax``/``Sub``/``Exp``/``ReduceSum``/``Div``, IFA's ``Sin``/``Cos``) that
     means quantising values only to dequantise them again, and rounding them to 8 bits on the
-    way: the attention energies before the exponential, the −inf mask that leaves GAI's self
-    position out of its column (quantised it is a finite number), IFA's phases before their
-    sines. Left float here:
+    way: the attention energies before the exponential, a −inf mask (quantised it is a finite
+    number: GAI's first fast graph had one), IFA's phases before their sines, GUM's sampling
+    positions (with ranges calibrated at one size, which saturate at a larger one). Left float
+    here:
 
     * every node of a type the quantiser has no int8 form for;
     * arithmetic that does not depend on the image (computed from sizes and constants only:
@@ -195,8 +196,9 @@ def float_islands(model: Any) -> set[str]:
 
     the last two repeated until nothing changes, so a chain feeding a float island joins it.
 
-    Products are never left float for their neighbours: their inputs are quantised and
-    :func:`tidy_qdq` drops the quantisation of an output that only float nodes read.
+    Products that depend on the image are never left float for their neighbours: their
+    inputs are quantised and :func:`tidy_qdq` drops the quantisation of an output that only
+    float nodes read.
     """
     graph = model.graph
     known = _quantisable()
