@@ -277,6 +277,9 @@ def test_onnx_profile_sums_operator_time_by_type_after_the_warmup() -> None:
                "args": {"op_name": "Conv"}}]
     assert prof.ort_times(events, warmup=1, iters=2) == pytest.approx(
         {"Conv": 1.3, "Relu": 0.2, "(whole call)": 2.0})
+    # each node's fastest timed call (Conv 0.6, Relu ran once: 0.4), summed
+    assert prof.ort_times(events, warmup=1, iters=2, stat="min") == pytest.approx(
+        {"Conv": 0.6, "Relu": 0.4, "(whole call)": 1.0, "(fastest call)": 1.0})
     # OpenVINO: (wall seconds, [(node type, seconds)]) of each timed call
     calls = [(0.010, [("Convolution", 0.006), ("Eltwise", 0.001)]),
              (0.020, [("Convolution", 0.010), ("Convolution", 0.002)])]
@@ -303,6 +306,9 @@ def test_onnx_profile_reports_every_operator_type_of_a_real_file(tmp_path: Path,
         assert ov_ops.pop("(whole call)") > 0 and "Convolution" in ov_ops
     assert prof.main([str(tmp_path / "missing.onnx")]) == 2
     assert "missing.onnx: no such file" in capsys.readouterr().err
+    assert prof.main([str(path), "--size", "32", "48", "--threads", "1", "--warmup", "1",
+                      "--iters", "2", "--stat", "min"]) == 0
+    assert "sum of per-node minima over 2 calls after 1" in capsys.readouterr().out
 
 
 def test_int8_bisect_quantises_only_the_named_convolutions(tmp_path: Path, capsys) -> None:

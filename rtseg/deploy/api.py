@@ -107,7 +107,7 @@ class ExportReport:
                              f"images from {self.int8_calib}") + "; quantised: "
                        + ", ".join(f"{k} ×{v}" for k, v in sorted(q["quantized"].items())))
             if q["float"]:
-                out.append("  still float (no int8 form in ONNX Runtime's quantiser): "
+                out.append("  still float (no int8 kernel, or only float nodes read it): "
                            + ", ".join(f"{k} ×{v}" for k, v in sorted(q["float"].items())))
         if self.int8 and self.int8_agreement:
             a = self.int8_agreement

@@ -24,9 +24,9 @@ the joint softmax of :func:`criss_cross_attention` on channels-last tensors
 (:func:`criss_cross_lines`): the query as one d-wide 1×1 ``Conv`` per input (the query-source
 and query layers composed, no concatenation of S↑ and L), made channels-last once for both
 recurrences; k and v as ``Gemm`` on the value rows; per recurrence four batched ``MatMul``
-(row and column energies, row and column outputs), the self position left out of the column
-energies by adding an H×H matrix of 0 and −inf, one shared maximum, ``Exp``, sums and one
-division. Besides the change to channels-last of q and of the value (and back before
+(row and column energies, row and column outputs), one shared maximum, ``Exp``, the self
+position left out of the column by multiplying its exponentials by an H×H matrix of 0 and 1,
+sums and one division. Besides the change to channels-last of q and of the value (and back before
 ``fuse``), only swaps of H and W (``Transpose`` of contiguous vectors) change the layout: the
 plain graph's NCHW → column-major ``Transpose`` of q, k and v in every recurrence, its
 ``Where`` over the B×W×H×H column energies and its concatenation of S↑ and L are gone. The
@@ -98,19 +98,21 @@ def criss_cross_lines(q: torch.Tensor, q_col: torch.Tensor, k: torch.Tensor,
         H and W (``transpose(1, 2)``: contiguous d- or c-vectors moved as blocks) of k and v
         for the column part and of its result; the reference's NCHW → column-major
         permutations of q, k and v (element by element) are gone. A pixel's own key is left
-        out of its column by adding an H×H matrix of 0 and −inf (a broadcast ``Add``; the
-        reference's masked fill exports as a ``Where`` that ONNX Runtime runs several times
-        slower). No in-place writes, no loop: one graph for any H and W.
+        out of its column by multiplying the column's exponentials by an H×H matrix of 1 and
+        0 (a broadcast ``Mul``; the reference's masked fill exports as a ``Where`` that ONNX
+        Runtime runs several times slower, and adding −inf before the exponential sends
+        every masked entry down the exponential's slow subnormal path: ONNX Runtime's
+        ``Exp`` took 2.2× as long). The shared maximum may include the pixel's own energy:
+        its row holds it too. No in-place writes, no loop: one graph for any H and W.
     """
     e_row = torch.matmul(q, k.transpose(-1, -2))  # B×H×W×W': (i, j) with (i, j')
     k_col, v_col = k.transpose(1, 2), v.transpose(1, 2)  # B×W×H×·
     e_col = torch.matmul(q_col, k_col.transpose(-1, -2))  # B×W×H×H': (i, j) with (i', j)
-    idx = torch.arange(q.shape[1], device=q.device)
-    skip_self = torch.where(idx[:, None] == idx[None], float("-inf"), 0.0).to(e_col.dtype)
-    e_col = e_col + skip_self  # H×H, broadcast: each pixel counted once, in its row
     m = torch.maximum(e_row.amax(-1), e_col.amax(-1).transpose(1, 2))  # B×H×W
+    idx = torch.arange(q.shape[1], device=q.device)
+    keep = (idx[:, None] != idx[None]).to(e_col.dtype)  # H×H: each pixel counted once, in its row
     p_row = torch.exp(e_row - m.unsqueeze(-1))
-    p_col = torch.exp(e_col - m.transpose(1, 2).unsqueeze(-1))
+    p_col = torch.exp(e_col - m.transpose(1, 2).unsqueeze(-1)) * keep
     denom = p_row.sum(-1) + p_col.sum(-1).transpose(1, 2)  # B×H×W
     out = torch.matmul(p_row, v) + torch.matmul(p_col, v_col).transpose(1, 2)
     return out / denom.unsqueeze(-1)
