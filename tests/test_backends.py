@@ -187,7 +187,8 @@ def test_int8_quantises_convs_whose_bias_the_exporter_shared(tmp_path):
     pytest.importorskip("onnxruntime", reason="the int8 path needs onnxruntime")
     from onnx import TensorProto, helper, numpy_helper
 
-    from rtseg.deploy.quantize import float_nodes, inline_constant_identities, quantize_int8
+    from rtseg.deploy.qdq_placement import inline_constant_identities
+    from rtseg.deploy.quantize import float_nodes, quantize_int8
 
     rng = np.random.default_rng(0)
     inits = [numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w1"),

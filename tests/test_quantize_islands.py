@@ -15,11 +15,8 @@ ort = pytest.importorskip("onnxruntime", reason="the int8 path needs onnxruntime
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from rtseg.deploy.quantize import (  # noqa: E402
-    drop_noop_casts,
-    float_islands,
-    quantize_int8,
-)
+from rtseg.deploy.qdq_placement import drop_noop_casts, float_islands  # noqa: E402
+from rtseg.deploy.quantize import quantize_int8  # noqa: E402
 
 
 def ort_kernels(path, tmp_path) -> Counter:
