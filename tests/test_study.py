@@ -357,4 +357,19 @@ def test_time_exports_times_each_applicable_variant(capsys) -> None:
     assert [r.split(" | ")[0] for r in rows] == [
         "| fpn_r18_bilinear [plain]", "| fpn_r18_bilinear [fast]", "| fpn_r18_gum [plain]",
         "| fpn_r18_gum [fast]", "| fpn_r18_gum [gather]"]  # bilinear has no GUM to gather
-    assert rows[1].endswith("| 1.000 |")  # the floor: the first model's fast file
+    assert rows[1].endswith("| 1.000 |  |")  # the floor: the first model's fast file
+
+
+def test_time_exports_int8_twins_report_their_speed_up(capsys) -> None:
+    pytest.importorskip("onnxruntime", reason="the int8 twins need onnxruntime's quantiser")
+    from tools import time_exports
+
+    assert time_exports.main(["fpn_r18_bilinear", "--int8", "--calib-images", "1", "--size",
+                              "32", "48", "--threads", "1", "--iters", "1", "--warmup", "0",
+                              "--num-classes", "3"]) == 0
+    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| fpn")]
+    assert [r[0] for r in rows] == ["| fpn_r18_bilinear [fast]", "| fpn_r18_bilinear [fast int8]"]
+    fp32_ms, int8_ms = float(rows[0][1]), float(rows[1][1])
+    gain = float(rows[1][4].removesuffix("× |"))  # from the unrounded medians
+    assert gain == pytest.approx(fp32_ms / int8_ms, rel=0.1) and rows[0][4].strip() == "|"

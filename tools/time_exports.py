@@ -11,6 +11,10 @@ given thread count, and every file is timed in one interleaved run
 * ``gather``: ``fast`` with GUM's sampling as four gathers and a blend (``grid_sample="gather"``;
   models without GUM skip it).
 
+``--int8`` adds each file's int8 twin (:func:`rtseg.deploy.quantize.quantize_int8`, what
+``rtseg export --int8`` writes, calibrated on ``--calib-images`` built-in synthetic scenes at the
+size) to the same interleaved run, with its speed-up over its own fp32 file.
+
 The table gives the median and 10th–90th percentile latency in ms, and each file's median over
 the first model's ``fast`` file (the floor column of ``rtseg bench``)::
 
@@ -32,6 +36,7 @@ import torch
 from rtseg import create_model
 from rtseg.bench import time_interleaved
 from rtseg.deploy.export import export_onnx
+from rtseg.deploy.quantize import calibration_batches, quantize_int8
 from rtseg.deploy.runtimes import RUNTIMES
 from rtseg.layers import reference_paths
 from studies.common import randomise_weights, run_study
@@ -49,6 +54,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--num-classes", type=int, default=19)
+    p.add_argument("--int8", action="store_true", help="also time each file's int8 twin")
+    p.add_argument("--calib-images", type=int, default=8)
     return p.parse_args(argv)
 
 
@@ -77,19 +84,31 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.models:
             for variant in args.variants:
                 path = export_variant(name, variant, size, args.num_classes, Path(tmp))
-                if path is not None:
-                    seg = RUNTIMES[args.runtime](path, threads=args.threads)
-                    runs[f"{name} [{variant}]"] = (lambda s=seg: s(x))
+                if path is None:
+                    continue
+                files = {f"{name} [{variant}]": path}
+                if args.int8:
+                    int8 = path.with_suffix(".int8.onnx")
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        quantize_int8(path, int8, calibration_batches(
+                            "synthetic", size, args.calib_images))
+                    files[f"{name} [{variant} int8]"] = int8
+                for key, file in files.items():
+                    seg = RUNTIMES[args.runtime](file, threads=args.threads)
+                    runs[key] = (lambda s=seg: s(x))
         stats = time_interleaved(runs, warmup=args.warmup, iters=args.iters)
     first = f"{args.models[0]} [fast]"
     floor = (stats.get(first) or next(iter(stats.values())))["median_ms"]
     print(f"{args.runtime}, {size[0]}×{size[1]}, batch 1, {args.threads} threads, "
           f"{args.iters} interleaved calls each")
-    print(f"| file | median ms | p10–p90 ms | × {first if first in stats else 'first'} |\n"
-          "|---|---|---|---|")
+    print(f"| file | median ms | p10–p90 ms | × {first if first in stats else 'first'} "
+          "| int8 speed-up over its fp32 file |\n|---|---|---|---|---|")
     for key, s in stats.items():
+        fp32 = stats.get(key.replace(" int8]", "]")) if key.endswith(" int8]") else None
+        gain = f"{fp32['median_ms'] / s['median_ms']:.2f}×" if fp32 else ""
         print(f"| {key} | {s['median_ms']:.1f} | {s['p10_ms']:.0f}–{s['p90_ms']:.0f} | "
-              f"{s['median_ms'] / floor:.3f} |")
+              f"{s['median_ms'] / floor:.3f} | {gain} |")
     return 0
 
 
