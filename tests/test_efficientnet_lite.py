@@ -139,3 +139,44 @@ def test_backbone_option_builds_any_lite() -> None:
     assert isinstance(model.backbone, EfficientNetLite)
     assert [m.in_channels for m in model.modules() if isinstance(m, nn.Conv2d)][-1] > 0
     assert model.backbone.out_channels == (24, 48, 120, 1280)
+
+
+def test_stride2_level_is_the_first_stage_in_front_of_the_same_features() -> None:
+    torch.manual_seed(0)
+    plain = EfficientNetLite().eval()
+    fine = EfficientNetLite(stride2=True).eval()
+    fine.load_state_dict(plain.state_dict())
+    x = torch.randn(1, 3, 67, 93)
+    with torch.no_grad():
+        four, five = plain(x), fine(x)
+        scaled = x * fine.input_scale + fine.input_shift
+        stem = fine.act(fine.bn0(fine.conv_stem(fine.stem_pad(scaled))))
+        first = fine.blocks[0](stem)  # Lite0's first stage is one block
+    assert fine.out_channels == (16, *plain.out_channels) and fine.out_strides[0] == 2
+    assert len(five) == 5 and torch.equal(five[0], first) and first.shape[-2:] == (33, 46)
+    assert all(torch.equal(a, b) for a, b in zip(four, five[1:], strict=True))
+
+
+@pytest.mark.parametrize("upsampler", ["bilinear", "gum", "dysample", "carafe", "gai"])
+def test_output_stride_2_runs_its_head_at_stride_2(upsampler: str) -> None:
+    model = rtseg.create_model(f"fpn_lite0_{upsampler}", 5, output_stride=2).train()
+    seen = []
+    model.head.register_forward_hook(lambda m, i, o: seen.append(o.shape[-2:]))
+    x = torch.randn(2, 3, 67, 93)
+    logits, aux = model(x)
+    assert logits.shape == (2, 5, 67, 93) and len(aux) == 2
+    assert seen == [(33, 46)]  # the stride-2 level of a 67×93 input
+    logits.sum().backward()
+    for name in ("lateral", "reduce", "up"):  # (GUM's offsets and GAI's gate start at zero:
+        grads = [p.grad for p in model.fine[name].parameters()]  # only their last layer moves)
+        assert grads and all(g is not None for g in grads), name
+        assert any(g.abs().sum() > 0 for g in grads), name
+
+
+def test_output_stride_2_refuses_what_it_cannot_build() -> None:
+    with pytest.raises(RtsegError, match="not with|not available with ifa"):
+        rtseg.create_model("fpn_lite0_ifa", 5, output_stride=2)
+    with pytest.raises(RtsegError, match="stride-2 level .*not 'resnet18'"):
+        rtseg.create_model("fpn_r18_gum", 5, output_stride=2)
+    with pytest.raises(RtsegError, match="output_stride must be 4 or 2, got 8"):
+        rtseg.create_model("fpn_lite0_gum", 5, output_stride=8)

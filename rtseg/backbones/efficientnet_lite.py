@@ -121,13 +121,15 @@ class EfficientNetLite(nn.Module):
         input_norm: ``"inception"`` (default) maps rtseg's ImageNet-normalised input to the
             ``(x − 127)/128`` scale the ImageNet weights were trained on; ``"imagenet"`` feeds
             the input as it comes.
+        stride2: also return the first stage's output (16 channels at stride 2) in front.
 
     Forward: ``x`` B×3×H×W (ImageNet-normalised) → ``[c2, c3, c4, c5]`` with
-    ``out_channels[i]`` channels at stride ``out_strides[i]`` (4, 8, 16, 32).
+    ``out_channels[i]`` channels at stride ``out_strides[i]`` (4, 8, 16, 32); with ``stride2``,
+    ``[c1, c2, c3, c4, c5]`` at strides (2, 4, 8, 16, 32).
     """
 
     def __init__(self, width: float = 1.0, depth: float = 1.0,
-                 input_norm: str = "inception") -> None:
+                 input_norm: str = "inception", stride2: bool = False) -> None:
         super().__init__()
         if input_norm not in ("inception", "imagenet"):
             raise ValueError(f"input_norm must be 'inception' or 'imagenet', got {input_norm!r}")
@@ -156,10 +158,10 @@ class EfficientNetLite(nn.Module):
         self.conv_head = nn.Conv2d(cin, _HEAD, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(_HEAD, eps=_BN_EPS)
         self.act = nn.ReLU6(inplace=True)
-        self.taps = {self.stage_ends[s] for s in _FEATURE_STAGES}
-        self.out_channels = tuple(
-            round_channels(_STAGES[s][4], width) for s in _FEATURE_STAGES) + (_HEAD,)
-        self.out_strides = (4, 8, 16, 32)
+        stages = ((0,) if stride2 else ()) + _FEATURE_STAGES
+        self.taps = {self.stage_ends[s] for s in stages}
+        self.out_channels = tuple(round_channels(_STAGES[s][4], width) for s in stages) + (_HEAD,)
+        self.out_strides = ((2,) if stride2 else ()) + (4, 8, 16, 32)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

@@ -13,6 +13,15 @@ in which the upsampler does every coarse-to-fine step::
 and l4 (weights 0.4, 0.4) sit *before* the upsamplers so that they are identical in every
 variant. With ``U = bilinear`` this is a plain FPN whose upsampling carries GAI's 1×1
 projections; each other variant replaces exactly that module.
+
+``output_stride=2`` (rtseg's option, EfficientNet-Lite backbones: their first stage gives 16
+channels at stride 2) adds one narrow step before the head, which then runs at stride 2::
+
+    p1 = U_1(R(p2), l1) + l1        R: 1×1 CBR 128 → 32; l1: 1×1 CBR 16 → 32; U_1 at 32 channels
+
+with the head 32 channels wide. Why: a pole 2 px wide at CamVid's 480×360 covers one stride-4
+cell at the recipe's scale 2, and bilinear interpolation of stride-4 logits smears it (the
+ImageNet issue's pole floor). Not with IFA (it reads four levels at once).
 """
 
 from __future__ import annotations
@@ -38,6 +47,8 @@ class FPN(SegmentationModel):
         channels: head width.
         aux: build the two auxiliary heads.
         upsampler_kwargs: options of the pairwise upsampler (e.g. GUM's ``guidance``).
+        output_stride: 4, or 2 with a 5-level backbone (stride 2 first) and a narrow last step.
+        fine_channels: width of the stride-2 step and head (``output_stride=2``).
     """
 
     aux_weights = (0.4, 0.4)
@@ -50,23 +61,42 @@ class FPN(SegmentationModel):
         channels: int = 128,
         aux: bool = True,
         upsampler_kwargs: dict | None = None,
+        output_stride: int = 4,
+        fine_channels: int = 32,
     ) -> None:
         super().__init__()
         if upsampler not in UPSAMPLERS:
             raise UnknownNameError(
                 f"unknown upsampler {upsampler!r}; available: {', '.join(UPSAMPLERS)}")
+        if output_stride not in (2, 4):
+            raise ConfigError(f"output_stride must be 4 or 2, got {output_stride!r}")
+        if output_stride == 2 and upsampler == "ifa":
+            raise ConfigError("output_stride=2 is not available with ifa (it reads the four "
+                              "levels at once)")
+        levels = 5 if output_stride == 2 else 4
+        if len(backbone.out_channels) != levels:
+            raise ConfigError(f"output_stride={output_stride} needs a {levels}-level backbone; "
+                              f"this one has {len(backbone.out_channels)} levels")
         c = channels
+        kwargs = upsampler_kwargs or {}
         self.upsampler = upsampler
         self.backbone = backbone
-        self.lateral = nn.ModuleList(ConvBNAct(ch, c, 1) for ch in backbone.out_channels)
+        self.fine = None
+        if output_stride == 2:
+            cf = fine_channels
+            self.fine = nn.ModuleDict({
+                "lateral": ConvBNAct(backbone.out_channels[0], cf, 1),
+                "reduce": ConvBNAct(c, cf, 1),
+                "up": create_upsampler(upsampler, cf, cf, cf, **kwargs)})
+        self.lateral = nn.ModuleList(ConvBNAct(ch, c, 1) for ch in backbone.out_channels[-4:])
         if upsampler == "ifa":
-            self.ifa = IFA([c] * 4, c, hidden=(2 * c, c, c), **(upsampler_kwargs or {}))
+            self.ifa = IFA([c] * 4, c, hidden=(2 * c, c, c), **kwargs)
         else:
-            self.top_down = nn.ModuleList(create_upsampler(upsampler, c, c, c,
-                                                           **(upsampler_kwargs or {}))
+            self.top_down = nn.ModuleList(create_upsampler(upsampler, c, c, c, **kwargs)
                                           for _ in range(3))
-        self.head = nn.Sequential(ConvBNAct(c, c, 3), nn.Dropout2d(0.1),
-                                  nn.Conv2d(c, num_classes, 1))
+        ch = fine_channels if output_stride == 2 else c
+        self.head = nn.Sequential(ConvBNAct(ch, ch, 3), nn.Dropout2d(0.1),
+                                  nn.Conv2d(ch, num_classes, 1))
         self.aux_heads = (
             nn.ModuleList(SegHead(c, c // 2, num_classes) for _ in range(2)) if aux else None
         )
@@ -83,8 +113,13 @@ class FPN(SegmentationModel):
         return p
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
-        laterals = [lat(f) for lat, f in zip(self.lateral, self.backbone(x), strict=True)]
-        logits = self.head(self.decode(laterals))
+        features = self.backbone(x)
+        laterals = [lat(f) for lat, f in zip(self.lateral, features[-4:], strict=True)]
+        p = self.decode(laterals)
+        if self.fine is not None:
+            fine = self.fine["lateral"](features[0])
+            p = self.fine["up"](self.fine["reduce"](p), fine) + fine
+        logits = self.head(p)
         aux = None
         if self.training and self.aux_heads is not None:
             aux = [h(lat) for h, lat in zip(self.aux_heads, laterals[1:3], strict=True)]
@@ -95,20 +130,27 @@ def _register_fpn(upsampler: str, prefix: str, default_backbone: str) -> None:
     @register_model(f"{prefix}_{upsampler}")
     def build(num_classes: int, pretrained_backbone: str | None = None, aux: bool = True, *,
               channels: int = 128, backbone: str = default_backbone,
-              upsampler_kwargs: dict | None = None) -> FPN:
-        net = create_backbone(backbone, pretrained_backbone)
-        if len(net.out_channels) != 4:
+              upsampler_kwargs: dict | None = None, output_stride: int = 4,
+              fine_channels: int = 32) -> FPN:
+        if output_stride == 2 and not backbone.startswith("efficientnet_lite"):
+            raise ConfigError(f"output_stride=2 needs a backbone with a stride-2 level "
+                              f"(efficientnet_lite0/1/2), not {backbone!r}")
+        net = create_backbone(backbone, pretrained_backbone,
+                              **({"stride2": True} if output_stride == 2 else {}))
+        if len(net.out_channels) != 4 + (output_stride == 2):
             raise ConfigError(f"the FPN needs a 4-level backbone; {backbone!r} has "
                               f"{len(net.out_channels)} levels")
         return FPN(num_classes, net, upsampler, channels=channels, aux=aux,
-                   upsampler_kwargs=upsampler_kwargs)
+                   upsampler_kwargs=upsampler_kwargs, output_stride=output_stride,
+                   fine_channels=fine_channels)
 
     build.__doc__ = (
         f"FPN on {default_backbone} with the ``{upsampler}`` upsampler at every step.\n\n"
         "Options: ``channels`` (head width, 128), ``backbone`` (any 4-level name of "
         "``rtseg.backbones.BACKBONES``), ``upsampler_kwargs`` (passed to every upsampler, e.g. "
-        "``{'guidance': 'high_res'}`` for GUM). ``pretrained_backbone='imagenet'`` starts the "
-        "backbone from ImageNet.")
+        "``{'guidance': 'high_res'}`` for GUM), ``output_stride`` (4, or 2 on an "
+        "EfficientNet-Lite backbone: one more narrow step, ``fine_channels`` wide). "
+        "``pretrained_backbone='imagenet'`` starts the backbone from ImageNet.")
 
 
 for _name in UPSAMPLERS:
