@@ -15,13 +15,16 @@ variant. With ``U = bilinear`` this is a plain FPN whose upsampling carries GAI'
 projections; each other variant replaces exactly that module.
 
 ``output_stride=2`` (rtseg's option, EfficientNet-Lite backbones: their first stage gives 16
-channels at stride 2) adds one narrow step before the head, which then runs at stride 2::
+channels at stride 2) refines the logits once more at stride 2, as a residual::
 
-    p1 = U_1(R(p2), l1) + l1        R: 1×1 CBR 128 → 32; l1: 1×1 CBR 16 → 32; U_1 at 32 channels
+    r = Conv1x1(CBR3x3(cat[z↑2, CBR1x1(c1)]))     z: the stride-4 logits, ↑2 bilinear to stride 2
+    logits = z↑ + r↑                               ↑ bilinear to the input
 
-with the head 32 channels wide. Why: a pole 2 px wide at CamVid's 480×360 covers one stride-4
-cell at the recipe's scale 2, and bilinear interpolation of stride-4 logits smears it (the
-ImageNet issue's pole floor). Not with IFA (it reads four levels at once).
+with the CBRs ``fine_channels`` (32) wide and the last 1×1 layer initialised to zero, so the
+refined network starts as exactly the stride-4 one (z goes to the input in one resize, as
+there) and a trained stride-4 checkpoint fine-tunes into it (``init_from``). Why: a pole 2 px
+wide at CamVid's 480×360 covers one stride-4 cell at the recipe's scale 2, and bilinear
+interpolation of stride-4 logits smears it (the ImageNet issue's pole floor).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from torch import nn
 
 from ..backbones import ResNet, create_backbone
 from ..errors import ConfigError, UnknownNameError
-from ..layers import ConvBNAct, SegHead
+from ..layers import ConvBNAct, SegHead, resize
 from ..registry import register_model
 from ..upsample import IFA, UPSAMPLERS, create_upsampler
 from .base import ModelOutput, SegmentationModel
@@ -47,8 +50,9 @@ class FPN(SegmentationModel):
         channels: head width.
         aux: build the two auxiliary heads.
         upsampler_kwargs: options of the pairwise upsampler (e.g. GUM's ``guidance``).
-        output_stride: 4, or 2 with a 5-level backbone (stride 2 first) and a narrow last step.
-        fine_channels: width of the stride-2 step and head (``output_stride=2``).
+        output_stride: 4, or 2 with a 5-level backbone (stride 2 first): the residual
+            refinement of the logits at stride 2 (module docstring).
+        fine_channels: width of the refinement (``output_stride=2``).
     """
 
     aux_weights = (0.4, 0.4)
@@ -70,9 +74,6 @@ class FPN(SegmentationModel):
                 f"unknown upsampler {upsampler!r}; available: {', '.join(UPSAMPLERS)}")
         if output_stride not in (2, 4):
             raise ConfigError(f"output_stride must be 4 or 2, got {output_stride!r}")
-        if output_stride == 2 and upsampler == "ifa":
-            raise ConfigError("output_stride=2 is not available with ifa (it reads the four "
-                              "levels at once)")
         levels = 5 if output_stride == 2 else 4
         if len(backbone.out_channels) != levels:
             raise ConfigError(f"output_stride={output_stride} needs a {levels}-level backbone; "
@@ -81,22 +82,23 @@ class FPN(SegmentationModel):
         kwargs = upsampler_kwargs or {}
         self.upsampler = upsampler
         self.backbone = backbone
-        self.fine = None
+        self.refine = None
         if output_stride == 2:
             cf = fine_channels
-            self.fine = nn.ModuleDict({
+            self.refine = nn.ModuleDict({
                 "lateral": ConvBNAct(backbone.out_channels[0], cf, 1),
-                "reduce": ConvBNAct(c, cf, 1),
-                "up": create_upsampler(upsampler, cf, cf, cf, **kwargs)})
+                "fuse": ConvBNAct(cf + num_classes, cf, 3),
+                "out": nn.Conv2d(cf, num_classes, 1)})
+            nn.init.zeros_(self.refine["out"].weight)
+            nn.init.zeros_(self.refine["out"].bias)
         self.lateral = nn.ModuleList(ConvBNAct(ch, c, 1) for ch in backbone.out_channels[-4:])
         if upsampler == "ifa":
             self.ifa = IFA([c] * 4, c, hidden=(2 * c, c, c), **kwargs)
         else:
             self.top_down = nn.ModuleList(create_upsampler(upsampler, c, c, c, **kwargs)
                                           for _ in range(3))
-        ch = fine_channels if output_stride == 2 else c
-        self.head = nn.Sequential(ConvBNAct(ch, ch, 3), nn.Dropout2d(0.1),
-                                  nn.Conv2d(ch, num_classes, 1))
+        self.head = nn.Sequential(ConvBNAct(c, c, 3), nn.Dropout2d(0.1),
+                                  nn.Conv2d(c, num_classes, 1))
         self.aux_heads = (
             nn.ModuleList(SegHead(c, c // 2, num_classes) for _ in range(2)) if aux else None
         )
@@ -115,11 +117,14 @@ class FPN(SegmentationModel):
     def forward(self, x: torch.Tensor) -> ModelOutput:
         features = self.backbone(x)
         laterals = [lat(f) for lat, f in zip(self.lateral, features[-4:], strict=True)]
-        p = self.decode(laterals)
-        if self.fine is not None:
-            fine = self.fine["lateral"](features[0])
-            p = self.fine["up"](self.fine["reduce"](p), fine) + fine
-        logits = self.head(p)
+        logits = self.head(self.decode(laterals))
+        if self.refine is not None:
+            up = resize(logits, features[0].shape[-2:])
+            fine = self.refine["lateral"](features[0])
+            r = self.refine["out"](self.refine["fuse"](torch.cat([up, fine], dim=1)))
+            size = x.shape[-2:]
+            logits = (resize(logits, size, self.align_corners)
+                      + resize(r, size, self.align_corners))
         aux = None
         if self.training and self.aux_heads is not None:
             aux = [h(lat) for h, lat in zip(self.aux_heads, laterals[1:3], strict=True)]
@@ -149,7 +154,7 @@ def _register_fpn(upsampler: str, prefix: str, default_backbone: str) -> None:
         "Options: ``channels`` (head width, 128), ``backbone`` (any 4-level name of "
         "``rtseg.backbones.BACKBONES``), ``upsampler_kwargs`` (passed to every upsampler, e.g. "
         "``{'guidance': 'high_res'}`` for GUM), ``output_stride`` (4, or 2 on an "
-        "EfficientNet-Lite backbone: one more narrow step, ``fine_channels`` wide). "
+        "EfficientNet-Lite backbone: the logits refined at stride 2, ``fine_channels`` wide). "
         "``pretrained_backbone='imagenet'`` starts the backbone from ImageNet.")
 
 
