@@ -1,4 +1,5 @@
-"""Segmentation losses: pixel-wise cross-entropy, OHEM cross-entropy, and deep supervision.
+"""Segmentation losses: pixel-wise cross-entropy, OHEM cross-entropy, STDC's detail loss, and
+deep supervision.
 
 Shapes: logits are B×K×H×W, targets B×H×W int64 class indices, ``ignore_index`` marks pixels
 that never contribute to a loss. Every loss here is a mean over the pixels it counts; when no
@@ -21,6 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# Kinds of auxiliary output a model may declare in ``aux_kinds`` (default: all "seg").
+AUX_KINDS = ("seg", "detail")
 
 
 def _masked_mean(pixel_loss: torch.Tensor, mask: torch.Tensor, target: torch.Tensor,
@@ -171,32 +174,132 @@ class OhemCrossEntropy(nn.Module):
         return _masked_mean(pixel_loss, kept, target, self.weight)
 
 
+# STDC's detail targets (MichaelFan01/STDC-Seg, loss/detail_loss.py): a 3×3 Laplacian of the
+# label map at strides 1, 2 and 4, fused with fixed weights.
+_LAPLACIAN = ((-1.0, -1.0, -1.0), (-1.0, 8.0, -1.0), (-1.0, -1.0, -1.0))
+DETAIL_STRIDES = (1, 2, 4)
+DETAIL_FUSE = (0.6, 0.3, 0.1)
+DETAIL_THRESHOLD = 0.1
+
+
+def detail_targets(target: torch.Tensor) -> torch.Tensor:
+    """STDC's binary detail (boundary) map of a label map, as the official code computes it.
+
+    For each stride s in 1, 2, 4: ``L_s = max(0, conv2d(labels, Laplacian, stride=s,
+    padding=1))`` on the label values (a float copy; zero padding outside the image; ignored
+    pixels enter with their label value), brought back to H×W by nearest resizing (s > 1),
+    binarised by ``L_s > 0.1``; then ``fused = 0.6·b_1 + 0.3·b_2 + 0.1·b_4`` (float32) and the
+    target is ``fused > 0.1``. A pixel is detail where its label exceeds the mean of its 8
+    neighbours (only one side of a class boundary, the side of the larger label, and image
+    borders of non-zero labels). A pixel marked only at stride 4 fuses to exactly 0.1, not
+    above the threshold: with the official weights the stride-4 map adds no pixel of its own.
+
+    Args:
+        target: B×H×W integer labels.
+
+    Returns:
+        B×1×H×W float32 of 0 and 1.
+    """
+    if target.dim() != 3:
+        raise ValueError(f"expected a B×H×W label map, got {tuple(target.shape)}")
+    labels = target.unsqueeze(1).float()
+    kernel = torch.tensor(_LAPLACIAN, dtype=labels.dtype, device=labels.device).view(1, 1, 3, 3)
+    fused = torch.zeros_like(labels)
+    for stride, w in zip(DETAIL_STRIDES, DETAIL_FUSE, strict=True):
+        lap = F.conv2d(labels, kernel, stride=stride, padding=1).clamp(min=0)
+        if stride > 1:
+            lap = F.interpolate(lap, size=labels.shape[-2:], mode="nearest")
+        fused = fused + w * (lap > DETAIL_THRESHOLD).to(labels.dtype)
+    return (fused > DETAIL_THRESHOLD).to(labels.dtype)
+
+
+class DetailLoss(nn.Module):
+    """STDC's detail loss: BCE + Dice between detail logits and :func:`detail_targets`.
+
+    ``loss = mean_p BCE(x_p, t_p) + mean_b [1 − (2 Σ σ(x)·t + 1) / (Σ σ(x) + Σ t + 1)]``, both
+    over the pixels whose label is not ``ignore_index`` (the Dice sums per image, smoothing 1),
+    weights 1 and 1 as STDC's ``train.py``. Deviations from the official loss: ignored pixels
+    are left out of both terms (the official code counts them, so the border of a void region
+    is a detail target there); the fusion weights are constants (the official code keeps them
+    in an ``nn.Parameter`` given to the optimiser; no gradient reaches them, every fused value
+    being overwritten by the threshold).
+
+    Forward: ``logits`` B×1×H×W (at the label size: the model resizes its detail logits),
+    ``target`` B×H×W → scalar; 0 with the graph kept when every pixel is ignored.
+    """
+
+    def __init__(self, ignore_index: int = 255) -> None:
+        super().__init__()
+        self.ignore_index = ignore_index
+
+    def extra_repr(self) -> str:
+        return f"ignore_index={self.ignore_index}"
+
+    def parts(self, logits: torch.Tensor, target: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(BCE, Dice) terms."""
+        if logits.dim() != 4 or logits.shape[1] != 1 or logits.shape[-2:] != target.shape[-2:] \
+                or logits.shape[0] != target.shape[0]:
+            raise ValueError(f"expected detail logits B×1×H×W matching the target B×H×W, got "
+                             f"{tuple(logits.shape)} and {tuple(target.shape)}")
+        t = detail_targets(target).to(logits.dtype)
+        valid = (target != self.ignore_index).unsqueeze(1)
+        bce = F.binary_cross_entropy_with_logits(logits, t, reduction="none")
+        bce = _masked_mean(bce, valid, target)
+        m = valid.to(logits.dtype)
+        p, t = (torch.sigmoid(logits) * m).flatten(1), (t * m).flatten(1)
+        dice = 1 - (2 * (p * t).sum(1) + 1) / (p.sum(1) + t.sum(1) + 1)
+        return bce, dice.mean()
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        bce, dice = self.parts(logits, target)
+        return bce + dice
+
+
 class SegLoss(nn.Module):
     """Main loss plus weighted auxiliary (deep-supervision) losses.
 
-    ``total = criterion(logits, target) + Σ_i aux_weights[i] · criterion(aux_i, target)``.
+    ``total = criterion(logits, target) + Σ_i aux_weights[i] · loss_i(aux_i, target)``, where
+    ``loss_i`` is ``criterion`` for an output of kind ``"seg"`` and ``detail_criterion`` for
+    one of kind ``"detail"`` (STDC's detail head; :class:`DetailLoss`).
 
     Args:
         criterion: ``(logits B×K×H×W, target B×H×W) -> scalar``, e.g. :func:`cross_entropy`
             or :class:`OhemCrossEntropy`.
         aux_weights: one weight per auxiliary output of the model, in the model's order.
+        aux_kinds: the kind of each auxiliary output (``model.aux_kinds``); empty: all "seg".
+        detail_criterion: the loss of "detail" outputs (needed when one is listed).
 
     Forward:
         ``outputs``: a B×K×H×W tensor (eval-style; only the main loss), or a tuple
-        ``(logits, [aux_1, ..., aux_n])`` with every tensor B×K×H×W at the label size.
+        ``(logits, [aux_1, ..., aux_n])`` with every tensor at the label size (B×K×H×W, or
+        B×1×H×W for a "detail" output).
         ``target``: B×H×W int64.
 
         Returns ``(total, parts)``: ``total`` is the scalar to back-propagate; ``parts`` maps
         ``"main"``, ``"aux1"``, ... ``"auxN"`` to the detached, *unweighted* loss of each output.
 
     Raises:
-        ValueError: if the number of auxiliary outputs differs from ``len(aux_weights)``.
+        ValueError: if the number of auxiliary outputs differs from ``len(aux_weights)``, or
+            the kinds do not fit the weights.
     """
 
-    def __init__(self, criterion: Criterion, aux_weights: Sequence[float] = ()) -> None:
+    def __init__(self, criterion: Criterion, aux_weights: Sequence[float] = (),
+                 aux_kinds: Sequence[str] = (), detail_criterion: Criterion | None = None
+                 ) -> None:
         super().__init__()
         self.criterion = criterion
         self.aux_weights = tuple(float(w) for w in aux_weights)
+        self.aux_kinds = tuple(aux_kinds) or ("seg",) * len(self.aux_weights)
+        if len(self.aux_kinds) != len(self.aux_weights):
+            raise ValueError(f"{len(self.aux_kinds)} aux_kinds {self.aux_kinds} for "
+                             f"{len(self.aux_weights)} aux_weights; they must match one to one")
+        unknown = sorted(set(self.aux_kinds) - set(AUX_KINDS))
+        if unknown:
+            raise ValueError(f"unknown auxiliary output kind(s) {unknown}; known: {AUX_KINDS}")
+        if "detail" in self.aux_kinds and detail_criterion is None:
+            raise ValueError("a 'detail' auxiliary output needs a detail_criterion")
+        self.detail_criterion = detail_criterion
 
     def forward(
         self,
@@ -216,8 +319,10 @@ class SegLoss(nn.Module):
             weights = self.aux_weights
         total = self.criterion(logits, target)
         parts = {"main": total.detach()}
-        for i, (aux_logits, weight) in enumerate(zip(aux, weights, strict=True), 1):
-            aux_loss = self.criterion(aux_logits, target)
+        for i, (aux_logits, weight, kind) in enumerate(
+                zip(aux, weights, self.aux_kinds[:len(aux)], strict=True), 1):
+            loss = self.detail_criterion if kind == "detail" else self.criterion
+            aux_loss = loss(aux_logits, target)
             parts[f"aux{i}"] = aux_loss.detach()
             total = total + weight * aux_loss
         return total, parts
@@ -225,7 +330,7 @@ class SegLoss(nn.Module):
 
 def build_loss(
     name: str, aux_weights: Sequence[float] = (), ignore_index: int = 255,
-    weight: torch.Tensor | None = None, **kw: float
+    weight: torch.Tensor | None = None, aux_kinds: Sequence[str] = (), **kw: float
 ) -> SegLoss:
     """Build a :class:`SegLoss` from a name.
 
@@ -234,7 +339,9 @@ def build_loss(
             (:class:`OhemCrossEntropy`; ``kw`` may set ``thresh`` and ``min_kept``).
         aux_weights: weights of the model's auxiliary outputs (``model.aux_weights``).
         ignore_index: label excluded from the loss.
-        weight: optional K class weights (every output's loss uses them).
+        weight: optional K class weights (every seg output's loss uses them).
+        aux_kinds: the kind of each auxiliary output (``model.aux_kinds``; empty: all "seg");
+            a "detail" output gets :class:`DetailLoss` with this ``ignore_index``.
     """
     if name == "ce":
         if kw:
@@ -249,4 +356,5 @@ def build_loss(
         criterion = OhemCrossEntropy(ignore_index=ignore_index, weight=weight, **kw)
     else:
         raise ValueError(f"unknown loss {name!r}; use 'ce' or 'ohem'")
-    return SegLoss(criterion, aux_weights)
+    detail = DetailLoss(ignore_index) if "detail" in aux_kinds else None
+    return SegLoss(criterion, aux_weights, aux_kinds, detail)

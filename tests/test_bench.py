@@ -134,12 +134,18 @@ def test_percentiles_are_the_linear_ones():
 
 
 
+# BatchNorms that follow no convolution and so stay in place: BiSeNetV2's context embedding
+# normalises the globally pooled vector.
+UNFOLDABLE_BN = {"bisenetv2": 1}
+
+
 @pytest.mark.parametrize("name", rtseg.list_models())
 def test_fold_bn_equivalence(name, randomise):
     model = randomise(rtseg.create_model(name, 5, aux=False))
     n_bn = count_bn(model)
     folded = fold_batchnorm(model)
-    assert count_bn(folded) == 0 and count_bn(model) == n_bn > 0  # the original is untouched
+    assert count_bn(folded) == UNFOLDABLE_BN.get(name, 0)
+    assert count_bn(model) == n_bn > 0  # the original is untouched
     x = torch.randn(2, 3, 64, 96)
     with torch.no_grad():
         ref, out = model(x), folded(x)

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import rtseg
+from rtseg.losses import build_loss
 from rtseg.models import SegmentationModel
 
 MODELS = rtseg.list_models()
@@ -48,11 +49,10 @@ def test_training_outputs_and_gradients_reach_every_parameter(name):
     logits, aux = model(x)
     assert logits.shape == (2, K, 65, 79)
     assert len(aux) == len(model.aux_weights)
-    assert all(a.shape == (2, K, 65, 79) for a in aux)
+    kinds = getattr(model, "aux_kinds", ()) or ("seg",) * len(aux)  # "detail": 1 channel
+    assert [a.shape for a in aux] == [(2, 1 if k == "detail" else K, 65, 79) for k in kinds]
     target = torch.randint(0, K, (2, 65, 79))
-    loss = torch.nn.functional.cross_entropy(logits, target)
-    for w, a in zip(model.aux_weights, aux):
-        loss = loss + w * torch.nn.functional.cross_entropy(a, target)
+    loss, _ = build_loss("ce", model.aux_weights, aux_kinds=kinds)((logits, aux), target)
     loss.backward()
     assert all(p.grad is not None for p in model.parameters())
     zero = {n for n, p in model.named_parameters() if p.grad.abs().sum() == 0}

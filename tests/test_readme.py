@@ -8,7 +8,7 @@ from pathlib import Path
 
 import rtseg
 from rtseg.cli import main
-from rtseg.cli.info import LICENCES, licence
+from rtseg.cli.info import LICENCES, NO_WEIGHTS, licence
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 LICENCE = "licence: official code; weights"
@@ -54,5 +54,6 @@ def test_every_model_has_one_licence_entry():
         matches = [k for k in LICENCES if fnmatch.fnmatchcase(model, k)]
         assert len(matches) == 1, f"{model}: licence patterns {matches}"
         official, weights = licence(model).split("; ")
-        assert official and weights.endswith(("not stated", "Apache-2.0")), licence(model)
+        assert official and (weights.endswith(("not stated", "Apache-2.0"))
+                             or weights == NO_WEIGHTS), licence(model)
     assert licence("no_such_model") == "not stated"

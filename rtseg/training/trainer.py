@@ -172,6 +172,7 @@ class Trainer:
         self.criterion = build_loss(cfg.loss, self.aux_weights,
                                     ignore_index=self.train_set.ignore_index,
                                     weight=self.class_weights,
+                                    aux_kinds=getattr(model, "aux_kinds", ()),
                                     **(ohem if cfg.loss == "ohem" else {}))
 
     def _build_optimiser(self) -> None:
