@@ -134,16 +134,25 @@ def test_percentiles_are_the_linear_ones():
 
 
 
+# BatchNorms with no conv before them to fold into: the peers' pre-activation units (BN → ReLU
+# → conv) read a pool, a sum or a concatenation (DAPPM's / PAPPM's branches, compression and
+# shortcut; the head's first BN reads low + high or the Bag fusion).
+UNFOLDABLE_BN = {"pidnet_s": 9, "ddrnet23_slim": 12}
+
+
 @pytest.mark.parametrize("name", rtseg.list_models())
 def test_fold_bn_equivalence(name, randomise):
     model = randomise(rtseg.create_model(name, 5, aux=False))
     n_bn = count_bn(model)
     folded = fold_batchnorm(model)
-    assert count_bn(folded) == 0 and count_bn(model) == n_bn > 0  # the original is untouched
+    assert count_bn(folded) == UNFOLDABLE_BN.get(name, 0)
+    assert count_bn(model) == n_bn > 0  # the original is untouched
     x = torch.randn(2, 3, 64, 96)
     with torch.no_grad():
         ref, out = model(x), folded(x)
-    assert (ref - out).abs().max().item() <= 1e-4
+    # relative to the logits' range, as fold_batchnorm's own check (the peers' official
+    # initialisation gives logits in the hundreds; every other model's stay below 1)
+    assert (ref - out).abs().max().item() <= 1e-4 * max(1.0, ref.abs().max().item())
 
 
 def test_fold_keeps_bn_whose_conv_output_is_shared(randomise):

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import rtseg
+from rtseg.losses import SegLoss, cross_entropy
 from rtseg.models import SegmentationModel
 
 MODELS = rtseg.list_models()
@@ -47,12 +48,13 @@ def test_training_outputs_and_gradients_reach_every_parameter(name):
     x = torch.randn(2, 3, 65, 79)
     logits, aux = model(x)
     assert logits.shape == (2, K, 65, 79)
-    assert len(aux) == len(model.aux_weights)
-    assert all(a.shape == (2, K, 65, 79) for a in aux)
-    target = torch.randint(0, K, (2, 65, 79))
-    loss = torch.nn.functional.cross_entropy(logits, target)
-    for w, a in zip(model.aux_weights, aux):
-        loss = loss + w * torch.nn.functional.cross_entropy(a, target)
+    assert len(aux) == len(model.aux_weights) == len(model.aux_kinds)
+    channels = {"seg": K, "boundary": 1}  # per auxiliary loss kind
+    assert all(a.shape == (2, channels[k], 65, 79) for a, k in zip(aux, model.aux_kinds))
+    # class blocks, so that label boundaries and interiors both occur (a boundary loss)
+    target = torch.randint(0, K, (2, 5, 6)).repeat_interleave(13, 1).repeat_interleave(14, 2)
+    target = target[:, :65, :79]
+    loss, _ = SegLoss(cross_entropy, model.aux_weights, model.aux_kinds)((logits, aux), target)
     loss.backward()
     assert all(p.grad is not None for p in model.parameters())
     zero = {n for n, p in model.named_parameters() if p.grad.abs().sum() == 0}

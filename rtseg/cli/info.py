@@ -28,6 +28,10 @@ LICENCES: dict[str, str] = {
     "gun": f"no official code; {_TORCHVISION}",
     "ifa_r18": f"hzhupku/IFA: MIT; {_TORCHVISION}",
     "ifa_r50": "hzhupku/IFA: MIT; deep-stem ResNet-50-C, local file: not stated",
+    "pidnet_s": "XuJiacong/PIDNet: MIT; none loaded (official ImageNet file on Google Drive "
+                "only): not stated",
+    "ddrnet23_slim": "ydhongHIT/DDRNet: MIT; none loaded (official ImageNet file on Google "
+                     "Drive only): not stated",
 }
 
 
