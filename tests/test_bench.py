@@ -134,9 +134,11 @@ def test_percentiles_are_the_linear_ones():
 
 
 
-# BatchNorms that follow no convolution and so stay in place: BiSeNetV2's context embedding
-# normalises the globally pooled vector.
-UNFOLDABLE_BN = {"bisenetv2": 1}
+# BatchNorms with no conv before them to fold into: BiSeNetV2's context embedding normalises
+# the globally pooled vector; the peers' pre-activation units (BN → ReLU → conv) read a pool,
+# a sum or a concatenation (DAPPM's / PAPPM's branches, compression and shortcut; the head's
+# first BN reads low + high or the Bag fusion).
+UNFOLDABLE_BN = {"bisenetv2": 1, "pidnet_s": 9, "ddrnet23_slim": 12}
 
 
 @pytest.mark.parametrize("name", rtseg.list_models())
@@ -149,7 +151,9 @@ def test_fold_bn_equivalence(name, randomise):
     x = torch.randn(2, 3, 64, 96)
     with torch.no_grad():
         ref, out = model(x), folded(x)
-    assert (ref - out).abs().max().item() <= 1e-4
+    # relative to the logits' range, as fold_batchnorm's own check (the peers' official
+    # initialisation gives logits in the hundreds; every other model's stay below 1)
+    assert (ref - out).abs().max().item() <= 1e-4 * max(1.0, ref.abs().max().item())
 
 
 def test_fold_keeps_bn_whose_conv_output_is_shared(randomise):

@@ -39,12 +39,16 @@ def _cli(*argv: str) -> int:
 @pytest.mark.parametrize("name", rtseg.list_models())
 def test_onnx_every_model_matches_pytorch(name, tmp_path, randomise):
     model = randomise(rtseg.create_model(name, 5, aux=False))
+    # 1e-4 relative to the logits' range (as tests/test_runtimes.py): the peers' official
+    # initialisation gives logits in the hundreds; every other model's stay below 1 (absolute)
+    with torch.no_grad():
+        atol = 1e-4 * max(1.0, model(torch.randn(1, 3, *SIZE)).abs().max().item())
     dynamic = name not in STATIC_ONLY
     path = export_onnx(model, tmp_path / f"{name}.onnx", SIZE, dynamic=dynamic)
-    assert check_onnx(model, path, SIZE) <= 1e-4
+    assert check_onnx(model, path, SIZE, atol=atol) <= atol
     if dynamic:  # a second, odd size and another batch on the same file
         assert second_size(SIZE) == (59, 117)
-        assert check_onnx(model, path, second_size(SIZE), batch=2) <= 1e-4
+        assert check_onnx(model, path, second_size(SIZE), atol=atol, batch=2) <= atol
 
 
 def test_check_onnx_reports_a_mismatch(tmp_path, randomise):

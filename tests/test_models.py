@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import rtseg
-from rtseg.losses import build_loss
+from rtseg.losses import SegLoss, cross_entropy
 from rtseg.models import SegmentationModel
 
 MODELS = rtseg.list_models()
@@ -48,11 +48,13 @@ def test_training_outputs_and_gradients_reach_every_parameter(name):
     x = torch.randn(2, 3, 65, 79)
     logits, aux = model(x)
     assert logits.shape == (2, K, 65, 79)
-    assert len(aux) == len(model.aux_weights)
-    kinds = getattr(model, "aux_kinds", ()) or ("seg",) * len(aux)  # "detail": 1 channel
-    assert [a.shape for a in aux] == [(2, 1 if k == "detail" else K, 65, 79) for k in kinds]
-    target = torch.randint(0, K, (2, 65, 79))
-    loss, _ = build_loss("ce", model.aux_weights, aux_kinds=kinds)((logits, aux), target)
+    assert len(aux) == len(model.aux_weights) == len(model.aux_kinds)
+    channels = {"seg": K, "boundary": 1, "detail": 1}  # per auxiliary loss kind
+    assert all(a.shape == (2, channels[k], 65, 79) for a, k in zip(aux, model.aux_kinds))
+    # class blocks, so that label boundaries and interiors both occur (a boundary loss)
+    target = torch.randint(0, K, (2, 5, 6)).repeat_interleave(13, 1).repeat_interleave(14, 2)
+    target = target[:, :65, :79]
+    loss, _ = SegLoss(cross_entropy, model.aux_weights, model.aux_kinds)((logits, aux), target)
     loss.backward()
     assert all(p.grad is not None for p in model.parameters())
     zero = {n for n, p in model.named_parameters() if p.grad.abs().sum() == 0}

@@ -7,7 +7,8 @@ the committed files equal this script's output, so edit the tables and run::
     python -m tools.make_configs
 
 Sources: ``../shared/spec/anchors.md`` §1.4 (GAIN), §2.3 (FANet), §3.4 (IFA), §4.3 (GUN), and
-simpleseg's ``configs/clanet_{r18,df2}_*.yaml`` for GAIN's ADE20K and DF2 recipes.
+simpleseg's ``configs/clanet_{r18,df2}_*.yaml`` for GAIN's ADE20K and DF2 recipes; PIDNet's
+``configs/cityscapes/pidnet_small_cityscapes.yaml`` and ``tools/train.py`` for the peers.
 Where a paper's Cityscapes recipe is given, the Cityscapes file follows it; the CamVid files
 keep each paper's optimiser, loss and schedule shape and adapt crop and OHEM counts to the
 480×360 SegNet frames (scaled by pixel count). Models are always selected on ``val``.
@@ -262,6 +263,41 @@ STDC = {
                 "weight_decay": 5e-4, "warmup_iters": 500, "ohem_min_kept": 10800}),
 }
 
+# The peer networks. PIDNet: the official Cityscapes config and trainer; DDRNet publishes no
+# training code, so its rows are PIDNet's recipe (the same HRNet-based training code lineage).
+_PID_NOTE = ("SGD 0.9, wd 5e-4, lr 0.01 poly 0.9 per iteration, no warm-up, batch 12 (2 GPUs × "
+             "6), crop 1024×1024, scale 0.5-2.1, flip, no colour jitter, 484 epochs (119548 "
+             "iterations at 247 per epoch), OHEM 0.9 with 131072 pixels per 6-image GPU batch "
+             "(21845 per image)")
+_PID_FIELDS = {"crop_size": [1024, 1024], "scale_range": [0.5, 2.1], "color_jitter": 0.0,
+               "batch_size": 12, "iters": 119548, "lr": 0.01, "weight_decay": 5e-4,
+               "warmup_iters": 0, "ohem_thresh": 0.9, "ohem_min_kept": 21845, "sync_bn": True}
+_PID_CAMVID = {"crop_size": [360, 480], "scale_range": [0.5, 2.1], "color_jitter": 0.0,
+               "batch_size": 12, "iters": 10000, "lr": 0.01, "weight_decay": 5e-4,
+               "warmup_iters": 0, "ohem_thresh": 0.9, "ohem_min_kept": 5500}
+PIDNET = {
+    "cityscapes": ("PIDNet-S (official configs/cityscapes/pidnet_small_cityscapes.yaml, "
+                   f"tools/train.py): {_PID_NOTE}, loss weights 0.4 (P head) + 1.0 (main) + "
+                   "20 (boundary BCE) + 1.0 (boundary-aware CE). Not reproduced: the official "
+                   "OHEM acts on the main output only (plain CE on the P head; rtseg's loss "
+                   "applies one criterion to every class output); ImageNet initialisation (no "
+                   "file at a stable URL).", _PID_FIELDS),
+    "camvid": ("PIDNet-S on CamVid adapted: the official config fine-tunes the Cityscapes model "
+               "on 960×720 train+val frames (lr 0.005, 200 epochs) and selects on val; here "
+               "from random weights on 480×360 train frames, so the Cityscapes row's optimiser "
+               "for rtseg's CamVid length (10000 iterations); OHEM count scaled by pixels "
+               "(21845 at 960×720 -> 5500).", _PID_CAMVID),
+}
+DDRNET = {
+    "cityscapes": ("DDRNet-23-slim: the official repository has no training code (its README "
+                   "names OHEM, class-balanced sampling and 1024×1024 crops); rtseg uses "
+                   f"PIDNet's published recipe, a DDRNet descendant: {_PID_NOTE}, aux 0.4. Not "
+                   "reproduced: class-balanced sampling; ImageNet initialisation (no file at a "
+                   "stable URL).", _PID_FIELDS),
+    "camvid": ("DDRNet-23-slim on CamVid: the pidnet_s CamVid row (no published recipe), aux "
+               "0.4.", _PID_CAMVID),
+}
+
 # The fpn_lite0_* head from ImageNet: rtseg's shared rows with the backbone's ImageNet weights;
 # on CamVid the recipe of docs/results.md's ImageNet run (frames seen at about twice their size,
 # as in the papers' 960×720 protocol, because poles and signs are 1-3 px wide at 480×360).
@@ -309,6 +345,7 @@ FAMILY = {m: f for m, f in {
     "fanet34": FANET,
     "fanet18_temp": FANET_TEMP, "fanet34_temp": FANET_TEMP, "ifa_r18": IFA,
     "ifa_r50": IFA, "gun": GUN, "bisenetv2": BISENETV2, "stdc1_seg": STDC,
+    "pidnet_s": PIDNET, "ddrnet23_slim": DDRNET,
     **{m: RTSEG for m in FPN},
     **{m: LITE for m in FPN_LITE}}.items() if m in REGISTERED}
 

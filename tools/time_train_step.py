@@ -26,13 +26,17 @@ import torch
 import rtseg
 from rtseg.bench import time_interleaved
 from rtseg.layers import reference_paths
+from rtseg.losses import build_loss
 
 
 def step_fn(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
             reference: bool = False):
-    """One SGD step of ``model`` on (images, labels), main and auxiliary outputs summed; inside
+    """One SGD step of ``model`` on (images, labels), main and auxiliary losses summed (each
+    auxiliary output's loss of its kind, ``model.aux_kinds``); inside
     :func:`rtseg.layers.reference_paths` if ``reference``."""
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    kinds = model.aux_kinds
+    loss_fn = build_loss("ce", [1.0] * len(kinds), aux_kinds=kinds)
 
     def step() -> None:
         with reference_paths() if reference else contextlib.nullcontext():
@@ -40,7 +44,7 @@ def step_fn(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
 
     def _step() -> None:
         logits, aux = model(images)
-        loss = sum(torch.nn.functional.cross_entropy(out, labels) for out in [logits, *aux])
+        loss, _ = loss_fn((logits, aux), labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

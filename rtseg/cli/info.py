@@ -32,6 +32,10 @@ LICENCES: dict[str, str] = {
     "ifa_r50": "hzhupku/IFA: MIT; deep-stem ResNet-50-C, local file: not stated",
     "stdc1_seg": "MichaelFan01/STDC-Seg: MIT; STDC1 ImageNet (Google Drive), local file: "
                  "not stated",
+    "pidnet_s": "XuJiacong/PIDNet: MIT; none loaded (official ImageNet file on Google Drive "
+                "only): not stated",
+    "ddrnet23_slim": "ydhongHIT/DDRNet: MIT; none loaded (official ImageNet file on Google "
+                     "Drive only): not stated",
 }
 
 

@@ -153,6 +153,10 @@ class Trainer:
         self.init_report = (weights.init_from(model, cfg.init_from, cfg.init_parts)
                             if cfg.init_from else None)
         self.aux_weights = cfg.aux_weights if cfg.aux_weights is not None else model.aux_weights
+        aux_kinds = tuple(getattr(model, "aux_kinds", ("seg",) * len(model.aux_weights)))
+        if len(self.aux_weights) != len(aux_kinds):
+            raise ConfigError(f"aux_weights {list(self.aux_weights)}: {cfg.model} has "
+                              f"{len(aux_kinds)} auxiliary output(s) ({', '.join(aux_kinds)})")
         if getattr(model, "temporal", False):  # clips: a labelled frame and its past frames
             from ..data.clips import make_clips
 
@@ -169,10 +173,9 @@ class Trainer:
         ids = [self.device.index] if self.device.type == "cuda" else None
         self.ddp = DistributedDataParallel(model, device_ids=ids) if self.info.enabled else model
         ohem = {"thresh": cfg.ohem_thresh, "min_kept": cfg.ohem_min_kept * self.per_rank}
-        self.criterion = build_loss(cfg.loss, self.aux_weights,
+        self.criterion = build_loss(cfg.loss, self.aux_weights, aux_kinds=aux_kinds,
                                     ignore_index=self.train_set.ignore_index,
                                     weight=self.class_weights,
-                                    aux_kinds=getattr(model, "aux_kinds", ()),
                                     **(ohem if cfg.loss == "ohem" else {}))
 
     def _build_optimiser(self) -> None:
