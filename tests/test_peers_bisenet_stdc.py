@@ -211,9 +211,9 @@ def test_seg_loss_dispatches_detail_outputs():
     want = ce + 0.5 * ce + 2.0 * DetailLoss(IGNORE)(detail, labels)
     assert total.item() == pytest.approx(want.item(), rel=1e-6)
     assert parts["aux2"].item() == pytest.approx(DetailLoss(IGNORE)(detail, labels).item())
-    with pytest.raises(ValueError, match="detail_criterion"):
-        SegLoss(cross_entropy, (1.0,), ("detail",))
-    with pytest.raises(ValueError, match="unknown auxiliary output kind"):
+    with pytest.raises(ValueError, match="expected detail logits B×1×H×W"):
+        SegLoss(cross_entropy, (1.0,), ("detail",))((seg, [seg]), labels)  # K channels
+    with pytest.raises(ValueError, match="unknown auxiliary loss kind"):
         SegLoss(cross_entropy, (1.0,), ("edge",))
     with pytest.raises(ValueError, match="must match one to one"):
         SegLoss(cross_entropy, (1.0, 1.0), ("seg",))

@@ -218,8 +218,8 @@ def test_ignored_pixels_count_nowhere():
 
 
 def test_segloss_kind_errors():
-    with pytest.raises(ValueError, match="unknown auxiliary loss kind.*seg, boundary"):
-        SegLoss(cross_entropy, (1.0,), ("detail",))
+    with pytest.raises(ValueError, match="unknown auxiliary loss kind.*seg, boundary, detail"):
+        SegLoss(cross_entropy, (1.0,), ("edge",))
     with pytest.raises(ValueError, match="must match one to one"):
         SegLoss(cross_entropy, (0.4, 20.0), ("seg",))
     target, logits, _, _ = hand_case()
