@@ -279,8 +279,8 @@ def export(
             ``calib_images`` images of this data folder (its train split) or ``"synthetic"``.
         fp16: also write ``<path>.fp16.onnx`` (fp16 weights and arithmetic, fp32 I/O).
         check: compare each file with PyTorch at ``size`` and, when dynamic, a second size;
-            a difference above ``atol`` raises ExportCheckError (the file stays written; the
-            exception's ``report`` says what was).
+            a difference above ``atol × max(1, largest |logit|)`` raises ExportCheckError (the
+            file stays written; the exception's ``report`` says what was).
         opset, batch: ONNX opset; batch of the trace input.
         grid_sample: how GUM samples in the ONNX graph, by target runtime: ``"op"`` (ONNX
             ``GridSample``, opset ≥ 16: fast in OpenVINO) or ``"gather"`` (four gathers and a
