@@ -9,7 +9,7 @@ import torch
 
 import rtseg
 from rtseg.complexity import count_params
-from rtseg.errors import CheckpointError
+from rtseg.errors import CheckpointError, ConfigError
 from rtseg.losses import DetailLoss, SegLoss, build_loss, cross_entropy, detail_targets
 
 K = 5
@@ -66,21 +66,37 @@ def test_odd_size_train_and_eval_outputs_and_gradients(name, kinds):
 
 
 @pytest.mark.parametrize("name", ["bisenetv2", "stdc1_seg"])
-def test_final_resize_is_one_separate_step_with_a_stride4_guide(name, monkeypatch):
+def test_final_resize_is_one_separate_step_with_a_stride4_guide(name):
     model = rtseg.create_model(name, K, aux=False).eval()
     seen = {}
-    plain = type(model).upsample
 
-    def spy(self, scores, guide, size):
+    def spy(module, args):
+        scores, guide, size = args
         seen.update(scores=scores.shape, guide=guide.shape, size=size)
-        return plain(self, scores, guide, size)
 
-    monkeypatch.setattr(type(model), "upsample", spy)
+    model.upsample.register_forward_pre_hook(spy)
     with torch.no_grad():
         model(torch.randn(1, 3, 97, 131))
     assert seen == {"scores": (1, K, 13, 17), "size": (97, 131),
                     "guide": (1, model.guide_channels, 25, 33)}  # ceil(97/4), ceil(131/4)
     assert model.guide_stride == 4
+
+
+@pytest.mark.parametrize("name", ["bisenetv2", "stdc1_seg"])
+@pytest.mark.parametrize("upsampler", ["gum", "dysample"])
+def test_a_learned_upsampler_takes_the_final_step(name, upsampler):
+    torch.manual_seed(0)
+    model = rtseg.create_model(name, K, upsampler=upsampler).train()
+    logits, aux = model(torch.randn(2, 3, 97, 131))
+    assert logits.shape == (2, K, 97, 131)
+    logits.sum().backward()
+    grads = [p.grad for p in model.upsample.parameters()]
+    assert grads and any(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_an_upsampler_that_does_not_fit_the_class_map_is_refused():
+    with pytest.raises(ConfigError, match="does not fit the class-map slot.*gum"):
+        rtseg.create_model("stdc1_seg", K, upsampler="gai")
 
 
 def test_parameter_counts_equal_the_reference_code():

@@ -54,8 +54,10 @@ Deviations from the re-implementation:
   at that size (98.4 at 1024×2048), the 1024-wide head alone 9.7; the paper does not give the
   head width.
 
-The final resize is :meth:`BiSeNetV2.upsample` (the step a learned upsampler replaces); its
-guide is the detail branch's stride-4 feature (64 channels, ``guide_channels``).
+The final resize is ``BiSeNetV2.upsample``, a
+:class:`~rtseg.models.logit_upsampling.LogitUpsampler` (``upsampler=``: bilinear by default, as
+the re-implementation; a learned upsampler is rtseg's addition); its guide is the detail
+branch's stride-4 feature (64 channels, ``guide_channels``).
 """
 
 from __future__ import annotations
@@ -64,9 +66,10 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
-from ..layers import ConvBNAct, resize
+from ..layers import ConvBNAct
 from ..registry import register_model
 from .base import ModelOutput, SegmentationModel
+from .logit_upsampling import LogitUpsampler
 
 
 def _dw(channels: int, out_channels: int | None = None, stride: int = 1) -> nn.Conv2d:
@@ -221,16 +224,21 @@ class BiSeNetV2(SegmentationModel):
     Args:
         num_classes: K.
         aux: build the four booster heads (training only).
+        upsampler: the final class-map upsampling (:mod:`rtseg.models.logit_upsampling`;
+            ``bilinear``, the re-implementation's, by default), guided by the detail branch's
+            stride-4 feature.
+        upsampler_kwargs: its options.
 
     Forward: B×3×H×W → B×K×H×W (eval); training: (logits, [4 booster logits]), all B×K×H×W.
     """
 
     aux_weights = (1.0, 1.0, 1.0, 1.0)
     aux_kinds = ("seg", "seg", "seg", "seg")
-    guide_channels = 64  # the detail branch's stride-4 feature, :meth:`upsample`'s guide
+    guide_channels = 64  # the detail branch's stride-4 feature, ``upsample``'s guide
     guide_stride = 4
 
-    def __init__(self, num_classes: int, aux: bool = True) -> None:
+    def __init__(self, num_classes: int, aux: bool = True, upsampler: str = "bilinear",
+                 upsampler_kwargs: dict | None = None) -> None:
         super().__init__()
         self.detail = DetailBranch()
         self.segment = SemanticBranch()
@@ -242,6 +250,8 @@ class BiSeNetV2(SegmentationModel):
         if not aux:
             self.aux_weights, self.aux_kinds = (), ()
         self._init_weights()
+        self.upsample = LogitUpsampler(upsampler, num_classes, self.guide_channels,
+                                       **(upsampler_kwargs or {}))
 
     def _init_weights(self) -> None:
         # the re-implementation's: Kaiming (fan-out) convs with zero bias, BN γ = 1 and β = 0
@@ -258,14 +268,6 @@ class BiSeNetV2(SegmentationModel):
             if isinstance(m, GELayer):
                 nn.init.zeros_(m.conv2[1].weight)
 
-    def upsample(self, scores: torch.Tensor, guide: torch.Tensor,
-                 size: tuple[int, int]) -> torch.Tensor:
-        """The final resize: class scores B×K×H/8×W/8 → B×K×``size`` (bilinear). ``guide`` is
-        the detail branch's stride-4 feature B×64×H/4×W/4, unused here (a learned upsampler's
-        high-resolution guide)."""
-        del guide
-        return resize(scores, size, self.align_corners)
-
     def forward(self, x: torch.Tensor) -> ModelOutput:
         d4, d8 = self.detail(x)
         feats = self.segment(x)
@@ -279,11 +281,14 @@ class BiSeNetV2(SegmentationModel):
 
 @register_model("bisenetv2")
 def bisenetv2(num_classes: int, pretrained_backbone: str | None = None,
-              aux: bool = True) -> BiSeNetV2:
+              aux: bool = True, *, upsampler: str = "bilinear",
+              upsampler_kwargs: dict | None = None) -> BiSeNetV2:
     """BiSeNetV2 (CoinCheung/BiSeNet re-implementation: 74.95 % Cityscapes val; paper 73.4 %).
 
-    No options. ``pretrained_backbone`` is rejected: the network has no separate backbone and
-    the paper trains it from scratch.
+    Options: ``upsampler`` (the final class-map upsampling: ``bilinear``, the
+    re-implementation's, or a learned one of ``rtseg.models.LOGIT_UPSAMPLERS``, e.g. ``gum``,
+    ``dysample``), ``upsampler_kwargs``. ``pretrained_backbone`` is rejected: the network has
+    no separate backbone and the paper trains it from scratch.
     """
     if pretrained_backbone is not None:
         raise CheckpointError(
@@ -292,4 +297,5 @@ def bisenetv2(num_classes: int, pretrained_backbone: str | None = None,
             "re-implementation starts its detail, segment and bga parts from an ImageNet file, "
             "backbone_v2.pth, that rtseg does not load; their parameter names are the same "
             "here, so a converted rtseg checkpoint can be given to init_from.)")
-    return BiSeNetV2(num_classes, aux=aux)
+    return BiSeNetV2(num_classes, aux=aux, upsampler=upsampler,
+                     upsampler_kwargs=upsampler_kwargs)

@@ -71,15 +71,19 @@ class LogitUpsampler(nn.Module):
         name: one of :data:`LOGIT_UPSAMPLERS`.
         num_classes: K, the channels of the class map (in and out).
         guide_channels: C_g of the guide feature.
+        align_corners: the convention of the bilinear resizes (``bilinear``'s, and the last
+            step after a ×2 module); True only for official-compatible switches.
         **options: the upsampler's constructor options.
 
     Forward: ``coarse`` B×K×h×w, ``guide`` B×C_g×H_g×W_g, ``size`` (H, W) → B×K×H×W.
     """
 
-    def __init__(self, name: str, num_classes: int, guide_channels: int, **options: Any) -> None:
+    def __init__(self, name: str, num_classes: int, guide_channels: int,
+                 align_corners: bool = False, **options: Any) -> None:
         super().__init__()
         check_logit_upsampler(name)
         self.name = name
+        self.align_corners = align_corners
         if name == "bilinear":
             if options:
                 raise ConfigError(f"upsampler 'bilinear' takes no options, got {sorted(options)}")
@@ -96,7 +100,7 @@ class LogitUpsampler(nn.Module):
                 size: tuple[int, int] | torch.Size) -> torch.Tensor:
         size = (size[0], size[1])
         if self.up is None:
-            return resize(coarse, size)
+            return resize(coarse, size, self.align_corners)
         if self.name == "gum":
             return self.up(coarse, guide, size=size)
-        return resize(self.up(coarse, guide), size)
+        return resize(self.up(coarse, guide), size, self.align_corners)

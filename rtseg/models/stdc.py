@@ -50,8 +50,9 @@ Deviations from the official code:
 * None in the initialisation (backbone: Kaiming fan-out convs, BN γ = 1, β = 0; everything
   else: Kaiming with a = 1), which the official code applies when no ImageNet file is given.
 
-The final resize is :meth:`STDCSeg.upsample` (the step a learned upsampler replaces); its guide
-is the backbone's stride-4 feature f4 (64 channels, ``guide_channels``).
+The final resize is ``STDCSeg.upsample``, a :class:`~rtseg.models.logit_upsampling.LogitUpsampler`
+(``upsampler=``: bilinear by default, as the official code; a learned upsampler is rtseg's
+addition); its guide is the backbone's stride-4 feature f4 (64 channels, ``guide_channels``).
 """
 
 from __future__ import annotations
@@ -63,9 +64,10 @@ from torch import nn
 
 from ..backbones import load_state_dict_checked
 from ..errors import CheckpointError
-from ..layers import ConvBNAct, resize
+from ..layers import ConvBNAct
 from ..registry import register_model
 from .base import ModelOutput, SegmentationModel
+from .logit_upsampling import LogitUpsampler
 
 # The keys of the official STDCNet813 file that this backbone does not have: the ImageNet
 # classifier and the ``x2``…``x32`` aliases of ``features`` slices (the same tensors again).
@@ -190,6 +192,9 @@ class STDCSeg(SegmentationModel):
         aux: build the two seg heads and the detail head (training only).
         align_corners: bilinear resizes of the class maps as the official code
             (``align_corners=True``).
+        upsampler: the final class-map upsampling (:mod:`rtseg.models.logit_upsampling`;
+            ``bilinear``, the official, by default), guided by the backbone's stride-4 feature.
+        upsampler_kwargs: its options.
 
     Forward: B×3×H×W → B×K×H×W (eval); training: (logits, [seg16, seg32, detail]), the seg
     outputs B×K×H×W, the detail output B×1×H×W (logits of "is detail").
@@ -197,11 +202,12 @@ class STDCSeg(SegmentationModel):
 
     aux_weights = (1.0, 1.0, 1.0)
     aux_kinds = ("seg", "seg", "detail")
-    guide_channels = 64  # the backbone's stride-4 feature, :meth:`upsample`'s guide
+    guide_channels = 64  # the backbone's stride-4 feature, ``upsample``'s guide
     guide_stride = 4
 
     def __init__(self, num_classes: int, backbone: STDC1, aux: bool = True,
-                 align_corners: bool = False) -> None:
+                 align_corners: bool = False, upsampler: str = "bilinear",
+                 upsampler_kwargs: dict | None = None) -> None:
         super().__init__()
         _, _, c8, c16, c32 = backbone.out_channels
         self.align_corners = align_corners
@@ -223,6 +229,8 @@ class STDCSeg(SegmentationModel):
         for name, m in self.named_modules():
             if isinstance(m, nn.Conv2d) and not name.startswith("backbone."):
                 nn.init.kaiming_normal_(m.weight, a=1)
+        self.upsample = LogitUpsampler(upsampler, num_classes, self.guide_channels,
+                                       align_corners, **(upsampler_kwargs or {}))
 
     def context(self, f8: torch.Tensor, f16: torch.Tensor, f32: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -231,14 +239,6 @@ class STDCSeg(SegmentationModel):
         c16 = self.conv_head32(_nearest(self.arm32(f32) + g, f16.shape[-2:]))
         c8 = self.conv_head16(_nearest(self.arm16(f16) + c16, f8.shape[-2:]))
         return c8, c16
-
-    def upsample(self, scores: torch.Tensor, guide: torch.Tensor,
-                 size: tuple[int, int]) -> torch.Tensor:
-        """The final resize: class scores B×K×H/8×W/8 → B×K×``size`` (bilinear). ``guide`` is
-        the backbone's stride-4 feature B×64×H/4×W/4, unused here (a learned upsampler's
-        high-resolution guide)."""
-        del guide
-        return resize(scores, size, self.align_corners)
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
         _, f4, f8, f16, f32 = self.backbone(x)
@@ -253,12 +253,15 @@ class STDCSeg(SegmentationModel):
 
 @register_model("stdc1_seg")
 def stdc1_seg(num_classes: int, pretrained_backbone: str | None = None, aux: bool = True, *,
-              align_corners: bool = False) -> STDCSeg:
+              align_corners: bool = False, upsampler: str = "bilinear",
+              upsampler_kwargs: dict | None = None) -> STDCSeg:
     """STDC1-Seg (72.2 % Cityscapes val as STDC1-Seg50: images at 0.5 scale, 512×1024).
 
     Options: ``align_corners`` (the official code's ``True`` for the logits' resizes; rtseg's
-    default ``False``). ``pretrained_backbone``: a local path to the official STDC1 ImageNet
-    file; ``"imagenet"`` raises (the file is only on Google Drive and BaiduYun).
+    default ``False``), ``upsampler`` (the final class-map upsampling: ``bilinear``, the
+    official, or a learned one of ``rtseg.models.LOGIT_UPSAMPLERS``), ``upsampler_kwargs``.
+    ``pretrained_backbone``: a local path to the official STDC1 ImageNet file; ``"imagenet"``
+    raises (the file is only on Google Drive and BaiduYun).
     """
     backbone = STDC1()
     if str(pretrained_backbone) == "imagenet":
@@ -268,4 +271,5 @@ def stdc1_seg(num_classes: int, pretrained_backbone: str | None = None, aux: boo
             "rtseg cannot download; fetch it yourself and give its local path instead")
     if pretrained_backbone:
         backbone.load_pretrained(pretrained_backbone)
-    return STDCSeg(num_classes, backbone, aux=aux, align_corners=align_corners)
+    return STDCSeg(num_classes, backbone, aux=aux, align_corners=align_corners,
+                   upsampler=upsampler, upsampler_kwargs=upsampler_kwargs)
