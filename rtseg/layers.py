@@ -188,6 +188,18 @@ def make_act(act: str | None) -> nn.Module:
     raise ValueError(f"unknown activation {act!r}; use 'relu', 'leaky' or None")
 
 
+def kaiming_init(module: nn.Module) -> None:
+    """The torchvision ResNet initialisation, used by the official code of several families:
+    Kaiming-normal (fan-out, ReLU gain) conv weights, BN weight 1 and bias 0 (conv biases keep
+    PyTorch's default)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 class ConvBNAct(nn.Sequential):
     """Conv2d (no bias by default) → BatchNorm2d → activation. Keys: ``conv``, ``bn``, ``act``."""
 

@@ -49,26 +49,33 @@ def test_ifa_precompute_is_cheaper_for_the_same_function():
     assert fast < 0.9 * direct
 
 
-# The peers, counted from the reference code's own modules with rtseg's counter (19 classes,
-# inference graph): CoinCheung/BiSeNet 6b4b67a BiSeNetV2(19, aux_mode='eval') (no official
-# code exists); MichaelFan01/STDC-Seg 59ff37f BiSeNet('STDCNet813', 19) run as its inference
-# computation (backbone, context path, FFM, conv_out), without the ImageNet classifier and the
-# detail heads it builds but does not use. Published: BiSeNetV2 21.15 GFLOPs at 512×1024
-# (paper; the head width behind it is not given: the re-implementation's 1024-wide head alone
-# is 9.66 GMAC there); STDC1-Seg publishes no parameter or FLOP count for the segmentation
-# network (only the backbone's: "STDCNet813", 813 MFLOPs at 224×224).
-PEERS = [  # name, params, GMAC at 1024×2048, GMAC at 512×1024
-    ("bisenetv2", 3_358_627, 98.413, 24.603),
-    ("stdc1_seg", 8_275_104, 67.452, 16.863),
+# The peers: rtseg's parameter and MAC counts equal those of the reference code's own modules
+# (19 classes, inference graph, no auxiliary heads; the reference module built with torch and
+# counted with rtseg's counter): PIDNet models/pidnet.py at 4c158cf, DDRNet
+# segmentation/DDRNet_23_slim.py at de0db31, CoinCheung/BiSeNet 6b4b67a BiSeNetV2(19,
+# aux_mode='eval') (BiSeNetV2 has no official code), MichaelFan01/STDC-Seg 59ff37f
+# BiSeNet('STDCNet813', 19) run as its inference computation (backbone, context path, FFM,
+# conv_out; without the ImageNet classifier and the detail heads it builds but does not use).
+# Published GMAC at 1024×2048 within 1 % where a paper gives one (PIDNet's 47.6 comes from a
+# tool its code does not name); BiSeNetV2's paper gives 21.15 at 512×1024 for a head width it
+# does not state (below); STDC1-Seg publishes no count for the segmentation network.
+PEERS = [  # name, params, MACs at 1024×2048, MACs at 512×1024, published GMAC at 1024×2048
+    ("pidnet_s", 7_625_715, 47_194_226_688, None, 47.6),
+    ("ddrnet23_slim", 5_695_987, 36_281_319_424, None, 36.3),
+    ("bisenetv2", 3_358_627, 98_413_199_360, 24_603_312_128, None),
+    ("stdc1_seg", 8_275_104, 67_451_944_960, 16_863_133_696, None),
 ]
 
 
-@pytest.mark.parametrize("name,params,gmac,gmac_half", PEERS)
-def test_peer_counts_equal_the_reference_code(name, params, gmac, gmac_half):
+@pytest.mark.parametrize("name,params,macs,macs_half,published", PEERS)
+def test_peer_counts_equal_the_reference_code(name, params, macs, macs_half, published):
     model = rtseg.create_model(name, 19, aux=False)
     assert count_params(model) == params
-    assert count_macs(model, (1024, 2048)) / 1e9 == pytest.approx(gmac, abs=1e-3)
-    assert count_macs(model, (512, 1024)) / 1e9 == pytest.approx(gmac_half, abs=1e-3)
+    assert count_macs(model, (1024, 2048)) == macs
+    if macs_half is not None:
+        assert count_macs(model, (512, 1024)) == macs_half
+    if published is not None:
+        assert macs / 1e9 == pytest.approx(published, rel=0.01)
 
 
 def test_bisenetv2_head_explains_most_of_the_gap_to_the_paper():
@@ -76,23 +83,3 @@ def test_bisenetv2_head_explains_most_of_the_gap_to_the_paper():
     head = count_call_macs(lambda m, x: m(x), model.head.conv, [(1, 128, 64, 128)])
     assert head == 64 * 128 * 128 * 1024 * 9  # 9.66 GMAC at 512×1024 input (stride 8)
     assert count_macs(model, (512, 1024)) / 1e9 - 21.15 < head / 1e9
-
-
-# The peer networks: rtseg's parameter count equals the official module's exactly (19 classes,
-# no auxiliary heads; counted by instantiating the official code: PIDNet models/pidnet.py at
-# 4c158cf, DDRNet segmentation/DDRNet_23_slim.py at de0db31), and so does rtseg's MAC count of
-# both (the official module under rtseg's counter gives the same number); the published figure
-# (paper, "GFLOPs" = GMAC) within 1 % (PIDNet's 47.6 comes from a tool its code does not name).
-OFFICIAL_PEERS = [  # name, params, MACs at 1024×2048 (the counter), published GMAC
-    ("pidnet_s", 7_625_715, 47_194_226_688, 47.6),
-    ("ddrnet23_slim", 5_695_987, 36_281_319_424, 36.3),
-]
-
-
-@pytest.mark.parametrize("name,params,macs,published", OFFICIAL_PEERS)
-def test_peer_counts_equal_the_official_modules(name, params, macs, published):
-    model = rtseg.create_model(name, 19, aux=False)
-    assert count_params(model) == params
-    counted = count_macs(model, (1024, 2048))
-    assert counted == macs
-    assert counted / 1e9 == pytest.approx(published, rel=0.01)

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
-from ..layers import make_act
+from ..layers import kaiming_init, make_act
 from .hub import resolve_pretrained
 
 
@@ -157,12 +157,7 @@ class ResNet(nn.Module):
             total *= s
             out_strides.append(total)
         self.out_strides = tuple(out_strides)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        kaiming_init(self)
         if zero_init_residual:
             for m in self.modules():
                 last = getattr(m, "bn3", None) if isinstance(m, Bottleneck) else None

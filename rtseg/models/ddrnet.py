@@ -63,7 +63,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError
-from ..layers import resize
+from ..layers import kaiming_init, resize
 from ..registry import register_model
 from .base import ModelOutput, SegmentationModel
 from .logit_upsampling import LogitUpsampler
@@ -215,17 +215,6 @@ class DAPPM(nn.Module):
         return self.compression(torch.cat(outs, 1)) + self.shortcut(x)
 
 
-def init_official(module: nn.Module) -> None:
-    """The official initialisation: Kaiming-normal (fan-out) conv weights, BN weight 1 bias 0
-    (conv biases keep PyTorch's default)."""
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-
-
 def no_imagenet(model: str, pretrained: str | None, source: str) -> None:
     """Refuse ``pretrained_backbone``: the peers' ImageNet files have no stable URL."""
     if pretrained is None:
@@ -274,7 +263,7 @@ class DDRNet(SegmentationModel):
         self.spp = DAPPM(16 * c, spp_planes, 4 * c)
         self.seghead_extra = SegmentHead(high, head_planes, num_classes) if aux else None
         self.final_layer = SegmentHead(4 * c, head_planes, num_classes)
-        init_official(self)
+        kaiming_init(self)  # the official initialisation
         self.upsample = LogitUpsampler(upsampler, num_classes, c, **(upsampler_kwargs or {}))
         if not aux:
             self.aux_weights = ()

@@ -65,7 +65,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import resize
+from ..layers import kaiming_init, resize
 from ..registry import register_model
 from .base import ModelOutput, SegmentationModel
 from .ddrnet import (
@@ -75,7 +75,6 @@ from .ddrnet import (
     SegmentHead,
     bn_relu_conv,
     conv_bn,
-    init_official,
     make_stage,
     no_imagenet,
     pool,
@@ -184,7 +183,7 @@ class PIDNet(SegmentationModel):
             self.seghead_p = self.seghead_d = None
             self.aux_weights, self.aux_kinds = (), ()
         self.final_layer = SegmentHead(4 * c, head_planes, num_classes)
-        init_official(self)
+        kaiming_init(self)  # the official initialisation
         self.upsample = LogitUpsampler(upsampler, num_classes, c, **(upsampler_kwargs or {}))
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
