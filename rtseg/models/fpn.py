@@ -74,10 +74,6 @@ class FPN(SegmentationModel):
                 f"unknown upsampler {upsampler!r}; available: {', '.join(UPSAMPLERS)}")
         if output_stride not in (2, 4):
             raise ConfigError(f"output_stride must be 4 or 2, got {output_stride!r}")
-        levels = 5 if output_stride == 2 else 4
-        if len(backbone.out_channels) != levels:
-            raise ConfigError(f"output_stride={output_stride} needs a {levels}-level backbone; "
-                              f"this one has {len(backbone.out_channels)} levels")
         c = channels
         kwargs = upsampler_kwargs or {}
         self.upsampler = upsampler
@@ -142,8 +138,9 @@ def _register_fpn(upsampler: str, prefix: str, default_backbone: str) -> None:
                               f"(efficientnet_lite0/1/2), not {backbone!r}")
         net = create_backbone(backbone, pretrained_backbone,
                               **({"stride2": True} if output_stride == 2 else {}))
-        if len(net.out_channels) != 4 + (output_stride == 2):
-            raise ConfigError(f"the FPN needs a 4-level backbone; {backbone!r} has "
+        levels = 5 if output_stride == 2 else 4  # stride 2 in front of strides 4..32
+        if len(net.out_channels) != levels:
+            raise ConfigError(f"the FPN needs a {levels}-level backbone; {backbone!r} has "
                               f"{len(net.out_channels)} levels")
         return FPN(num_classes, net, upsampler, channels=channels, aux=aux,
                    upsampler_kwargs=upsampler_kwargs, output_stride=output_stride,
