@@ -257,6 +257,11 @@ def test_deploy_script_exports_scores_and_times_every_runtime(tmp_path: Path, ca
                                             abs=0.01)
     speed = lat["ort_fp32"]["median_ms"] / lat["ort_int8"]["median_ms"]
     assert float(cells[4].rstrip("×")) == pytest.approx(speed, abs=0.01)
+    # a bare --sizes: accuracy only, and a summary without speed columns
+    assert deploy.main([*argv[:argv.index("--sizes")], "--sizes"]) == 0
+    summary = capsys.readouterr().out.split("\n\n")[-1].splitlines()
+    assert summary[0].count("|") == 5 and "×" not in summary[0]
+    assert summary[2].startswith("| tiny | ") and summary[2].count("|") == 5
 
 
 def test_onnx_profile_sums_operator_time_by_type_after_the_warmup() -> None:

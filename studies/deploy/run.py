@@ -51,7 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", default="../shared/data/camvid")
     p.add_argument("--out", default="runs/deploy")
     p.add_argument("--calib-images", type=int, default=64)
-    p.add_argument("--sizes", nargs="+", default=["360x480", "512x1024"])
+    p.add_argument("--sizes", nargs="*", default=["360x480", "512x1024"],
+                   help="latency sizes HxW; none (a bare --sizes): accuracy only")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iters", type=int, default=20)
@@ -142,11 +143,12 @@ def table(results: dict[str, dict], sizes: list[str]) -> str:
     return "\n".join(lines)
 
 
-def summary(results: dict[str, dict], size: str) -> str:
-    """Markdown: what int8 costs and gains per model (mIoU change, speed-up over ORT fp32)."""
-    lines = [f"| model | fp32 test mIoU | ORT int8 Δ mIoU | OpenVINO int8 Δ mIoU | "
-             f"ORT int8 × ORT fp32 ({size}) | OpenVINO int8 × ORT fp32 ({size}) |",
-             "|---|---|---|---|---|---|"]
+def summary(results: dict[str, dict], size: str | None) -> str:
+    """Markdown: what int8 costs and gains per model (mIoU change, speed-up over ORT fp32 at
+    ``size``; no speed columns when ``size`` is None)."""
+    speed = [f"ORT int8 × ORT fp32 ({size})", f"OpenVINO int8 × ORT fp32 ({size})"] if size else []
+    head = ["model", "fp32 test mIoU", "ORT int8 Δ mIoU", "OpenVINO int8 Δ mIoU", *speed]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, res in results.items():
         acc, lat = res.get("accuracy", {}), res.get("latency", {}).get(size, {})
         base = acc.get("ort_fp32", {}).get("miou")
@@ -154,7 +156,7 @@ def summary(results: dict[str, dict], size: str) -> str:
         for v in ("ort_int8", "openvino_int8"):
             m = acc.get(v, {}).get("miou")
             cells.append(f"{m - base:+.2f}" if m is not None and base is not None else "–")
-        for v in ("ort_int8", "openvino_int8"):
+        for v in ("ort_int8", "openvino_int8") if size else ():
             ok = v in lat and "ort_fp32" in lat
             cells.append(f"{lat['ort_fp32']['median_ms'] / lat[v]['median_ms']:.2f}×" if ok
                          else "–")
@@ -189,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: done ({folder})", flush=True)
     print(table(results, args.sizes))
     print()
-    print(summary(results, args.sizes[-1]))
+    print(summary(results, args.sizes[-1] if args.sizes else None))
     return 0
 
 
