@@ -1,5 +1,6 @@
-"""Segmentation losses: pixel-wise cross-entropy and OHEM (:mod:`.pixel`), the losses of
-auxiliary outputs by kind (:mod:`.auxiliary`), and :class:`SegLoss`, which adds them up.
+"""Segmentation losses: pixel-wise cross-entropy and OHEM (:mod:`.pixel`), Lovász-softmax
+(:mod:`.lovasz`), the losses of auxiliary outputs by kind (:mod:`.auxiliary`), and
+:class:`SegLoss`, which adds them up.
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ from .auxiliary import (
     detail_targets,
     weighted_bce,
 )
+from .lovasz import lovasz_softmax
 from .pixel import Criterion, OhemCrossEntropy, class_weights, cross_entropy
 
 
 class SegLoss(nn.Module):
     """Main loss plus weighted auxiliary (deep-supervision) losses, one kind per output.
 
-    ``total = criterion(logits, target) + Σ_i aux_weights[i] · loss_i + Σ extra terms``, where
+    ``total = criterion(logits, target) + lovasz_weight · lovasz_softmax(logits, target)
+    + Σ_i aux_weights[i] · loss_i + Σ extra terms``, where
     ``loss_i`` is the loss of auxiliary output i's kind (:data:`AUX_LOSSES`): for ``"seg"``
     ``criterion(aux_i, target)``; for ``"boundary"`` :class:`BoundaryLoss` (which adds the
     weighted ``bag`` term on the main logits); for ``"detail"`` STDC's :class:`DetailLoss`.
@@ -35,7 +38,10 @@ class SegLoss(nn.Module):
         aux_weights: one weight per auxiliary output of the model, in the model's order.
         aux_kinds: the kind of each auxiliary output (``model.aux_kinds``); None: all
             ``"seg"``.
-        ignore_index: the ignored label (the boundary kind's; the criterion has its own).
+        ignore_index: the ignored label (the boundary kind's and Lovász's; the criterion has
+            its own).
+        lovasz_weight: weight of :func:`~rtseg.losses.lovasz.lovasz_softmax` on the main
+            logits only (0: not computed).
 
     Forward:
         ``outputs``: a B×K×H×W tensor (eval-style; only the main loss), or a tuple
@@ -44,7 +50,8 @@ class SegLoss(nn.Module):
         ``target``: B×H×W int64.
 
         Returns ``(total, parts)``: ``total`` is the scalar to back-propagate; ``parts`` maps
-        ``"main"``, ``"aux1"``, ... ``"auxN"`` (and ``"auxI_<term>"`` for extra terms) to the
+        ``"main"``, ``"lovasz"`` (when weighted), ``"aux1"``, ... ``"auxN"`` (and
+        ``"auxI_<term>"`` for extra terms) to the
         detached, *unweighted* loss of each.
 
     Raises:
@@ -53,9 +60,14 @@ class SegLoss(nn.Module):
     """
 
     def __init__(self, criterion: Criterion, aux_weights: Sequence[float] = (),
-                 aux_kinds: Sequence[str] | None = None, ignore_index: int = 255) -> None:
+                 aux_kinds: Sequence[str] | None = None, ignore_index: int = 255,
+                 lovasz_weight: float = 0.0) -> None:
         super().__init__()
+        if lovasz_weight < 0:
+            raise ValueError(f"lovasz_weight must be >= 0, got {lovasz_weight}")
         self.criterion = criterion
+        self.lovasz_weight = float(lovasz_weight)
+        self.ignore_index = ignore_index
         self.aux_weights = tuple(float(w) for w in aux_weights)
         kinds = ("seg",) * len(self.aux_weights) if aux_kinds is None else tuple(aux_kinds)
         if len(kinds) != len(self.aux_weights):
@@ -86,6 +98,10 @@ class SegLoss(nn.Module):
             weights, terms = self.aux_weights, self.aux_losses
         total = self.criterion(logits, target)
         parts = {"main": total.detach()}
+        if self.lovasz_weight:
+            lovasz = lovasz_softmax(logits, target, self.ignore_index)
+            parts["lovasz"] = lovasz.detach()
+            total = total + self.lovasz_weight * lovasz
         for i, (out, weight, term) in enumerate(zip(aux, weights, terms, strict=True), 1):
             aux_loss, extra = term(out, logits, target)
             parts[f"aux{i}"] = aux_loss.detach()
@@ -98,7 +114,8 @@ class SegLoss(nn.Module):
 
 def build_loss(
     name: str, aux_weights: Sequence[float] = (), ignore_index: int = 255,
-    weight: torch.Tensor | None = None, aux_kinds: Sequence[str] | None = None, **kw: float
+    weight: torch.Tensor | None = None, aux_kinds: Sequence[str] | None = None,
+    lovasz_weight: float = 0.0, **kw: float
 ) -> SegLoss:
     """Build a :class:`SegLoss` from a name.
 
@@ -109,7 +126,8 @@ def build_loss(
         ignore_index: label excluded from the loss.
         aux_kinds: the loss kind of each auxiliary output (``model.aux_kinds``; None: all
             ``"seg"``).
-        weight: optional K class weights (every output's loss uses them).
+        weight: optional K class weights (every output's cross-entropy uses them).
+        lovasz_weight: adds ``lovasz_weight ·`` Lovász-softmax of the main logits.
     """
     if name == "ce":
         if kw:
@@ -124,11 +142,11 @@ def build_loss(
         criterion = OhemCrossEntropy(ignore_index=ignore_index, weight=weight, **kw)
     else:
         raise ValueError(f"unknown loss {name!r}; use 'ce' or 'ohem'")
-    return SegLoss(criterion, aux_weights, aux_kinds, ignore_index)
+    return SegLoss(criterion, aux_weights, aux_kinds, ignore_index, lovasz_weight)
 
 
 __all__ = [
     "AUX_LOSSES", "BoundaryLoss", "Criterion", "DetailLoss", "OhemCrossEntropy", "SegLoss",
     "boundary_target", "build_loss", "class_weights", "cross_entropy", "detail_targets",
-    "weighted_bce",
+    "lovasz_softmax", "weighted_bce",
 ]

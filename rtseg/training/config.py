@@ -60,6 +60,9 @@ class TrainConfig:
     # Per-class loss weights: K numbers, or computed from the training labels at the start of a
     # run: "inverse_log_frequency" (ENet's 1/ln(1.02 + p)) or "median_frequency" (SegNet's).
     class_weights: str | list[float] | None = None
+    # + lovasz_weight · Lovász-softmax (Berman et al. 2018) on the main logits: a surrogate of
+    # 1 − IoU, which lifts the recall of thin, rare classes that a pixel loss under-predicts.
+    lovasz_weight: float = 0.0
     aux_weights: list[float] | None = None  # None: the model's (paper) weights
     amp: bool = False  # mixed precision: bf16 on CPU, fp16 on CUDA
     # NHWC weights and inputs: oneDNN's faster CPU convolutions for EfficientNet-Lite's depthwise
@@ -107,7 +110,8 @@ FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 # Fields that must be >= 1, >= 0, or a finite number > 0.
 _POSITIVE = ("iters", "batch_size", "log_interval", "eval_interval", "ckpt_interval",
              "ohem_min_kept")
-_NON_NEGATIVE = ("warmup_iters", "workers", "seed", "weight_decay", "momentum", "color_jitter")
+_NON_NEGATIVE = ("warmup_iters", "workers", "seed", "weight_decay", "momentum", "color_jitter",
+                 "lovasz_weight")
 _FINITE_POSITIVE = ("lr", "head_lr_mult", "backbone_lr_mult", "poly_power", "warmup_ratio",
                     "eval_scale", "input_scale")
 CLASS_WEIGHTINGS = ("inverse_log_frequency", "median_frequency")

@@ -175,7 +175,7 @@ class Trainer:
         ohem = {"thresh": cfg.ohem_thresh, "min_kept": cfg.ohem_min_kept * self.per_rank}
         self.criterion = build_loss(cfg.loss, self.aux_weights, aux_kinds=aux_kinds,
                                     ignore_index=self.train_set.ignore_index,
-                                    weight=self.class_weights,
+                                    weight=self.class_weights, lovasz_weight=cfg.lovasz_weight,
                                     **(ohem if cfg.loss == "ohem" else {}))
 
     def _build_optimiser(self) -> None:
