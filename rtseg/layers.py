@@ -64,13 +64,35 @@ def export_paths() -> Iterator[None]:
         _EAGER_PATHS.pop()
 
 
+_STATIC_SIZES = [False]
+
+
+@contextlib.contextmanager
+def static_sizes() -> Iterator[None]:
+    """Inside this block a recorded graph serves one input size (``export_onnx(dynamic=False)``
+    records in it): an export-safe formula may then also branch on sizes (IFA's broadcast adds,
+    CARAFE's phase slices), which a graph for every size cannot. In eager PyTorch it changes
+    nothing but those formulas' choice (tests run them inside :func:`export_paths`)."""
+    _STATIC_SIZES.append(True)
+    try:
+        yield
+    finally:
+        _STATIC_SIZES.pop()
+
+
+def sizes_are_static() -> bool:
+    """Whether the caller runs inside :func:`static_sizes`."""
+    return _STATIC_SIZES[-1]
+
+
 def fast_formula(module: nn.Module | None, *tensors: torch.Tensor) -> bool:
     """Whether ``module`` may use its *export-safe* fast formula on ``tensors``: eval mode, no
     gradient wanted (BatchNorm is folded from running statistics) and not inside
     :func:`reference_paths`. Unlike :func:`fast_inference` this holds while tracing and
     exporting too: an export-safe formula writes into no input, caches no tensor and reads
     every size from the tensors it is given (no Python number derived from a shape decides
-    anything), so an ONNX graph may hold it at any input size."""
+    anything, except inside :func:`static_sizes`), so an ONNX graph may hold it at any input
+    size."""
     if not _FAST_PATHS[-1]:
         return False
     params = () if module is None else module.parameters()

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 import rtseg
 from rtseg.deploy.export import check_onnx, export_onnx
 from rtseg.errors import UsageError
-from rtseg.layers import export_paths, reference_paths
+from rtseg.layers import export_paths, reference_paths, static_sizes
 from rtseg.upsample import IFA, create_upsampler
 from rtseg.upsample import gai as gai_module
 from rtseg.upsample import gum as gum_module
@@ -122,6 +122,20 @@ def test_ifa_export_formula_equals_reference(monkeypatch, size):
     torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("size", [(16, 24), (15, 21), (8, 40)])
+def test_ifa_static_size_formula_equals_reference(monkeypatch, size):
+    # levels dividing the grid are broadcast and the position term tiled; others gathered
+    ifa = _randomise(IFA([3, 4, 5, 6], 7, hidden=(8, 7, 6))).double()
+    feats = [torch.randn(2, c, -(-size[0] // 2**i), -(-size[1] // 2**i)).double()
+             for i, c in enumerate([3, 4, 5, 6])]
+    with torch.no_grad():
+        with reference_paths():
+            ref = ifa(feats, size)
+        with export_paths(), static_sizes():
+            out = ifa(feats, size)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+
+
 def test_grid_sample_gather_is_grid_sample():
     # odd sizes, batch 2, samples inside, on cell centres and borders, and far outside
     g = torch.Generator().manual_seed(0)
@@ -204,6 +218,25 @@ def test_onnx_fast_graph_holds_the_fast_formula(exported, up):
     else:
         assert ref["GridSample"] == 3 and ops["GridSample"] == 0
         assert ops["Gather"] >= ref["Gather"] + 4 * 3
+
+
+@pytest.mark.parametrize("up", ["ifa", "carafe"])
+def test_static_export_records_size_specific_formulas(exported, tmp_path, up):
+    # a graph for one size: IFA's levels broadcast (no gathers, the position term a constant
+    # table), CARAFE's taps slices of the padded map; equal to PyTorch at that size
+    torch.manual_seed(0)
+    model = exported(up)[0] if up == "ifa" else _randomise(
+        rtseg.create_model("fpn_r18_carafe", 5, aux=False))
+    static = _export(model, tmp_path / "static.onnx", dynamic=False)
+    dynamic = exported(up)[1] if up == "ifa" else _export(model, tmp_path / "dynamic.onnx")
+    ops, ref = _ops(static), _ops(dynamic)
+    assert check_onnx(model, static, EXPORT_SIZE, batch=1) <= 1e-4
+    if up == "ifa":
+        assert ref["Gather"] >= 6 and ops["Gather"] < ref["Gather"] - 4
+        assert ops["Sin"] == 0 < ref["Sin"]  # the periodic table folded into a constant
+    else:
+        # the gather loop: 5 row and 25 column gathers a tap window, at three FPN levels
+        assert ops["Gather"] <= ref["Gather"] - 3 * 30 and ops["Slice"] >= 3 * 25
 
 
 @pytest.mark.parametrize("up", ["fast_attention", "ifa", "gai", "gum"])

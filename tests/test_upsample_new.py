@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from rtseg.complexity import count_call_macs, count_params
-from rtseg.layers import export_paths, reference_paths
+from rtseg.layers import export_paths, reference_paths, static_sizes
 from rtseg.upsample import CARAFE, FADE, SAPA, DySample, carafe, create_upsampler
 from rtseg.upsample.carafe import (
     reassemble,
@@ -182,6 +182,33 @@ def test_inference_paths_match_per_pixel_loops(monkeypatch, coarse, fine, k):
     torch.testing.assert_close(out_s, ref_s, atol=1e-5, rtol=1e-5)
     if phased and value.shape[1] > 1 and coarse != (1, 1):
         assert out_r.is_contiguous(**cl) and not out_r.is_contiguous()
+
+
+@pytest.mark.parametrize("coarse,fine", PHASE_SIZES + PLAIN_SIZES)
+def test_static_size_graphs_record_the_phase_slices(monkeypatch, coarse, fine):
+    # what export_onnx(dynamic=False) records: the out-of-place phase formula where the sizes
+    # are exact multiples, the gather loop elsewhere; equal to the per-pixel loops either way
+    calls: list[str] = []
+    for name in ("_reassemble_phase_slices", "_similarity_phase_slices"):
+        fn = getattr(carafe, name)
+        monkeypatch.setattr(carafe, name,
+                            lambda *a, _fn=fn, _n=name: calls.append(_n) or _fn(*a))
+    torch.manual_seed(1)
+    value, key = torch.randn(2, 7, *coarse), torch.randn(2, 4, *coarse)
+    query = torch.randn(2, 4, *fine)
+    weights = torch.softmax(torch.randn(2, 9, *fine), 1)
+    with torch.no_grad(), export_paths(), static_sizes():
+        out_r, out_s = reassemble(value, weights, 3), window_similarity(query, key, 3)
+    phased = (coarse, fine) in PHASE_SIZES
+    assert calls == (["_reassemble_phase_slices", "_similarity_phase_slices"] if phased else [])
+    torch.testing.assert_close(out_r, loop_reassemble(value.double(), weights.double(), 3).float(),
+                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out_s, loop_similarity(query.double(), key.double(), 3).float(),
+                               atol=1e-5, rtol=1e-5)
+    calls.clear()
+    with torch.no_grad(), export_paths():  # a graph for every size: never
+        reassemble(value, weights, 3)
+    assert calls == []
 
 
 def test_phase_paths_with_gradients_and_off_for_reference_paths_and_tracing(monkeypatch):

@@ -35,6 +35,13 @@ identity); only a trace at a size where two levels coincide (the finer one a sin
 inputs of 32 pixels or fewer) would record a skip. So export at a deployment size (the default
 is 512×1024); the ONNX file then runs correctly at any size, small ones included.
 
+**Static sizes** (``dynamic=False``, ``rtseg export --static``): the graph serves its one
+size and is recorded inside :func:`rtseg.layers.static_sizes`, where an upsampler may use a
+formula that branches on sizes: IFA adds a level whose grid divides the output's by
+broadcasting (no gathers) and its position term as a constant periodic table; CARAFE, FADE
+and SAPA read their k² taps at H = s·h as slices of the padded map (no gathers). Elsewhere
+the same formulas as the dynamic graph.
+
 ``torch.export`` instead guards its own assumptions and reports the valid range of H and W
 (for FANet H, W ≥ 65 when exported at 512×1024: its stride-64 level must not be a single
 pixel); :func:`export_program` returns it and the command prints it.
@@ -62,6 +69,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, RtsegError, UsageError
+from ..layers import static_sizes
 
 # model name → why it cannot be exported with dynamic H and W (none at present)
 STATIC_ONLY: dict[str, str] = {}
@@ -131,6 +139,8 @@ def export_onnx(
 
     Input ``image`` B×3×H×W float32, output ``logits`` B×K×H×W. With ``dynamic`` the batch, H
     and W axes are symbolic; the graph is traced on a ``batch``×3×``size`` random input.
+    Without it the graph serves that size only and is recorded inside
+    :func:`rtseg.layers.static_sizes` (upsamplers may record size-specific formulas).
     ``grid_sample``: how GUM samples, ``"op"`` (ONNX ``GridSample``: OpenVINO's kernel is
     fast) or ``"gather"`` (four ``Gather`` and a blend, :func:`rtseg.upsample.gum.
     grid_sample_gather`: ONNX Runtime's GridSample kernel is slow and has no int8 form).
@@ -151,7 +161,8 @@ def export_onnx(
     model.eval()
     x = _example(size, batch, 0, model)
     axes = {0: "batch", 2: "height", 3: "width"}
-    with _quiet_export(), torch.no_grad(), grid_sample_as(grid_sample):
+    static = contextlib.nullcontext() if dynamic else static_sizes()
+    with _quiet_export(), torch.no_grad(), grid_sample_as(grid_sample), static:
         torch.onnx.export(
             model, (x,), str(path), dynamo=False, opset_version=opset,
             input_names=["image"], output_names=["logits"],

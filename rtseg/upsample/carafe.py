@@ -34,7 +34,9 @@ The reassembly never builds the C·k_up²·H·W unfolded tensor. What runs when
   the taps instead of storing them.
 * **traced or exported graphs, and inside** :func:`rtseg.layers.reference_paths` (the tests'
   oracle): the plain gather loop at every size (the recomputing backward if gradients are
-  wanted).
+  wanted); except a graph recorded for one size (:func:`rtseg.layers.static_sizes`, what
+  ``export_onnx(dynamic=False)`` records) at H = s_y·h, W = s_x·w: the phase formula out of
+  place, a ``Slice``, ``Mul`` and ``Add`` per tap (:func:`_reassemble_phase_slices`).
 
 Phase path: the source cell of output pixel (s_y·u + p, s_x·v + q) is (u, v) for every
 sub-pixel phase (p, q), so tap (a, b) of all s_y·s_x phases is the *same* plain slice
@@ -85,7 +87,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import fast_inference, fast_training, tracing_or_exporting
+from ..layers import (
+    fast_formula,
+    fast_inference,
+    fast_training,
+    sizes_are_static,
+    tracing_or_exporting,
+)
 from .ifa import nearest_cells
 
 
@@ -235,6 +243,34 @@ def _similarity_phases(query: torch.Tensor, key: torch.Tensor, k: int,
     return out.view(b, k * k, h * sy, w * sx)
 
 
+def _reassemble_phase_slices(value: torch.Tensor, weights: torch.Tensor, k: int,
+                             phases: tuple[int, int]) -> torch.Tensor:
+    """:func:`_reassemble_phases` export-safe (out of place; recorded by static-size exports):
+    per tap one ``Slice`` of the padded channels-last map, a broadcasting ``Mul`` and ``Add``
+    (the kernels split once into their k² taps)."""
+    (sy, sx), r = phases, k // 2
+    b, c, h, w = value.shape
+    pad = F.pad(value, (r, r, r, r)).permute(0, 2, 3, 1)[:, :, None, :, None]  # B×h'×1×w'×1×C
+    kern = weights.reshape(b, k * k, h, sy, w, sx, 1).unbind(1)
+    out = None
+    for a in range(k):
+        for bb in range(k):
+            term = pad[:, a:a + h, :, bb:bb + w] * kern[a * k + bb]
+            out = term if out is None else out + term
+    return out.reshape(b, h * sy, w * sx, c).permute(0, 3, 1, 2)
+
+
+def _similarity_phase_slices(query: torch.Tensor, key: torch.Tensor, k: int,
+                             phases: tuple[int, int]) -> torch.Tensor:
+    """:func:`_similarity_phases` export-safe (as :func:`_reassemble_phase_slices`)."""
+    (sy, sx), r = phases, k // 2
+    b, d, h, w = key.shape
+    pad = F.pad(key, (r, r, r, r)).permute(0, 2, 3, 1)[:, :, None, :, None]
+    q = query.permute(0, 2, 3, 1).reshape(b, h, sy, w, sx, d)
+    taps = [(q * pad[:, a:a + h, :, bb:bb + w]).sum(-1) for a in range(k) for bb in range(k)]
+    return torch.stack(taps, 1).reshape(b, k * k, h * sy, w * sx)
+
+
 def _scatter_phases(grad: torch.Tensor, weights: torch.Tensor, k: int,
                     phases: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
     """Adjoint of :func:`_reassemble_phases` in the value, the gradient of the reassembly wrt
@@ -371,6 +407,8 @@ def reassemble(value: torch.Tensor, weights: torch.Tensor, k: int) -> torch.Tens
         return _Reassemble.apply(value, weights, k)
     if phases is not None and fast_inference(None, value, weights):
         return _reassemble_phases(value, weights, k, phases)
+    if phases is not None and sizes_are_static() and fast_formula(None, value, weights):
+        return _reassemble_phase_slices(value, weights, k, phases)
     return reassemble_plain(value, weights, k)
 
 
@@ -384,6 +422,8 @@ def window_similarity(query: torch.Tensor, key: torch.Tensor, k: int) -> torch.T
         return _WindowSimilarity.apply(query, key, k)
     if phases is not None and fast_inference(None, query, key):
         return _similarity_phases(query, key, k, phases)
+    if phases is not None and sizes_are_static() and fast_formula(None, query, key):
+        return _similarity_phase_slices(query, key, k, phases)
     return window_similarity_plain(query, key, k)
 
 

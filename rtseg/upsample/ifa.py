@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import bn_affine, fast_formula, fast_inference, linear_rows
+from ..layers import bn_affine, fast_formula, fast_inference, linear_rows, sizes_are_static
 
 
 class SpatialEncoding(nn.Module):
@@ -220,20 +220,34 @@ class IFA(nn.Module):
         h, w = size
         blocks, bias = self._folded_first()
         like = features[0]
+        static = sizes_are_static()
         out: torch.Tensor | None = None
-        codes, w_codes = [], []
+        offsets, w_codes = [], []
         for enc, x, (w_pos, w_feat) in zip(self.encodings, features, blocks, strict=True):
             z = linear_rows(x.permute(0, 2, 3, 1), w_feat)  # B×h_l×w_l×hidden, own grid
             if tuple(x.shape[-2:]) == (h, w):  # δ = 0: γ = [0, 0, sin 0 …, cos 0 …]
                 bias = bias + w_pos[:, w_pos.shape[1] // 2 + 1:].sum(1)
+                out = z if out is None else out + z
+                continue
+            iy, dy = nearest_cells(h, x.shape[-2], like)
+            ix, dx = nearest_cells(w, x.shape[-1], like)
+            if static and out is not None and h % x.shape[-2] == 0 and w % x.shape[-1] == 0:
+                out = _broadcast_add(out, z)
             else:
-                iy, dy = nearest_cells(h, x.shape[-2], like)
-                ix, dx = nearest_cells(w, x.shape[-1], like)
                 z = z.index_select(2, ix).index_select(1, iy)
-                codes.append(enc(torch.stack(torch.meshgrid(dy, dx, indexing="ij"), dim=-1)))
-                w_codes.append(w_pos)
-            out = z if out is None else out + z
-        if codes:  # H×W×C, added to every image of the batch
+                out = z if out is None else out + z
+            offsets.append((enc, dy, dx))
+            w_codes.append(w_pos)
+        period = _period((h, w), features) if static and offsets else None
+        if period is not None:  # the offsets repeat every P×Q cells
+            codes = [enc(torch.stack(torch.meshgrid(dy[:period[0]], dx[:period[1]],
+                                                    indexing="ij"), dim=-1))
+                     for enc, dy, dx in offsets]
+            table = linear_rows(torch.cat(codes, dim=-1), torch.cat(w_codes, dim=1), bias)
+            out = _broadcast_add(out, table.unsqueeze(0), tile=True)
+        elif offsets:  # H×W×C, added to every image of the batch
+            codes = [enc(torch.stack(torch.meshgrid(dy, dx, indexing="ij"), dim=-1))
+                     for enc, dy, dx in offsets]
             out = out + linear_rows(torch.cat(codes, dim=-1), torch.cat(w_codes, dim=1), bias)
         else:
             out = out + bias
@@ -309,6 +323,30 @@ def _add_nearest(out: torch.Tensor | None, z: torch.Tensor, size: tuple[int, int
     else:  # nearest cell: out[:, i, j] += z[:, i // ry, j // rx]
         out.view(b, hz, ry, wz, rx, c).add_(z.view(-1, hz, 1, wz, 1, c))
     return out
+
+
+def _period(size: tuple[int, int], features: Sequence[torch.Tensor]) -> tuple[int, int] | None:
+    """(P, Q) after which every level's row and column offsets repeat, when every level's grid
+    divides the H×W grid evenly and so do P and Q; else None."""
+    (h, w), shapes = size, [tuple(x.shape[-2:]) for x in features]
+    if any(h % hz or w % wz for hz, wz in shapes):
+        return None
+    period = (math.lcm(*(h // hz for hz, _ in shapes)), math.lcm(*(w // wz for _, wz in shapes)))
+    return period if h % period[0] == 0 and w % period[1] == 0 else None
+
+
+def _broadcast_add(out: torch.Tensor, z: torch.Tensor, tile: bool = False) -> torch.Tensor:
+    """Out-of-place :func:`_add_nearest` for a grid dividing ``out``'s (B×H×W×C): ``z``
+    (B'×h×w×C, B' = B or 1) broadcast over its r_y×r_x blocks, or with ``tile`` repeated as an
+    h×w tile; a reshape and one broadcasting ``Add`` in a graph, no gathered copy."""
+    b, h, w, c = out.shape
+    hz, wz = z.shape[1:3]
+    ry, rx = h // hz, w // wz
+    if tile:  # out[:, i, j] + z[:, i % hz, j % wz]
+        summed = out.reshape(b, ry, hz, rx, wz, c) + z.reshape(-1, 1, hz, 1, wz, c)
+    else:  # out[:, i, j] + z[:, i // ry, j // rx]
+        summed = out.reshape(b, hz, ry, wz, rx, c) + z.reshape(-1, hz, 1, wz, 1, c)
+    return summed.reshape(b, h, w, c)
 
 
 def _mlp_rows(x: torch.Tensor, layers: Sequence[nn.Module], export_safe: bool = False
