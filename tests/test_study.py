@@ -356,12 +356,13 @@ def test_time_exports_times_each_applicable_variant(capsys) -> None:
     from tools import time_exports
 
     assert time_exports.main(["fpn_r18_bilinear", "fpn_r18_gum", "--variants", "plain", "fast",
-                              "gather", "--size", "32", "48", "--threads", "1", "--iters", "1",
-                              "--warmup", "0", "--num-classes", "3"]) == 0
+                              "gather", "dynamic", "--size", "32", "48", "--threads", "1",
+                              "--iters", "1", "--warmup", "0", "--num-classes", "3"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| fpn")]
     assert [r.split(" | ")[0] for r in rows] == [
-        "| fpn_r18_bilinear [plain]", "| fpn_r18_bilinear [fast]", "| fpn_r18_gum [plain]",
-        "| fpn_r18_gum [fast]", "| fpn_r18_gum [gather]"]  # bilinear has no GUM to gather
+        "| fpn_r18_bilinear [plain]", "| fpn_r18_bilinear [fast]", "| fpn_r18_bilinear [dynamic]",
+        "| fpn_r18_gum [plain]", "| fpn_r18_gum [fast]", "| fpn_r18_gum [gather]",
+        "| fpn_r18_gum [dynamic]"]  # bilinear has no GUM to gather
     assert rows[1].endswith("| 1.000 |  |")  # the floor: the first model's fast file
 
 

@@ -5,7 +5,10 @@ so that no branch is trivially zero) in the requested variants, opened in the ru
 given thread count, and every file is timed in one interleaved run
 (:func:`rtseg.bench.time_interleaved`). Variants:
 
-* ``fast``: the graph ``rtseg export`` writes (each upsampler's export-safe fast formula);
+* ``fast``: the graph ``rtseg export --static`` writes (each upsampler's export-safe fast
+  formula, with the size-specific ones of a static graph: :func:`rtseg.layers.static_sizes`);
+* ``dynamic``: the graph ``rtseg export`` writes by default (dynamic batch, H and W), run at
+  the same size;
 * ``plain``: the same model exported inside :func:`rtseg.layers.reference_paths` (the plain
   formulas every export held before);
 * ``gather``: ``fast`` with GUM's sampling as four gathers and a blend (``grid_sample="gather"``;
@@ -41,7 +44,7 @@ from rtseg.deploy.runtimes import RUNTIMES
 from rtseg.layers import reference_paths
 from studies.common import randomise_weights, run_study
 
-VARIANTS = ("fast", "plain", "gather")
+VARIANTS = ("fast", "dynamic", "plain", "gather")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -70,7 +73,8 @@ def export_variant(name: str, variant: str, size: tuple[int, int], num_classes: 
     paths = reference_paths() if variant == "plain" else contextlib.nullcontext()
     with paths, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return export_onnx(model, folder / f"{name}.{variant}.onnx", size, dynamic=False,
+        return export_onnx(model, folder / f"{name}.{variant}.onnx", size,
+                           dynamic=variant == "dynamic",
                            grid_sample="gather" if variant == "gather" else "op")
 
 
