@@ -15,12 +15,15 @@ tables, the interleaved CamVid latency, figure grids of predictions, and randomi
   interleaved run at CamVid's 360×480, or the timings an earlier report kept.
 * :func:`prediction_rows`, :func:`save_grid`: figures of image / ground truth / predictions.
 * :func:`randomise_weights`: non-trivial random weights for equivalence measurements.
+* :func:`write_marked_block`: a generated report between ``<!-- name:begin -->`` and
+  ``<!-- name:end -->`` in a markdown page, nothing outside the markers changed.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -354,3 +357,22 @@ def run_study(main: Callable[[], int | None]) -> int:
     except RtsegError as e:
         print(f"{name}: error: {one_line(str(e))}", file=sys.stderr)
         return 2
+
+
+def write_marked_block(path: Path, text: str, name: str) -> None:
+    """Put ``text`` between ``<!-- name:begin -->`` and ``<!-- name:end -->`` in ``path`` (the
+    block appended when absent; the page created when missing); nothing outside the markers
+    changes, and the page is replaced atomically."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    old = path.read_text() if path.is_file() else ""
+    block = f"{begin}\n{text.rstrip()}\n{end}"
+    start, stop = old.find(begin), old.find(end)
+    if start >= 0 and stop > start:
+        new = old[:start] + block + old[stop + len(end):]
+    else:
+        new = old + ("\n" if old and not old.endswith("\n") else "") + (
+            "\n" if old else "") + block + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(new)
+    os.replace(tmp, path)

@@ -14,7 +14,7 @@ SLOW_FILES = {
     "test_backends.py", "test_cli.py", "test_readme.py", "test_bench.py", "test_demo.py",
     "test_robustness.py", "test_efficientnet_lite.py", "test_predict.py", "test_check_data.py",
     "test_finetune.py", "test_export_fast.py", "test_probe_imagenet.py",
-    "test_quantize_guided.py",
+    "test_quantize_guided.py", "test_speed_table.py",
 }
 
 

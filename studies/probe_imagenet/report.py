@@ -21,7 +21,14 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from studies.common import THIN, by_seed, paired_cell, paired_difference, spread
+from studies.common import (
+    THIN,
+    by_seed,
+    paired_cell,
+    paired_difference,
+    spread,
+    write_marked_block,
+)
 
 PROTOCOLS = {"frozen": "Protocol A: frozen ImageNet backbone, only the head trained",
              "finetune": "Protocol B: end to end from ImageNet"}
@@ -228,15 +235,4 @@ def wrap(text: str) -> str:
 
 def write_block(path: Path, text: str) -> None:
     """Put ``text`` between the markers in ``path`` (the block appended when absent)."""
-    old = path.read_text() if path.is_file() else ""
-    block = f"{BEGIN}\n{text.rstrip()}\n{END}"
-    start, end = old.find(BEGIN), old.find(END)
-    if start >= 0 and end > start:
-        new = old[:start] + block + old[end + len(END):]
-    else:
-        new = old + ("\n" if old and not old.endswith("\n") else "") + (
-            "\n" if old else "") + block + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(new)
-    os.replace(tmp, path)
+    write_marked_block(path, text, "probe_imagenet")
