@@ -78,8 +78,11 @@ class Setup:
         return module
 
 
-def _make_run(setup: Setup, fn: Callable[..., torch.Tensor], inputs: tuple[torch.Tensor, ...],
-              argmax: bool) -> Callable[[], torch.Tensor]:
+def make_run(setup: Setup, fn: Callable[..., torch.Tensor], inputs: tuple[torch.Tensor, ...],
+             argmax: bool) -> Callable[[], torch.Tensor]:
+    """The timed call ``rtseg bench`` makes: ``fn(*inputs)`` under inference mode and the
+    run's autocast (optionally to labels), then a device synchronisation."""
+
     def run() -> torch.Tensor:
         with torch.inference_mode(), autocast(setup.device, setup.precision):
             y = fn(*inputs)
@@ -154,12 +157,12 @@ def build_model(name: str, setup: Setup, num_classes: int = 19,
         if getattr(model, "temporal", False):
             raise UsageError(f"{name}: the ONNX export of a temporal model is its single-frame "
                              "graph; time it with --backend torch (the streaming step)")
-        run = _make_run(setup, _exported(model, setup, backend), (x,), setup.argmax)
+        run = make_run(setup, _exported(model, setup, backend), (x,), setup.argmax)
         name = f"{name} [{backend}]"
     else:
         if getattr(model, "temporal", False):
             model = Streaming(model.to(setup.device), x)
-        run = _make_run(setup, setup.prepare(model), (x,), setup.argmax)
+        run = make_run(setup, setup.prepare(model), (x,), setup.argmax)
     want = (setup.batch, *setup.size) if setup.argmax else (setup.batch, num_classes, *setup.size)
 
     def check(y: torch.Tensor) -> None:
@@ -232,5 +235,5 @@ def build_module(name: str, setup: Setup, channels: int = 128) -> tuple[Item, Ch
         resident = tensor_bytes([*module.parameters(), *module.buffers(), *inputs])
         prepared = setup.prepare(module)
         fn = lambda *a: call(prepared, *a)  # noqa: E731
-    run = _make_run(setup, fn, inputs, argmax=False)
+    run = make_run(setup, fn, inputs, argmax=False)
     return Item(name, _first_call_errors(name, setup, run), params, macs, resident), None

@@ -53,7 +53,7 @@ import torch
 
 import rtseg
 from rtseg.bench import describe_settings, time_interleaved
-from rtseg.bench.cases import GRID_SAMPLE_FOR, Setup, _make_run
+from rtseg.bench.cases import GRID_SAMPLE_FOR, Setup, make_run
 from rtseg.complexity import count_macs, count_params
 from rtseg.deploy.export import export_onnx
 from rtseg.deploy.quantize import calibration_batches, quantize_int8
@@ -180,7 +180,7 @@ def model_calls(name: str, size: tuple[int, int], variants: list[str], x: torch.
     calls: dict[str, Callable[[], Any]] = {}
     for v in variants:
         if v == "torch":
-            calls[v] = _make_run(setup, setup.prepare(model), (x,), argmax=False)
+            calls[v] = make_run(setup, setup.prepare(model), (x,), argmax=False)
         else:
             runtime, int8 = RUNTIME_OF[v]
             seg = RUNTIMES[runtime](exported(model, name, size, runtime, int8, args),
