@@ -151,3 +151,22 @@ def test_too_little_memory_stops_the_size_with_one_line(tmp_path: Path, monkeypa
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "after 1 of 2 models" in err
     assert not (tmp_path / "speed.json").exists()
+
+
+def test_chunks_time_each_group_with_the_rate_row(tmp_path: Path, capsys) -> None:
+    models = ["fpn_lite0_bilinear", "fpn_lite0_gum", "fpn_r18_bilinear"]
+    args = argv(tmp_path, "--chunk", "1", variants=["torch"])
+    args[args.index("--models") + 1:args.index("--variants")] = models
+    assert script.main(args) == 0
+    rows = json.loads((tmp_path / "speed.json").read_text())[0]["rows"]
+    assert [(r["model"], r["chunk"]) for r in rows] == [
+        ("fpn_lite0_bilinear", 0), ("fpn_r18_bilinear", 0),
+        ("fpn_lite0_gum", 1), ("fpn_r18_bilinear", 1)]
+    for chunk in (0, 1):  # each group's floor from its own rate row
+        rate = next(r for r in rows if r["chunk"] == chunk and r["model"] == "fpn_r18_bilinear")
+        other = next(r for r in rows if r["chunk"] == chunk and r["model"] != rate["model"])
+        assert other["floor_ms"] == pytest.approx(
+            other["gmac"] * rate["median_ms"] / rate["gmac"])
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| fpn")]
+    assert [line.split(" | ")[0] for line in table] == [
+        "| fpn_lite0_bilinear", "| fpn_lite0_gum", "| fpn_r18_bilinear"]  # the rate row once

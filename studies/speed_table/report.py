@@ -107,7 +107,10 @@ def settings_line(s: dict[str, Any]) -> str:
     threads = f"{s['threads']} thread{'s' * (s['threads'] != 1)}"
     return (f"{s['device']}, {threads}, batch 1, warm-up {s['warmup']}, "
             f"{s['iters']} interleaved calls each, {s['num_classes']} classes, int8 calibrated "
-            f"on {s['calib_images']} synthetic scenes; {s['date']}; torch {s['torch']}, "
+            f"on {s['calib_images']} synthetic scenes"
+            + (f"; models timed {s['chunk']} at a time, each group with {RATE_MODEL} in its "
+               "own interleaved run (its row here: the first group's)" if s.get("chunk") else "")
+            + f"; {s['date']}; torch {s['torch']}, "
             f"onnxruntime {s['onnxruntime']}" + (f", openvino {ov}" if ov else ""))
 
 
@@ -117,7 +120,7 @@ def size_section(key: str, record: dict | None) -> list[str]:
     lines = [f"### {h}×{w}", ""]
     if record is None:
         return lines + [f"Not measured yet: `{COMMAND} --sizes {key}`.", ""]
-    rows = with_floors(record["rows"])
+    rows = [r for r in record["rows"] if r["model"] != RATE_MODEL or not r.get("chunk")]
     variants = [v for v in VARIANTS if v in record["variants"]]
     cell = {(r["model"], r["variant"]): r for r in rows}
     lines += [wrap(f"Settings: {settings_line(record['settings'])}."), ""]

@@ -66,6 +66,7 @@ from studies.probe_imagenet.report import load_records, save_records
 from studies.speed_table.report import (
     MODELS,
     NAME,
+    RATE_MODEL,
     SIZES,
     VARIANTS,
     merge_size,
@@ -78,7 +79,7 @@ SEED = 0
 RUNTIME_OF = {"ort_fp32": ("onnxruntime", False), "ort_int8": ("onnxruntime", True),
               "openvino_fp32": ("openvino", False), "openvino_int8": ("openvino", True)}
 # settings that change the numbers: a recorded size measured with others is measured again
-SAME = ("threads", "warmup", "iters", "calib_images", "num_classes")
+SAME = ("threads", "warmup", "iters", "calib_images", "num_classes", "chunk")
 # A size holds every model's sessions and their buffers at once (about 1 GB an ONNX Runtime
 # session at 1024×2048): the run stops itself while this much memory is still left,
 # rather than leave the machine's other jobs to the kernel's OOM killer.
@@ -94,6 +95,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--chunk", type=int, default=None, metavar="N",
+                   help="time the models N at a time, each group with the rate row in its own "
+                        "interleaved run (for sizes where every call of a size does not fit "
+                        "in memory at once)")
     p.add_argument("--calib-images", type=int, default=8)
     p.add_argument("--num-classes", type=int, default=19, help="default 19 (Cityscapes)")
     p.add_argument("--out", default="runs/speed_table", help="exported files, reused")
@@ -120,8 +125,10 @@ def check_args(args: argparse.Namespace) -> None:
     unknown = [m for m in args.models if m not in list_models()]
     if unknown:
         raise UsageError(f"unknown --models {', '.join(unknown)}; see `rtseg list`")
-    if args.threads < 1 or args.iters < 1 or args.warmup < 0 or args.calib_images < 1:
-        raise UsageError("--threads, --iters and --calib-images must be >= 1, --warmup >= 0")
+    if (args.threads < 1 or args.iters < 1 or args.warmup < 0 or args.calib_images < 1
+            or (args.chunk is not None and args.chunk < 1)):
+        raise UsageError("--threads, --iters, --calib-images and --chunk must be >= 1, "
+                         "--warmup >= 0")
 
 
 def available(variants: list[str]) -> tuple[list[str], list[str]]:
@@ -191,13 +198,34 @@ def model_calls(name: str, size: tuple[int, int], variants: list[str], x: torch.
 
 def measure(size: tuple[int, int], variants: list[str], skipped: list[str],
             args: argparse.Namespace) -> dict[str, Any]:
-    """The record of one size: every model × variant timed in one interleaved run."""
+    """The record of one size: every model × variant timed in one interleaved run, or with
+    ``--chunk`` N models (and the rate row) at a time, each row marked with its ``chunk``."""
+    others = [m for m in args.models if m != RATE_MODEL]
+    rate = [RATE_MODEL] if RATE_MODEL in args.models else []
+    n = args.chunk or len(others) or 1
+    groups = [others[i:i + n] + rate for i in range(0, len(others), n)] or [rate]
+    rows = []
+    for chunk, models in enumerate(groups):
+        rows += [{**r, "chunk": chunk} for r in with_floors(time_models(size, models, variants,
+                                                                          args))]
+    settings = describe_settings(
+        torch.device("cpu"), size=size, batch=1, warmup=args.warmup, iters=args.iters,
+        calib_images=args.calib_images, num_classes=args.num_classes, chunk=args.chunk,
+        date=datetime.date.today().isoformat(), onnxruntime=_version("onnxruntime"),
+        openvino=_version("openvino"), grid_sample=GRID_SAMPLE_FOR)
+    return {"size": size_key(size), "models": list(args.models), "variants": variants,
+            "skipped": skipped, "settings": settings, "rows": rows}
+
+
+def time_models(size: tuple[int, int], models: list[str], variants: list[str],
+                args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Rows of ``models`` × ``variants`` at ``size``, timed in one interleaved run."""
     x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(SEED))
     want = (1, args.num_classes, *size)
     calls: dict[tuple[str, str], Callable[[], Any]] = {}
     info: dict[str, dict[str, Any]] = {}
     largest = 0
-    for i, name in enumerate(args.models, 1):
+    for i, name in enumerate(models, 1):
         before = available_bytes()
         mine, info[name] = model_calls(name, size, variants, x, args)
         for v, call in mine.items():
@@ -207,29 +235,22 @@ def measure(size: tuple[int, int], variants: list[str], skipped: list[str],
             calls[(name, v)] = call
         print(f"{size_key(size)} {name}: ready ({', '.join(mine)})", flush=True)
         left = available_bytes()
-        if before is None or left is None or i == len(args.models):
+        if before is None or left is None or i == len(models):
             continue
         largest = max(largest, before - left)
         if left < 1.5 * largest + RESERVE:
             raise UsageError(
                 f"{size_key(size)}: stopped with {format_bytes(left)} of memory left after {i} "
-                f"of {len(args.models)} models (one model took up to {format_bytes(largest)}); "
-                "every call of a size is held at once: time fewer --models or --variants at "
-                "this size (the sizes before it are recorded)")
+                f"of {len(models)} models (one model took up to {format_bytes(largest)}); "
+                "every call of a group is held at once: use --chunk, or time fewer --models or "
+                "--variants at this size (the sizes before it are recorded)")
     print(f"{size_key(size)}: timing {len(calls)} calls, {args.iters} interleaved rounds",
           flush=True)
     stats = time_interleaved({f"{m} [{v}]": c for (m, v), c in calls.items()},
                              warmup=max(args.warmup - 1, 0), iters=args.iters)
-    rows = [{"model": m, "variant": v, **{k: stats[f"{m} [{v}]"][k]
-                                         for k in ("median_ms", "p10_ms", "p90_ms")},
+    return [{"model": m, "variant": v, **{k: stats[f"{m} [{v}]"][k]
+                                          for k in ("median_ms", "p10_ms", "p90_ms")},
              **info[m]} for m, v in calls]
-    settings = describe_settings(
-        torch.device("cpu"), size=size, batch=1, warmup=args.warmup, iters=args.iters,
-        calib_images=args.calib_images, num_classes=args.num_classes,
-        date=datetime.date.today().isoformat(), onnxruntime=_version("onnxruntime"),
-        openvino=_version("openvino"), grid_sample=GRID_SAMPLE_FOR)
-    return {"size": size_key(size), "models": list(args.models), "variants": variants,
-            "skipped": skipped, "settings": settings, "rows": with_floors(rows)}
 
 
 def _version(module: str) -> str | None:
