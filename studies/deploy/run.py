@@ -2,9 +2,9 @@
 
 For each ``NAME=CHECKPOINT`` (trained on CamVid):
 
-1. ``rtseg.export`` writes ``OUT/NAME/model.onnx`` (fp32, dynamic batch/H/W, with metadata)
-   and ``model.int8.onnx`` (static QDQ, calibrated on ``--calib-images`` CamVid train images
-   at the export size 360×480).
+1. ``rtseg.export`` writes ``OUT/NAME/model.onnx`` (fp32, dynamic batch/H/W, with metadata;
+   with ``--static`` fixed at 1×3×360×480) and ``model.int8.onnx`` (static QDQ, calibrated on
+   ``--calib-images`` CamVid train images at the export size 360×480).
 2. Every image of the test split (233 frames, 360×480, whole-image inference) is predicted by
    each variant: PyTorch eager fp32 (the checkpoint), ONNX Runtime fp32 and int8, OpenVINO fp32
    (f32 precision hint) and OpenVINO on the int8 file. Per variant: test mIoU, pixel accuracy,
@@ -38,6 +38,7 @@ import rtseg
 from rtseg.bench import time_interleaved
 from rtseg.data import from_config
 from rtseg.deploy import runtimes as backends
+from rtseg.errors import UsageError
 from rtseg.inference.metrics import ConfusionMatrix
 from rtseg.training.checkpoint import load_model
 from studies.common import run_study
@@ -58,6 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--iters", type=int, default=20)
     p.add_argument("--limit", type=int, help="evaluate only the first N test images")
     p.add_argument("--skip-eval", action="store_true", help="latency only")
+    p.add_argument("--static", action="store_true",
+                   help="export with static shapes (1×3×360×480, the test frames' size)")
     return p.parse_args(argv)
 
 
@@ -86,7 +89,8 @@ def export(name: str, ckpt: str, folder: Path, args: argparse.Namespace) -> None
     folder.mkdir(parents=True, exist_ok=True)
     try:
         print(rtseg.export(ckpt, folder / "model.onnx", size=(360, 480), int8_calib=args.data,
-                           calib_images=args.calib_images, progress=True))
+                           calib_images=args.calib_images, progress=True,
+                           dynamic=not args.static))
     except rtseg.RtsegError as e:
         raise SystemExit(f"{name}: export failed ({e})") from None
 
@@ -166,6 +170,9 @@ def summary(results: dict[str, dict], size: str | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.static and set(args.sizes) - {"360x480"}:
+        raise UsageError(f"--static files run at 360x480 only; got --sizes "
+                         f"{' '.join(args.sizes)}")
     torch.set_num_threads(args.threads)
     results = {}
     for spec in args.checkpoints:
