@@ -13,10 +13,7 @@ from .deploy.metadata import (  # noqa: F401
 )
 from .deploy.runtimes import (  # noqa: F401
     BACKENDS,
-    INT8_MAX_CHANGED,
-    INT8_OPENVINO_CHANGED,
     OPENVINO_FIRST_FP32,
-    OPENVINO_FIRST_INT8,
     RUNTIMES,
     OnnxRuntimeModel,
     OpenVINOModel,
