@@ -17,15 +17,25 @@ tables, the interleaved CamVid latency, figure grids of predictions, and randomi
 * :func:`randomise_weights`: non-trivial random weights for equivalence measurements.
 * :func:`write_marked_block`: a generated report between ``<!-- name:begin -->`` and
   ``<!-- name:end -->`` in a markdown page, nothing outside the markers changed.
+* The queued studies' parts: :func:`load_records`, :func:`save_records` (a committed JSON list
+  of run records, written atomically), :func:`finite`, :func:`wrap`, :data:`DEFINITIONS` (the
+  boundary scores' wording), :func:`train_seconds` (training time from a run's log),
+  :class:`Budget` (``--stop-after`` and the SIGINT/SIGTERM handler), and the probe's stage-1
+  recipe (:data:`STAGE1_CONFIG`, :func:`stage1_recipe`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import signal
 import statistics
 import sys
+import textwrap
+import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -37,6 +47,20 @@ ROOT = Path(__file__).resolve().parents[1]
 CAMVID = ROOT.parent / "shared" / "data" / "camvid"  # the default --data of the CamVid studies
 THIN = ["Pole", "SignSymbol", "Pedestrian", "Bicyclist"]  # CamVid's thin classes
 METRICS = "metrics_test.json"
+# The probe's stage 1 (docs/results.md, "Stage 1: a working CamVid model on this CPU"): this
+# config overridden by stage1_recipe(): random 240×320 crops of the 480×360 frames, scale 0.5–2,
+# flip, jitter, batch 8, SGD lr 0.02 with 200 warm-up iterations and poly decay, OHEM keeping at
+# least crop/16 pixels per crop, bf16 autocast (2× faster on this CPU's AVX-512 BF16), best
+# checkpoint on val.
+STAGE1_CONFIG = ROOT / "configs" / "camvid" / "fpn_r18_bilinear.yaml"
+STAGE1_RECIPE = {"lr": 0.02, "warmup_iters": 200, "amp": True, "log_interval": 20}
+DEFINITIONS = (
+    "BF@k is rtseg's pooled boundary F-score: boundary pixels are those with a 4-neighbour of "
+    "another class, matched within a square (Chebyshev) tolerance of k pixels, counts pooled "
+    "over the test set per class, then averaged over classes. BIoU is Boundary IoU (Cheng et "
+    "al. 2021): per class, the IoU of the bands within d = 2 % of the image diagonal (12 px at "
+    "480×360) inside the true and the predicted masks, image borders counting as contours, "
+    "pooled over the test set, averaged over classes (docs/evaluation.md).")
 
 Runs = list[dict[str, Any]]  # one metrics dict per seed
 Grid = list[list[tuple[str, torch.Tensor]]]  # rows of (title, H×W×3 uint8 picture)
@@ -376,3 +400,105 @@ def write_marked_block(path: Path, text: str, name: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(new)
     os.replace(tmp, path)
+
+
+def stage1_recipe(crop: Sequence[int] = (240, 320), batch: int = 8,
+                  workers: int = 1) -> dict[str, Any]:
+    """The probe's stage-1 overrides of :data:`STAGE1_CONFIG` (OHEM keeps crop/16 pixels)."""
+    h, w = crop
+    return {**STAGE1_RECIPE, "crop_size": [h, w], "batch_size": batch, "workers": workers,
+            "ohem_min_kept": h * w // 16}
+
+
+def load_records(path: Path) -> list[dict[str, Any]]:
+    """The committed records (none when the file does not exist yet)."""
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def save_records(path: Path, records: list[dict[str, Any]]) -> None:
+    """Write the records atomically (a stop mid-write leaves the old file whole)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(records, indent=1, allow_nan=False) + "\n")
+    os.replace(tmp, path)
+
+
+def finite(value: float | None) -> float | None:
+    """A score in per cent rounded to 0.01, None for NaN (a class absent from the test set)."""
+    return None if value is None or not math.isfinite(value) else round(100 * value, 2)
+
+
+def wrap(text: str) -> str:
+    """A paragraph broken at 99 columns, like the rest of docs/results.md."""
+    return textwrap.fill(text, 99, break_long_words=False, break_on_hyphens=False)
+
+
+def train_seconds(log: Path, batch: int) -> float:
+    """Seconds spent in training steps (validation excluded), from the logged throughput."""
+    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    total, last = 0.0, 0
+    for row in rows:
+        if row.get("kind") == "train":
+            total += (row["iter"] - last) * batch / row["img_per_s"]
+            last = row["iter"]
+    return total
+
+
+class Budget:
+    """``--stop-after``: a deadline with an alarm at it, and the study's SIGINT/SIGTERM handler.
+
+    The alarm during training (:meth:`train`) sends this process SIGTERM: the trainer's handler
+    stops after the current step with ``last.pt`` written (``RunInterrupted``). Outside training
+    it only marks the budget spent: a test evaluation under way finishes and is recorded.
+    SIGINT/SIGTERM outside the trainer end the study with ``RunInterrupted`` (one line, via
+    :func:`run_study`).
+    """
+
+    def __init__(self, minutes: float | None) -> None:
+        self.deadline = None if minutes is None else time.monotonic() + 60 * minutes
+        self.spent, self.training = False, False
+
+    def left(self) -> float:
+        """Seconds left (inf without a deadline)."""
+        return math.inf if self.deadline is None else self.deadline - time.monotonic()
+
+    @contextlib.contextmanager
+    def armed(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        names = (signal.SIGALRM, signal.SIGINT, signal.SIGTERM)
+        saved = {s: signal.getsignal(s) for s in names}
+        signal.signal(signal.SIGINT, self._stop)
+        signal.signal(signal.SIGTERM, self._stop)
+        if self.deadline is not None and self.left() > 0:
+            signal.signal(signal.SIGALRM, self._alarm)
+            signal.setitimer(signal.ITIMER_REAL, self.left())
+        try:
+            yield self
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            for s, h in saved.items():
+                signal.signal(s, h)
+
+    def train(self, cfg: Any, resume: Path | None) -> None:
+        """Train (or resume) the run of ``cfg``; the alarm stops it while it trains."""
+        import rtseg
+
+        self.training = True
+        try:
+            rtseg.train(cfg, resume=resume)
+        finally:
+            self.training = False
+
+    def _alarm(self, signum, frame) -> None:
+        self.spent = True
+        if self.training:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def _stop(self, signum, frame) -> None:
+        from rtseg.errors import RunInterrupted
+
+        raise RunInterrupted(f"stopped by {signal.Signals(signum).name} outside a training "
+                             "step; finished runs are in the JSON: re-run the same command to "
+                             "continue", signum)

@@ -35,6 +35,7 @@ from studies.common import (
     prediction_rows,
     run_study,
     save_grid,
+    train_seconds,
     train_then_test,
 )
 
@@ -72,17 +73,6 @@ def run_one(init: str, args: argparse.Namespace) -> dict[str, Any] | None:
                            lambda resume: rtseg.train(cfg, resume=resume), data=args.data,
                            device=args.device, report_only=args.report_only,
                            scales=(cfg.val_scale,), tolerance=TOLERANCES)
-
-
-def train_seconds(log: Path, batch: int) -> float:
-    """Seconds spent in training steps (validation excluded), from the logged throughput."""
-    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    total, last = 0.0, 0
-    for row in rows:
-        if row.get("kind") == "train":
-            total += (row["iter"] - last) * batch / row["img_per_s"]
-            last = row["iter"]
-    return total
 
 
 def summary(init: str, res: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:

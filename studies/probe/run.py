@@ -39,13 +39,14 @@ import torch
 import rtseg
 from studies.common import (
     CAMVID,
-    ROOT,
+    STAGE1_CONFIG,
     THIN,
     difference_table,
     per_class_table,
     run_study,
     saved_latency,
     spread,
+    stage1_recipe,
     train_then_test,
 )
 from studies.common import camvid_latency as _camvid_latency
@@ -54,17 +55,11 @@ from studies.probe.figure import boundary_figure
 UPSAMPLERS = ["bilinear", "gai", "fast_attention", "ifa", "gum"]
 TOLERANCES = (1, 2, 3)
 STAGE1 = "stage1_fpn_r18_bilinear"
-# The recipe of both stages (configs/camvid/fpn_r18_bilinear.yaml overridden by these):
-# random 240×320 crops of the 480×360 frames, scale 0.5–2, flip, jitter, batch 8, SGD lr 0.02
-# with 200 warm-up iterations and poly decay, OHEM keeping at least crop/16 pixels per crop,
-# bf16 autocast (2× faster on this CPU's AVX-512 BF16), best checkpoint on val.
-RECIPE = {"lr": 0.02, "warmup_iters": 200, "amp": True, "log_interval": 20}
+# The recipe of both stages: studies.common.STAGE1_CONFIG overridden by stage1_recipe().
 
 
 def recipe(args: argparse.Namespace) -> dict[str, Any]:
-    h, w = args.crop
-    return {**RECIPE, "crop_size": [h, w], "batch_size": args.batch, "workers": args.workers,
-            "ohem_min_kept": h * w // 16}
+    return stage1_recipe(args.crop, args.batch, args.workers)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -98,7 +93,7 @@ def run_one(name: str, values: dict[str, Any], args: argparse.Namespace) -> dict
         if resume:  # the run's own config.yaml, as it was started
             rtseg.train(run / "config.yaml", resume=resume)
         else:
-            rtseg.train(ROOT / "configs/camvid/fpn_r18_bilinear.yaml",
+            rtseg.train(STAGE1_CONFIG,
                         **{**recipe(args), **values, "data_root": args.data,
                            "out_dir": args.out, "run_name": name, "device": args.device})
 

@@ -1,6 +1,6 @@
 """The ImageNet probe's committed record and its report, from the JSON alone.
 
-* :func:`load_records`, :func:`merge_record`, :func:`save_records`:
+* :func:`merge_record` (and studies.common's :func:`load_records`, :func:`save_records`):
   ``docs/results/probe_imagenet.json``, a sorted list with one record per (upsampler,
   protocol, seed); scores in per cent.
 * :func:`report`: the markdown of the records: per protocol, the scores with their seed spread,
@@ -13,22 +13,22 @@
 
 from __future__ import annotations
 
-import json
-import math
-import os
-import textwrap
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from studies.common import (
+    DEFINITIONS,
     THIN,
     by_seed,
     paired_cell,
     paired_difference,
     spread,
+    wrap,
     write_marked_block,
 )
+from studies.common import load_records as load_records  # re-exported: the study's record I/O
+from studies.common import save_records as save_records
 
 PROTOCOLS = {"frozen": "Protocol A: frozen ImageNet backbone, only the head trained",
              "finetune": "Protocol B: end to end from ImageNet"}
@@ -43,13 +43,6 @@ SECOND = [("Δ BF@1 (95 % CI)", "bf1", "paired"), ("Δ BF@3 (95 % CI)", "bf3", "
           ("BF@2 by seed", "bf2", "by_seed"), ("BIoU by seed", "biou", "by_seed")]
 SCORES = [("test mIoU", "test_miou"), ("BF@1", "bf1"), ("BF@2", "bf2"), ("BF@3", "bf3"),
           ("BIoU", "biou")]
-DEFINITIONS = (
-    "BF@k is rtseg's pooled boundary F-score: boundary pixels are those with a 4-neighbour of "
-    "another class, matched within a square (Chebyshev) tolerance of k pixels, counts pooled "
-    "over the test set per class, then averaged over classes. BIoU is Boundary IoU (Cheng et "
-    "al. 2021): per class, the IoU of the bands within d = 2 % of the image diagonal (12 px at "
-    "480×360) inside the true and the predicted masks, image borders counting as contours, "
-    "pooled over the test set, averaged over classes (docs/evaluation.md).")
 
 Key = tuple[str, str, int]  # (upsampler, protocol, seed)
 
@@ -64,30 +57,12 @@ def _sort_key(record: dict[str, Any]) -> tuple:
             UPSAMPLERS.index(up) if up in UPSAMPLERS else len(UPSAMPLERS), up, seed)
 
 
-def load_records(path: Path) -> list[dict[str, Any]]:
-    """The committed records (none when the file does not exist yet)."""
-    return json.loads(path.read_text()) if path.is_file() else []
-
-
 def merge_record(records: Iterable[dict[str, Any]], record: dict[str, Any]) -> list[dict]:
     """``records`` with ``record`` in its place: one per key (a new one replaces an old one with
     the same upsampler, protocol and seed), sorted by protocol, upsampler and seed."""
     kept = {key_of(r): r for r in records}
     kept[key_of(record)] = record
     return sorted(kept.values(), key=_sort_key)
-
-
-def save_records(path: Path, records: list[dict[str, Any]]) -> None:
-    """Write the records atomically (a stop mid-write leaves the old file whole)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(records, indent=1, allow_nan=False) + "\n")
-    os.replace(tmp, path)
-
-
-def finite(value: float | None) -> float | None:
-    """A score in per cent rounded to 0.01, None for NaN (a class absent from the test set)."""
-    return None if value is None or not math.isfinite(value) else round(100 * value, 2)
 
 
 def _runs(records: Sequence[dict], protocol: str, up: str, key: str | None = None) -> list:
@@ -226,11 +201,6 @@ def report(records: Sequence[dict], pending: str = "") -> str:
     for protocol in PROTOCOLS:
         lines += protocol_section(records, protocol)
     return "\n".join(lines).rstrip() + "\n"
-
-
-def wrap(text: str) -> str:
-    """A paragraph broken at 99 columns, like the rest of the page."""
-    return textwrap.fill(text, 99, break_long_words=False, break_on_hyphens=False)
 
 
 def write_block(path: Path, text: str) -> None:

@@ -52,34 +52,35 @@ validation curve of each run is in its ``log.jsonl``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
-import math
-import os
 import shlex
-import signal
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import rtseg
 from rtseg.errors import RunInterrupted
 from rtseg.training.config import load_config
-from studies.camvid_imagenet.run import train_seconds
-from studies.common import CAMVID, METRICS, ROOT, run_study, train_then_test
+from studies.common import (
+    CAMVID,
+    METRICS,
+    ROOT,
+    Budget,
+    finite,
+    load_records,
+    run_study,
+    save_records,
+    train_seconds,
+    train_then_test,
+)
 from studies.probe_imagenet.report import (
     PROTOCOLS,
     UPSAMPLERS,
-    finite,
     key_of,
-    load_records,
     merge_record,
     paired_best,
     report,
-    save_records,
     write_block,
 )
 
@@ -178,53 +179,6 @@ def record_of(job: tuple[str, str, int], cfg, res: dict[str, Any],
             "command": command_of(job, args)}
 
 
-class Budget:
-    """``--stop-after``: a deadline with an alarm at it, and the study's SIGINT/SIGTERM handler.
-
-    The alarm during training sends this process SIGTERM: the trainer's handler stops after the
-    current step with ``last.pt`` written (``RunInterrupted``). Outside training it only marks
-    the budget spent: a test evaluation under way finishes and is recorded. SIGINT/SIGTERM
-    outside the trainer end the study with ``RunInterrupted`` (one line, via ``run_study``).
-    """
-
-    def __init__(self, minutes: float | None) -> None:
-        self.deadline = None if minutes is None else time.monotonic() + 60 * minutes
-        self.spent, self.training = False, False
-
-    def left(self) -> float:
-        """Seconds left (inf without a deadline)."""
-        return math.inf if self.deadline is None else self.deadline - time.monotonic()
-
-    @contextlib.contextmanager
-    def armed(self):
-        if threading.current_thread() is not threading.main_thread():
-            yield self
-            return
-        names = (signal.SIGALRM, signal.SIGINT, signal.SIGTERM)
-        saved = {s: signal.getsignal(s) for s in names}
-        signal.signal(signal.SIGINT, self._stop)
-        signal.signal(signal.SIGTERM, self._stop)
-        if self.deadline is not None and self.left() > 0:
-            signal.signal(signal.SIGALRM, self._alarm)
-            signal.setitimer(signal.ITIMER_REAL, self.left())
-        try:
-            yield self
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            for s, h in saved.items():
-                signal.signal(s, h)
-
-    def _alarm(self, signum, frame) -> None:
-        self.spent = True
-        if self.training:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    def _stop(self, signum, frame) -> None:
-        raise RunInterrupted(f"stopped by {signal.Signals(signum).name} outside a training "
-                             "step; finished runs are in the JSON: re-run the same command to "
-                             "continue", signum)
-
-
 def estimate_minutes(protocol: str, iters: int, records: list[dict]) -> float:
     """A run's minutes: its steps at the protocol's recorded median s/iteration (the assumption
     until one is recorded), plus :data:`EVAL_MINUTES`."""
@@ -300,7 +254,7 @@ def study(args: argparse.Namespace, budget: Budget) -> int:
                 return stopped(f"next run ({cfg.run_name}, about {need:.0f} min) does not fit "
                                f"in the {budget.left() / 60:.0f} min left", args, started)
             try:
-                res = train_then_test(run, functools.partial(_train, cfg, budget=budget),
+                res = train_then_test(run, functools.partial(budget.train, cfg),
                                       data=cfg.data_root, device=args.device,
                                       scales=(cfg.val_scale,), tolerance=TOLERANCES)
             except RunInterrupted:
@@ -316,15 +270,6 @@ def study(args: argparse.Namespace, budget: Budget) -> int:
     if budget.spent:
         return stopped("budget spent", args, started)
     return 0
-
-
-def _train(cfg, resume: Path | None, budget: Budget) -> None:
-    """Train (or resume) the run; the budget's alarm stops it while it trains."""
-    budget.training = True
-    try:
-        rtseg.train(cfg, resume=resume)
-    finally:
-        budget.training = False
 
 
 def figure(args: argparse.Namespace) -> None:

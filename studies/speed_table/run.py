@@ -61,8 +61,14 @@ from rtseg.deploy.runtimes import RUNTIMES, installed
 from rtseg.errors import UsageError
 from rtseg.inference.memory import available_bytes, format_bytes
 from rtseg.registry import list_models
-from studies.common import ROOT, randomise_weights, run_study, write_marked_block
-from studies.probe_imagenet.report import load_records, save_records
+from studies.common import (
+    ROOT,
+    load_records,
+    randomise_weights,
+    run_study,
+    save_records,
+    write_marked_block,
+)
 from studies.speed_table.report import (
     MODELS,
     NAME,
