@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from studies.common import paired_difference, regularized_beta, t_cdf, t_quantile, verdict_words
+from studies.stats import paired_difference, regularized_beta, t_cdf, t_quantile, verdict_words
 
 
 @pytest.mark.parametrize("df,value", [(1, 12.706), (2, 4.303), (4, 2.776), (9, 2.262),

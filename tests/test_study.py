@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from studies import common
+from studies import common, stats
 from studies.camvid_study import run as study
 from tools import int8_bisect, profile_onnx
 
@@ -68,7 +68,7 @@ def test_study_trains_resumes_and_reports(tmp_path: Path, monkeypatch) -> None:
 
 
 def test_paired_cell_gives_mean_interval_and_word_of_the_same_seed_differences() -> None:
-    cell = common.paired_cell
+    cell = stats.paired_cell
 
     def runs(*values: float, seeds: tuple[int, ...] = (0, 1, 2)) -> list[dict]:
         return [{"miou": v, "seed": s} for v, s in zip(values, seeds, strict=True)]
@@ -89,7 +89,7 @@ def test_paired_cell_gives_mean_interval_and_word_of_the_same_seed_differences()
     # the seeds are paired by number, not by position; seed 7 has no partner and is left out
     assert cell(runs(0.39, 0.32, 0.5, seeds=(2, 0, 7)), base, "miou") == \
         "+3.0 (-9.7 to +15.7) not shown"
-    assert common.by_seed(runs(0.39, 0.32, 0.5, seeds=(2, 0, 7)), base, "miou") == \
+    assert stats.by_seed(runs(0.39, 0.32, 0.5, seeds=(2, 0, 7)), base, "miou") == \
         "s2 +4.0, s0 +2.0"
     assert cell(runs(0.20, seeds=(1,)), base, "miou") == "-20.0 (1 paired seed: no interval)"
     assert cell(runs(0.20, seeds=(5,)), base, "miou") == "no paired seeds"
@@ -103,7 +103,7 @@ def test_difference_table_puts_paired_cells_and_seed_differences_in_columns() ->
             {"miou": 0.35, "mbf": 0.20, "seed": 2}]
     gum = [{"miou": 0.32, "mbf": 0.25, "seed": 0}, {"miou": 0.43, "mbf": 0.25, "seed": 1},
            {"miou": 0.39, "mbf": 0.25, "seed": 2}]
-    assert common.difference_table(
+    assert stats.difference_table(
         [("gum", gum, base)],
         [("Δ mIoU (95 % CI)", "miou", "paired"), ("by seed", "miou", "by_seed"),
          ("Δ BF (95 % CI)", "mbf", "paired")]) == [
@@ -111,7 +111,7 @@ def test_difference_table_puts_paired_cells_and_seed_differences_in_columns() ->
         "| gum | +3.0 (+0.5 to +5.5) ahead | s0 +2.0, s1 +3.0, s2 +4.0 | "
         "+5.0 (+5.0 to +5.0) ahead |"]
     with pytest.raises(KeyError):
-        common.difference_table([("gum", gum, base)], [("Δ", "miou", "verdict")])
+        stats.difference_table([("gum", gum, base)], [("Δ", "miou", "verdict")])
 
 
 def test_report_lists_seeds_and_differences_to_bilinear() -> None:
@@ -154,10 +154,10 @@ def test_results_page_intervals_follow_from_its_by_seed_values() -> None:
         for k, text in enumerate(cells):
             if m := cell.fullmatch(text):
                 diffs = [number(pair.split()[1]) for pair in cells[k + 1].split(", ")]
-                res = common.paired_difference(diffs, [0.0] * len(diffs))
+                res = stats.paired_difference(diffs, [0.0] * len(diffs))
                 assert number(m[1]) == pytest.approx(res.mean, abs=0.0051), text
                 assert (number(m[2]), number(m[3])) == pytest.approx(res.interval, abs=0.051), text
-                assert m[4] == common.verdict_words(res.interval), text
+                assert m[4] == stats.verdict_words(res.interval), text
                 found.append((cells[0], m[4]))
     assert len(found) == 32  # tables 1 and 2, the faithful networks, the probe: mIoU and BF
     assert ("frozen gum", "ahead") in found and ("fast_attention", "behind") in found

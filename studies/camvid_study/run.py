@@ -37,17 +37,15 @@ from studies.common import (
     CAMVID,
     ROOT,
     THIN,
-    difference_table,
     load_runs,
-    per_class_table,
     prediction_rows,
     run_study,
     save_grid,
     saved_latency,
-    spread,
     train_then_test,
 )
 from studies.common import camvid_latency as _camvid_latency
+from studies.stats import difference_table, per_class_table, spread
 
 UPSAMPLERS = ["bilinear", "gai", "fast_attention", "ifa", "gum"]
 FAITHFUL = ["gain_r18", "fanet18", "gun"]

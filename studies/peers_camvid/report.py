@@ -7,7 +7,7 @@
   in queue order; scores in per cent.
 * :func:`report`: the markdown: the recipe, the command, one table of every run (those not
   finished: "not run yet"), and each peer's gum/dysample run against the same peer with
-  bilinear (:func:`studies.common.paired_cell`: with one seed, a difference and no interval).
+  bilinear (:func:`studies.stats.paired_cell`: with one seed, a difference and no interval).
 * :func:`write_block`: that markdown between ``<!-- peers_camvid:begin -->`` and
   ``<!-- peers_camvid:end -->`` in ``docs/results.md`` (appended when absent).
 """
@@ -18,7 +18,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from studies.common import DEFINITIONS, THIN, by_seed, paired_cell, wrap, write_marked_block
+from studies.common import DEFINITIONS, THIN, wrap, write_marked_block
+from studies.stats import by_seed, paired_cell
 
 PEERS = ("pidnet_s", "ddrnet23_slim", "bisenetv2", "stdc1_seg")
 SEED_NETWORKS = ("gain_r18", "gain_df2", "fanet18", "gun", "ifa_r18")

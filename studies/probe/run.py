@@ -41,16 +41,14 @@ from studies.common import (
     CAMVID,
     STAGE1_CONFIG,
     THIN,
-    difference_table,
-    per_class_table,
     run_study,
     saved_latency,
-    spread,
     stage1_recipe,
     train_then_test,
 )
 from studies.common import camvid_latency as _camvid_latency
 from studies.probe.figure import boundary_figure
+from studies.stats import difference_table, per_class_table, spread
 
 UPSAMPLERS = ["bilinear", "gai", "fast_attention", "ifa", "gum"]
 TOLERANCES = (1, 2, 3)

@@ -17,18 +17,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from studies.common import (
-    DEFINITIONS,
-    THIN,
-    by_seed,
-    paired_cell,
-    paired_difference,
-    spread,
-    wrap,
-    write_marked_block,
-)
+from studies.common import DEFINITIONS, THIN, wrap, write_marked_block
 from studies.common import load_records as load_records  # re-exported: the study's record I/O
 from studies.common import save_records as save_records
+from studies.stats import by_seed, paired_cell, paired_difference, spread
 
 PROTOCOLS = {"frozen": "Protocol A: frozen ImageNet backbone, only the head trained",
              "finetune": "Protocol B: end to end from ImageNet"}
