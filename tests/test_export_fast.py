@@ -231,12 +231,23 @@ def test_static_export_records_size_specific_formulas(exported, tmp_path, up):
     dynamic = exported(up)[1] if up == "ifa" else _export(model, tmp_path / "dynamic.onnx")
     ops, ref = _ops(static), _ops(dynamic)
     assert check_onnx(model, static, EXPORT_SIZE, batch=1) <= 1e-4
+    assert ops["Shape"] == 0 < ref["Shape"]  # every size a constant (export.fold_shapes)
     if up == "ifa":
         assert ref["Gather"] >= 6 and ops["Gather"] < ref["Gather"] - 4
         assert ops["Sin"] == 0 < ref["Sin"]  # the periodic table folded into a constant
     else:
         # the gather loop: 5 row and 25 column gathers a tap window, at three FPN levels
         assert ops["Gather"] <= ref["Gather"] - 3 * 30 and ops["Slice"] >= 3 * 25
+
+
+def test_static_export_folds_every_size_read(tmp_path):
+    # EfficientNet-Lite pads from the traced sizes ("SAME"), so shape inference learns the
+    # sizes of later tensors only once the pads are folded: folded until nothing is left
+    model = _randomise(rtseg.create_model("fpn_lite0_ifa", 5, aux=False))
+    path = _export(model, tmp_path / "lite.onnx", dynamic=False)
+    ops = _ops(path)
+    assert ops["Shape"] == 0 and ops["Sin"] == 0 and ops["Range"] == 0
+    assert check_onnx(model, path, EXPORT_SIZE, batch=1) <= 1e-4
 
 
 @pytest.mark.parametrize("up", ["fast_attention", "ifa", "gai", "gum"])

@@ -170,7 +170,47 @@ def export_onnx(
             do_constant_folding=True,
         )
     fold_constants(path)
+    while not dynamic and fold_shapes(path):  # a folded size lets inference know more shapes
+        fold_constants(path)
     return path
+
+
+def fold_shapes(path: str | Path) -> int:
+    """Replace every ``Shape`` node of the ONNX file at ``path`` whose input has a shape that
+    ONNX shape inference knows in full by an initializer holding that shape; returns how many.
+
+    In a static export every shape is known, but the TorchScript tracer still records the
+    sizes it read as ``Shape`` nodes, so the arithmetic on them (IFA's cell offsets and their
+    encoding, resize targets) stays in the graph, where the int8 quantiser would quantise it
+    and OpenVINO 2026.4 fails to compile one such quantised ``Gemm``. :func:`fold_constants`
+    then folds what these constants feed."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    path = str(path)
+    model = onnx.load(path)
+    inferred = onnx.shape_inference.infer_shapes(model)
+    known: dict[str, list[int]] = {
+        i.name: list(i.dims) for i in model.graph.initializer}
+    for info in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output):
+        t = info.type.tensor_type
+        if t.HasField("shape") and all(d.HasField("dim_value") for d in t.shape.dim):
+            known[info.name] = [d.dim_value for d in t.shape.dim]
+    graph, folded = model.graph, []
+    for node in graph.node:
+        if node.op_type != "Shape" or node.input[0] not in known:
+            continue
+        dims = known[node.input[0]]
+        attrs = {a.name: a.i for a in node.attribute}
+        value = np.array(dims[attrs.get("start", 0):attrs.get("end", len(dims))], np.int64)
+        graph.initializer.append(numpy_helper.from_array(value, node.output[0]))
+        folded.append(node)
+    for node in folded:
+        graph.node.remove(node)
+    if folded:
+        onnx.save(model, path)
+    return len(folded)
 
 
 def fold_constants(path: str | Path) -> int:
