@@ -304,3 +304,18 @@ class Budget:
         raise RunInterrupted(f"stopped by {signal.Signals(signum).name} outside a training "
                              "step; finished runs are in the JSON: re-run the same command to "
                              "continue", signum)
+
+
+def add_queue_options(p: Any, out: str) -> None:
+    """The options every queued CamVid study takes (``p`` an ``argparse.ArgumentParser``):
+    ``--stop-after``, ``--set``, ``--data``, ``--out`` (default ``out``), ``--docs``,
+    ``--device``, ``--report-only``."""
+    p.add_argument("--stop-after", type=float, default=None, metavar="MINUTES")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="config overrides for every run (e.g. iters=2 for a smoke run)")
+    p.add_argument("--data", default=str(CAMVID))
+    p.add_argument("--out", default=out)
+    p.add_argument("--docs", default=str(ROOT / "docs"))
+    p.add_argument("--device", default="auto")
+    p.add_argument("--report-only", action="store_true", help="train nothing; report the JSON")
+

@@ -51,11 +51,11 @@ import yaml
 from rtseg.errors import RunInterrupted, UnknownNameError
 from rtseg.training.config import TrainConfig, load_config
 from studies.common import (
-    CAMVID,
     METRICS,
     ROOT,
     STAGE1_CONFIG,
     Budget,
+    add_queue_options,
     finite,
     load_records,
     run_study,
@@ -80,14 +80,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--models", nargs="+", default=NAMES, metavar="RUN",
                    help="runs of the queue to do, by name: " + " ".join(NAMES))
     p.add_argument("--iters", type=int, default=ITERS)
-    p.add_argument("--stop-after", type=float, default=None, metavar="MINUTES")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="config overrides for every run (e.g. iters=2 for a smoke run)")
-    p.add_argument("--data", default=str(CAMVID))
-    p.add_argument("--out", default="runs/peers_camvid")
-    p.add_argument("--docs", default=str(ROOT / "docs"))
-    p.add_argument("--device", default="auto")
-    p.add_argument("--report-only", action="store_true", help="train nothing; report the JSON")
+    add_queue_options(p, "runs/peers_camvid")
     p.add_argument("--time-step", action="store_true",
                    help="time a training step of each run's network, save it, project; exit")
     return p.parse_args(argv)

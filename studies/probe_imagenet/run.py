@@ -63,10 +63,10 @@ from typing import Any
 from rtseg.errors import RunInterrupted
 from rtseg.training.config import load_config
 from studies.common import (
-    CAMVID,
     METRICS,
     ROOT,
     Budget,
+    add_queue_options,
     finite,
     load_records,
     run_study,
@@ -104,14 +104,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="protocol B also trains this many best protocol-A upsamplers")
     p.add_argument("--frozen-iters", type=int, default=800)
     p.add_argument("--finetune-iters", type=int, default=500)
-    p.add_argument("--stop-after", type=float, default=None, metavar="MINUTES")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="config overrides for every run (e.g. iters=2 for a smoke run)")
-    p.add_argument("--data", default=str(CAMVID))
-    p.add_argument("--out", default="runs/probe_imagenet")
-    p.add_argument("--docs", default=str(ROOT / "docs"))
-    p.add_argument("--device", default="auto")
-    p.add_argument("--report-only", action="store_true", help="train nothing; report the JSON")
+    add_queue_options(p, "runs/probe_imagenet")
     p.add_argument("--figure", action="store_true",
                    help="draw protocol B's boundary crops (needs its checkpoints here)")
     p.add_argument("--time-step", action="store_true",
