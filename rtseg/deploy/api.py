@@ -56,6 +56,7 @@ class ExportReport:
     int8_calib: str | None = None
     int8_quantized: dict[str, Any] | None = None  # quantised / float node counts, images
     int8_agreement: dict[str, Any] | None = None  # int8 vs fp32: pixels_changed, max_logit_diff
+    int8_openvino: str | None = None  # a static int8 file in OpenVINO: "compiles" or "fails: …"
     fp16_agreement: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -114,6 +115,10 @@ class ExportReport:
             out.append(f"  int8 vs fp32 on {a['images']} images (another sample): "
                        f"{100 * a['pixels_changed']:.2f} % of pixels change class, max |logit "
                        f"diff| {a['max_logit_diff']:.3f}")
+        if self.int8 and self.int8_openvino:
+            runs = ("backend=auto runs it there" if self.int8_openvino == "compiles"
+                    else "backend=auto runs it in ONNX Runtime")
+            out.append(f"  OpenVINO (a child process): {self.int8_openvino}; {runs}")
         if self.fp16 and self.fp16_agreement:
             a = self.fp16_agreement
             out.append(wrote(self.fp16, "fp16 weights and arithmetic, fp32 input/output")
@@ -371,12 +376,16 @@ def _int8(report: ExportReport, path: Path, out: Path, calib: str, images: int,
           metadata: dict[str, str], progress: bool) -> None:
     """Write the int8 version of the ONNX file ``path`` to ``out`` and measure it."""
     from .quantize import agreement, calibration_batches, quantize_int8
+    from .runtimes import installed, openvino_compiles
 
     size = report.size
     with atomic_path(out) as tmp:
         report.int8_quantized = quantize_int8(path, tmp, _bar(calibration_batches(
             calib, size, images), images, "int8 calibration", progress))
-        write_metadata(tmp, {**metadata, "rtseg.precision": "int8"})
+        extra = {"rtseg.precision": "int8"}
+        if not report.dynamic and installed("openvino"):  # what backend="auto" reads
+            report.int8_openvino = extra["rtseg.openvino"] = openvino_compiles(tmp)
+        write_metadata(tmp, {**metadata, **extra})
     report.int8, report.int8_calib = out, calib
     held_out = calibration_batches(calib, size, min(8, images), seed=1)
     report.int8_agreement = agreement(path, out, _bar(held_out, min(8, images), "int8 check",

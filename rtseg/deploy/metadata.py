@@ -80,7 +80,8 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
                               f"{props['rtseg.format']}): upgrade rtseg")
     meta: dict[str, Any] = {"model": props["rtseg.model"],
                             "precision": props.get("rtseg.precision", "fp32"),
-                            "grid_sample": props.get("rtseg.grid_sample", "op")}
+                            "grid_sample": props.get("rtseg.grid_sample", "op"),
+                            "openvino": props.get("rtseg.openvino")}
     for key in ("classes", "palette", "mean", "std", "dynamic", "trace_size", "batch"):
         if f"rtseg.{key}" in props:
             meta[key] = json.loads(props[f"rtseg.{key}"])

@@ -137,23 +137,48 @@ OPENVINO_FIRST_FP32 = frozenset({"gun"})
 # FakeQuantize and apply channel 0's bias to every channel (fpn_r18_ifa and fpn_r18_gum changed
 # 11 % and 19 % of the CamVid labels; tools/openvino_int8_repro.py reproduces it without rtseg
 # and --scan lists the exposed convolutions of a file). With static shapes the pattern does not
-# form (the scan finds no exposed convolution in any static int8 file). So: an int8 file with
-# static shapes (rtseg export --static --int8) goes to OpenVINO, a dynamic one to ONNX Runtime.
+# form (the scan finds no exposed convolution in any static int8 file). But OpenVINO 2026.4's
+# low-precision transformations crash the process (SIGSEGV) compiling some static int8 files
+# (pidnet_s, ddrnet23_slim), so the export compiles a static int8 file in OpenVINO in a child
+# process and records the outcome (rtseg.openvino, openvino_compiles). So: an int8 file with
+# static shapes that OpenVINO compiled at export goes to OpenVINO; any other int8 file to ONNX
+# Runtime.
+
+
+def openvino_compiles(path: str | Path, timeout: float = 300.0) -> str:
+    """Compile the ONNX file at ``path`` in OpenVINO's CPU plugin in a child process (a crash
+    there must not end the caller): ``"compiles"``, or ``"fails: <why>"``."""
+    import subprocess
+    import sys
+
+    code = ("import sys, openvino as ov; core = ov.Core(); core.compile_model("
+            "core.read_model(sys.argv[1]), 'CPU', {'INFERENCE_PRECISION_HINT': 'f32'})")
+    try:
+        done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                              text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return f"fails: no result in {timeout:.0f} s"
+    if done.returncode == 0:
+        return "compiles"
+    if done.returncode < 0:
+        return f"fails: the process died (signal {-done.returncode})"
+    lines = [x.strip() for x in done.stderr.splitlines() if x.strip()]
+    return f"fails: {lines[-1] if lines else f'exit status {done.returncode}'}"
 
 
 def auto_order(path: str | Path, meta: dict[str, Any] | None = None) -> tuple[str, str]:
     """The runtimes ``backend="auto"`` tries for the exported file at ``path``, best first
     (``meta``: its :func:`read_metadata`, when the caller has it already): an int8 file with
-    static shapes in OpenVINO, one with dynamic shapes in ONNX Runtime (why: the comment above
-    this function); an fp32 or fp16 file in ONNX Runtime but for the models OpenVINO ran
-    faster (:data:`OPENVINO_FIRST_FP32`)."""
+    static shapes that OpenVINO compiled at export in OpenVINO, any other in ONNX Runtime (why:
+    the comment above this function); an fp32 or fp16 file in ONNX Runtime but for the models
+    OpenVINO ran faster (:data:`OPENVINO_FIRST_FP32`)."""
     if meta is None:
         try:
             meta = read_metadata(path)
         except CheckpointError:  # refused with its own message when loaded
             return ("onnxruntime", "openvino")
     if meta["precision"] == "int8":
-        openvino_first = not meta["dynamic"]
+        openvino_first = not meta.get("dynamic", True) and meta.get("openvino") == "compiles"
     else:
         openvino_first = meta["model"] in OPENVINO_FIRST_FP32
     return ("openvino", "onnxruntime") if openvino_first else ("onnxruntime", "openvino")
