@@ -170,3 +170,18 @@ def test_chunks_time_each_group_with_the_rate_row(tmp_path: Path, capsys) -> Non
     table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| fpn")]
     assert [line.split(" | ")[0] for line in table] == [
         "| fpn_lite0_bilinear", "| fpn_lite0_gum", "| fpn_r18_bilinear"]  # the rate row once
+
+
+def test_an_int8_file_openvino_cannot_compile_is_not_timed(tmp_path: Path, monkeypatch) -> None:
+    pytest.importorskip("openvino", reason="the OpenVINO variants need openvino")
+    monkeypatch.setattr(script, "openvino_compiles", lambda path: (
+        "fails: the process died (signal 11)" if "fpn_lite0" in str(path) else "compiles"))
+    assert script.main(argv(tmp_path, variants=["ort_int8", "openvino_int8"])) == 0
+    rec = json.loads((tmp_path / "speed.json").read_text())[0]
+    assert {(r["model"], r["variant"]) for r in rec["rows"]} == {
+        ("fpn_lite0_bilinear", "ort_int8"), ("fpn_r18_bilinear", "ort_int8"),
+        ("fpn_r18_bilinear", "openvino_int8")}
+    why = "fpn_lite0_bilinear openvino_int8: OpenVINO fails: the process died (signal 11)"
+    assert why in rec["skipped"]
+    assert f"Not timed: {why}" in " ".join((tmp_path / "docs" / "benchmarks.md").read_text()
+                                           .split())

@@ -57,7 +57,7 @@ from rtseg.bench.cases import GRID_SAMPLE_FOR, Setup, make_run
 from rtseg.complexity import count_macs, count_params
 from rtseg.deploy.export import export_onnx
 from rtseg.deploy.quantize import calibration_batches, quantize_int8
-from rtseg.deploy.runtimes import RUNTIMES, installed
+from rtseg.deploy.runtimes import RUNTIMES, installed, openvino_compiles
 from rtseg.errors import UsageError
 from rtseg.inference.memory import available_bytes, format_bytes
 from rtseg.registry import list_models
@@ -196,8 +196,15 @@ def model_calls(name: str, size: tuple[int, int], variants: list[str], x: torch.
             calls[v] = make_run(setup, setup.prepare(model), (x,), argmax=False)
         else:
             runtime, int8 = RUNTIME_OF[v]
-            seg = RUNTIMES[runtime](exported(model, name, size, runtime, int8, args),
-                                    threads=args.threads)
+            path = exported(model, name, size, runtime, int8, args)
+            if runtime == "openvino" and int8:  # OpenVINO 2026.4 segfaults on some int8 files
+                outcome = openvino_compiles(path)
+                if outcome != "compiles":
+                    info.setdefault("not_timed", []).append(f"{name} {v}: OpenVINO {outcome}")
+                    print(f"{size_key(size)} {name} [{v}]: not timed, OpenVINO {outcome}",
+                          flush=True)
+                    continue
+            seg = RUNTIMES[runtime](path, threads=args.threads)
             calls[v] = functools.partial(seg, x)
     return calls, info
 
@@ -210,22 +217,24 @@ def measure(size: tuple[int, int], variants: list[str], skipped: list[str],
     rate = [RATE_MODEL] if RATE_MODEL in args.models else []
     n = args.chunk or len(others) or 1
     groups = [others[i:i + n] + rate for i in range(0, len(others), n)] or [rate]
-    rows = []
+    rows, notes = [], []
     for chunk, models in enumerate(groups):
-        rows += [{**r, "chunk": chunk} for r in with_floors(time_models(size, models, variants,
-                                                                          args))]
+        timed, why = time_models(size, models, variants, args)
+        rows += [{**r, "chunk": chunk} for r in with_floors(timed)]
+        notes += [n for n in why if n not in notes]
     settings = describe_settings(
         torch.device("cpu"), size=size, batch=1, warmup=args.warmup, iters=args.iters,
         calib_images=args.calib_images, num_classes=args.num_classes, chunk=args.chunk,
         date=datetime.date.today().isoformat(), onnxruntime=_version("onnxruntime"),
         openvino=_version("openvino"), grid_sample=GRID_SAMPLE_FOR)
     return {"size": size_key(size), "models": list(args.models), "variants": variants,
-            "skipped": skipped, "settings": settings, "rows": rows}
+            "skipped": skipped + notes, "settings": settings, "rows": rows}
 
 
 def time_models(size: tuple[int, int], models: list[str], variants: list[str],
-                args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Rows of ``models`` × ``variants`` at ``size``, timed in one interleaved run."""
+                args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows of ``models`` × ``variants`` at ``size``, timed in one interleaved run, and why a
+    cell was not timed (an int8 file OpenVINO cannot compile)."""
     x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(SEED))
     want = (1, args.num_classes, *size)
     calls: dict[tuple[str, str], Callable[[], Any]] = {}
@@ -254,9 +263,10 @@ def time_models(size: tuple[int, int], models: list[str], variants: list[str],
           flush=True)
     stats = time_interleaved({f"{m} [{v}]": c for (m, v), c in calls.items()},
                              warmup=max(args.warmup - 1, 0), iters=args.iters)
+    notes = [n for m in models for n in info[m].pop("not_timed", [])]
     return [{"model": m, "variant": v, **{k: stats[f"{m} [{v}]"][k]
                                           for k in ("median_ms", "p10_ms", "p90_ms")},
-             **info[m]} for m, v in calls]
+             **info[m]} for m, v in calls], notes
 
 
 def _version(module: str) -> str | None:
