@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(PY) -m rtseg demo $(if $(DATA),--data $(DATA))
 
 test: $(STAMP)
-	@echo "== tests: pytest, one line per file with the share done so far ([ NN%]); about 9 min"
+	@echo "== tests: pytest, one line per file with the share done so far ([ NN%]); about 14 min on a quiet 2-core CPU"
 	@echo "   on a quiet 2-core machine, proportionally longer while other work shares it"
 	$(PY) -m pytest
 
