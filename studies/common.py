@@ -21,6 +21,7 @@ statistics of paired runs are :mod:`studies.stats`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -292,6 +293,29 @@ class Budget:
             rtseg.train(cfg, resume=resume)
         finally:
             self.training = False
+
+    def run(self, run: Path, cfg: Any, name: str, need: float, *, device: str,
+            tolerance: Sequence[int]) -> dict[str, Any] | str:
+        """Train and test the queued run in folder ``run`` (:func:`train_then_test`), or say
+        why the queue stops before or during it: the budget is spent (a run already scored
+        here is still recorded), or ``need`` minutes (its estimate) do not fit in what is left
+        (a begun run is resumed anyway). Returns the test scores or the reason."""
+        from rtseg.errors import RunInterrupted
+
+        begun = (run / "last.pt").is_file()
+        scored = (run / METRICS).is_file()  # finished here, not yet recorded: no time
+        if not scored and (self.spent or self.left() <= 0):
+            return "budget spent"
+        if not (begun or scored) and 60 * need > self.left():
+            return (f"next run ({name}, about {need:.0f} min) does not fit in the "
+                    f"{self.left() / 60:.0f} min left")
+        try:
+            return train_then_test(run, functools.partial(self.train, cfg), data=cfg.data_root,
+                                   device=device, scales=(cfg.val_scale,), tolerance=tolerance)
+        except RunInterrupted:
+            if not self.spent:
+                raise
+            return f"budget spent ({name} stopped with its last.pt)"
 
     def _alarm(self, signum, frame) -> None:
         self.spent = True

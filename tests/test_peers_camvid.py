@@ -13,6 +13,7 @@ import pytest
 import torch
 from test_study import make_camvid
 
+from studies import common
 from studies.common import run_study, save_records
 from studies.peers_camvid import report as rep
 from studies.peers_camvid import run as script
@@ -99,7 +100,7 @@ def test_two_tiny_runs_stop_resume_and_are_recorded_once(tmp_path: Path, monkeyp
     assert "| `bisenetv2+gum` − `bisenetv2` (bilinear) | " in block
     # a second call finds both recorded and trains nothing
     stamp = (runs / "bisenetv2+gum" / "best.pt").stat().st_mtime_ns
-    monkeypatch.setattr(script, "train_then_test", fail)
+    monkeypatch.setattr(common, "train_then_test", fail)  # called by Budget.run
     assert script.main(argv) == 0
     assert json.loads((docs / "results" / "peers_camvid.json").read_text()) == records
     assert (runs / "bisenetv2+gum" / "best.pt").stat().st_mtime_ns == stamp
@@ -146,7 +147,7 @@ def test_report_only_rewrites_only_the_block(tmp_path: Path, capsys) -> None:
 
 def test_stop_after_starts_nothing_that_does_not_fit(tmp_path: Path, monkeypatch,
                                                      capsys) -> None:
-    monkeypatch.setattr(script, "train_then_test", fail)
+    monkeypatch.setattr(common, "train_then_test", fail)  # called by Budget.run
     argv = ["--out", str(tmp_path / "runs"), "--docs", str(tmp_path / "docs")]
     assert script.main([*argv, "--stop-after", "0"]) == 0
     out = capsys.readouterr().out

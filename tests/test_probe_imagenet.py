@@ -13,6 +13,7 @@ import pytest
 import torch
 from test_study import make_camvid
 
+from studies import common
 from studies.common import run_study
 from studies.probe_imagenet import report as rep
 from studies.probe_imagenet import run as script
@@ -43,7 +44,7 @@ def test_the_queue_is_seed_major_recorded_once_and_skipped(tmp_path: Path, monke
         assert kw["scales"] == (2.0,) and kw["tolerance"] == (1, 2, 3)
         return fake_scores(quality[up] + 0.001 * int(seed))
 
-    monkeypatch.setattr(script, "train_then_test", fake)
+    monkeypatch.setattr(common, "train_then_test", fake)  # called by Budget.run
     docs = tmp_path / "docs"
     argv = ["--out", str(tmp_path / "runs"), "--docs", str(docs), "--seeds", "0", "1",
             "--upsamplers", "bilinear", "gum", "ifa", "--finetune-upsamplers", "bilinear",
@@ -141,7 +142,7 @@ def test_stop_after_zero_starts_nothing(tmp_path: Path, monkeypatch, capsys) -> 
     def fail(*a, **k):
         raise AssertionError("a run was started")
 
-    monkeypatch.setattr(script, "train_then_test", fail)
+    monkeypatch.setattr(common, "train_then_test", fail)  # called by Budget.run
     argv = ["--out", str(tmp_path / "runs"), "--docs", str(tmp_path / "docs"),
             "--stop-after", "0"]
     assert script.main(argv) == 0

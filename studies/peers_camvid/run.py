@@ -37,7 +37,6 @@ measurement (saved in ``OUT/step_seconds.json``), else 1.0 s (stage 1's fpn_r18_
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import shlex
 import statistics
@@ -48,10 +47,9 @@ from typing import Any
 
 import yaml
 
-from rtseg.errors import RunInterrupted, UnknownNameError
+from rtseg.errors import UnknownNameError
 from rtseg.training.config import TrainConfig, load_config
 from studies.common import (
-    METRICS,
     ROOT,
     STAGE1_CONFIG,
     Budget,
@@ -62,7 +60,6 @@ from studies.common import (
     save_records,
     stage1_recipe,
     train_seconds,
-    train_then_test,
 )
 from studies.peers_camvid.report import JOBS, NAMES, Job, merge_record, report, write_block
 
@@ -193,23 +190,11 @@ def study(args: argparse.Namespace, budget: Budget) -> int:
                 print(f"{job.name}: recorded with {have[job.name]['iters']} iterations, not "
                       f"{cfg.iters}: kept (delete its record to redo it)")
             continue
-        run = Path(cfg.out_dir) / cfg.run_name
-        begun = (run / "last.pt").is_file()
-        scored = (run / METRICS).is_file()  # finished here, not yet recorded: no time
-        if not scored and (budget.spent or budget.left() <= 0):
-            return stopped("budget spent", args, started)
-        need = estimate_minutes(job, cfg.iters, records, measured)
-        if not (begun or scored) and 60 * need > budget.left():
-            return stopped(f"next run ({job.name}, about {need:.0f} min) does not fit in the "
-                           f"{budget.left() / 60:.0f} min left", args, started)
-        try:
-            res = train_then_test(run, functools.partial(budget.train, cfg), data=cfg.data_root,
-                                  device=args.device, scales=(cfg.val_scale,),
-                                  tolerance=TOLERANCES)
-        except RunInterrupted:
-            if not budget.spent:
-                raise
-            return stopped(f"budget spent ({job.name} stopped with its last.pt)", args, started)
+        res = budget.run(Path(cfg.out_dir) / cfg.run_name, cfg, job.name,
+                         estimate_minutes(job, cfg.iters, records, measured),
+                         device=args.device, tolerance=TOLERANCES)
+        if isinstance(res, str):
+            return stopped(res, args, started)
         record = record_of(job, cfg, res, args)
         save_records(path, merge_record(load_records(path), record))
         write_report(args)

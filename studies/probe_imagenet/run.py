@@ -52,7 +52,6 @@ validation curve of each run is in its ``log.jsonl``.
 from __future__ import annotations
 
 import argparse
-import functools
 import shlex
 import statistics
 import sys
@@ -60,10 +59,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rtseg.errors import RunInterrupted
 from rtseg.training.config import load_config
 from studies.common import (
-    METRICS,
     ROOT,
     Budget,
     add_queue_options,
@@ -72,7 +69,6 @@ from studies.common import (
     run_study,
     save_records,
     train_seconds,
-    train_then_test,
 )
 from studies.probe_imagenet.report import (
     PROTOCOLS,
@@ -237,24 +233,11 @@ def study(args: argparse.Namespace, budget: Budget) -> int:
                     print(f"{' '.join(map(str, job))}: recorded with {have[job]['iters']} "
                           f"iterations, not {cfg.iters}: kept (delete its record to redo it)")
                 continue
-            run = Path(cfg.out_dir) / cfg.run_name
-            begun = (run / "last.pt").is_file()
-            scored = (run / METRICS).is_file()  # finished here, not yet recorded: no time
-            if not scored and (budget.spent or budget.left() <= 0):
-                return stopped("budget spent", args, started)
-            need = estimate_minutes(protocol, cfg.iters, records)
-            if not (begun or scored) and 60 * need > budget.left():
-                return stopped(f"next run ({cfg.run_name}, about {need:.0f} min) does not fit "
-                               f"in the {budget.left() / 60:.0f} min left", args, started)
-            try:
-                res = train_then_test(run, functools.partial(budget.train, cfg),
-                                      data=cfg.data_root, device=args.device,
-                                      scales=(cfg.val_scale,), tolerance=TOLERANCES)
-            except RunInterrupted:
-                if not budget.spent:
-                    raise
-                return stopped(f"budget spent ({cfg.run_name} stopped with its last.pt)",
-                               args, started)
+            res = budget.run(Path(cfg.out_dir) / cfg.run_name, cfg, cfg.run_name,
+                             estimate_minutes(protocol, cfg.iters, records),
+                             device=args.device, tolerance=TOLERANCES)
+            if isinstance(res, str):
+                return stopped(res, args, started)
             record = record_of(job, cfg, res, args)
             save_records(path, merge_record(load_records(path), record))
             write_report(args)
