@@ -14,6 +14,10 @@ agreement measure (:mod:`rtseg.deploy.quantize`) all use it. The ``auto`` policy
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +105,36 @@ class OnnxRuntimeModel(_ExportedModel):
         return self.session.run(None, {self.input: x})[0]
 
 
+class _SignalStack(ctypes.Structure):
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int),
+                ("ss_size", ctypes.c_size_t)]
+
+
+@contextlib.contextmanager
+def kept_signal_stack() -> Iterator[None]:
+    """Put back the calling thread's alternate signal stack as it was before the block.
+
+    OpenVINO 2026.4 (Linux) gives the calling thread a new alternate signal stack for each
+    compiled model and puts back the one it found when that model is freed. Freed in another
+    order than compiled (A, B compiled; A, then B freed), the thread is left on A's freed stack,
+    and the next signal handled there (Python installs its handlers with ``SA_ONSTACK``: a
+    Ctrl-C, an alarm) crashes the process with a segmentation fault
+    (``tests/test_runtimes.py`` reproduces it). Keeping the thread's own stack, OpenVINO's
+    is never used and whatever it puts back is valid. A no-op where libc has no
+    ``sigaltstack``.
+    """
+    libc = ctypes.CDLL(None) if sys.platform.startswith("linux") else None
+    if libc is None or not hasattr(libc, "sigaltstack"):
+        yield
+        return
+    saved = _SignalStack()
+    libc.sigaltstack(None, ctypes.byref(saved))
+    try:
+        yield
+    finally:
+        libc.sigaltstack(ctypes.byref(saved), None)
+
+
 class OpenVINOModel(_ExportedModel):
     """An ONNX file compiled by OpenVINO for its CPU plugin."""
 
@@ -115,12 +149,13 @@ class OpenVINOModel(_ExportedModel):
         config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
-        try:
-            self.compiled = core.compile_model(str(path), "CPU", config)
-        except Exception as e:  # noqa: BLE001 - OpenVINO's own errors
-            raise CheckpointError(f"{path}: OpenVINO cannot compile it ({type(e).__name__}: "
-                                  f"{first_line(e)})") from None
-        self.request = self.compiled.create_infer_request()
+        with kept_signal_stack():
+            try:
+                self.compiled = core.compile_model(str(path), "CPU", config)
+            except Exception as e:  # noqa: BLE001 - OpenVINO's own errors
+                raise CheckpointError(f"{path}: OpenVINO cannot compile it "
+                                      f"({type(e).__name__}: {first_line(e)})") from None
+            self.request = self.compiled.create_infer_request()
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         return self.request.infer({0: x})[0].copy()
