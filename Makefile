@@ -20,9 +20,9 @@ demo: $(STAMP)
 	$(PY) -m rtseg demo $(if $(DATA),--data $(DATA))
 
 test: $(STAMP)
-	@echo "== tests: pytest, one line per file with the share done so far ([ NN%]); about 14 min on a quiet 2-core CPU"
-	@echo "   on a quiet 2-core machine, proportionally longer while other work shares it"
-	$(PY) -m pytest
+	@echo "== tests: pytest in two worker processes (pytest-xdist, whole files per worker), a dot a test"
+	@echo "   and the share done so far ([ NN%]); about 8 min on a quiet 2-core CPU, longer while other work shares it"
+	$(PY) -m pytest -n 2 --dist loadfile
 
 test-fast: $(STAMP)
 	@echo "== tests, the quick tier (tests marked slow left out): about a minute"
