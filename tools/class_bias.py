@@ -22,8 +22,10 @@ from collections.abc import Sequence
 import torch
 
 import rtseg
-from rtseg.api import _dataset_for
+from rtseg.data import build_dataset, detect_dataset, eval_transforms
+from rtseg.inference.metrics import ConfusionMatrix
 from rtseg.inference.tta import TTAOptions, predict_probs
+from rtseg.utils import IGNORE_INDEX
 
 STEPS = (-1.0, -0.5, -0.25, 0.25, 0.5, 1.0)
 
@@ -31,7 +33,7 @@ STEPS = (-1.0, -0.5, -0.25, 0.25, 0.5, 1.0)
 def log_probs(model: torch.nn.Module, data: str, split: str,
               scales: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
     """N×K×H×W fp16 log-probabilities and N×H×W int64 labels of every image of ``split``."""
-    ds = _dataset_for(None, data, None, split)
+    ds = build_dataset(detect_dataset(data), data, split, transform=eval_transforms())
     options = TTAOptions(scales=tuple(scales))
     logp, labels = [], []
     with torch.no_grad():
@@ -44,17 +46,13 @@ def log_probs(model: torch.nn.Module, data: str, split: str,
 
 
 def iou_with(logp: torch.Tensor, labels: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """K per-class IoU of ``argmax(logp + bias)`` against ``labels`` (labels ≥ K ignored)."""
+    """K per-class IoU of ``argmax(logp + bias)`` against ``labels`` (rtseg's
+    :class:`ConfusionMatrix`; ``IGNORE_INDEX`` pixels not counted, NaN for an absent class)."""
     k = logp.shape[1]
-    cm = torch.zeros(k * k, dtype=torch.long)
+    cm = ConfusionMatrix(k, IGNORE_INDEX)
     for i in range(0, logp.shape[0], 8):
-        pred = (logp[i:i + 8].float() + bias.view(1, k, 1, 1)).argmax(1)
-        target = labels[i:i + 8]
-        keep = target < k
-        cm += torch.bincount(target[keep] * k + pred[keep], minlength=k * k)
-    cm = cm.view(k, k)
-    tp = cm.diag().double()
-    return tp / (cm.sum(0) + cm.sum(1) - cm.diag()).double()
+        cm.update((logp[i:i + 8].float() + bias.view(1, k, 1, 1)).argmax(1), labels[i:i + 8])
+    return torch.tensor(cm.compute()["iou"], dtype=torch.float64)
 
 
 def fit_bias(logp: torch.Tensor, labels: torch.Tensor, sweeps: int = 3) -> torch.Tensor:

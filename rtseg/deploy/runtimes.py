@@ -184,7 +184,6 @@ def openvino_compiles(path: str | Path, timeout: float = 300.0) -> str:
     """Compile the ONNX file at ``path`` in OpenVINO's CPU plugin in a child process (a crash
     there must not end the caller): ``"compiles"``, or ``"fails: <why>"``."""
     import subprocess
-    import sys
 
     code = ("import sys, openvino as ov; core = ov.Core(); core.compile_model("
             "core.read_model(sys.argv[1]), 'CPU', {'INFERENCE_PRECISION_HINT': 'f32'})")
