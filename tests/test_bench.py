@@ -334,12 +334,12 @@ def test_train_step_timing_tool_times_both_layouts(capsys):
 
 
 def test_train_step_timing_tool_times_fast_against_reference_paths(capsys, monkeypatch):
-    from rtseg.upsample import carafe
+    from rtseg.upsample import reassembly
     from tools.time_train_step import main
 
     calls = []
-    fn = carafe._scatter_phases
-    monkeypatch.setattr(carafe, "_scatter_phases", lambda *a: calls.append(1) or fn(*a))
+    fn = reassembly._scatter_phases
+    monkeypatch.setattr(reassembly, "_scatter_phases", lambda *a: calls.append(1) or fn(*a))
     main(["--model", "fpn_r18_carafe", "--batch", "2", "--size", "32", "32", "--iters", "1",
           "--reference-paths"])
     out = capsys.readouterr().out

@@ -83,12 +83,13 @@ def test_grid_sample_needs_opset_16(tmp_path, name, module):
 def test_onnx_carafe_after_training_steps(tmp_path, monkeypatch, randomise):
     # training takes the upsamplers' phase path (its own backward); the export records the
     # plain formula all the same, at any size
-    from rtseg.upsample import carafe
+    from rtseg.upsample import reassembly
 
     calls: list[str] = []
     for name in ("_reassemble_phases", "_scatter_phases", "_similarity_phases"):
-        fn = getattr(carafe, name)
-        monkeypatch.setattr(carafe, name, lambda *a, _fn=fn, _n=name: calls.append(_n) or _fn(*a))
+        fn = getattr(reassembly, name)
+        monkeypatch.setattr(reassembly, name,
+                            lambda *a, _fn=fn, _n=name: calls.append(_n) or _fn(*a))
     model = randomise(rtseg.create_model("fpn_r18_carafe", 5, aux=False)).train()
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
     for _ in range(2):

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 
 from rtseg.complexity import count_call_macs, count_params
 from rtseg.layers import export_paths, reference_paths, static_sizes
-from rtseg.upsample import CARAFE, FADE, SAPA, DySample, carafe, create_upsampler
-from rtseg.upsample.carafe import (
+from rtseg.upsample import CARAFE, FADE, SAPA, DySample, create_upsampler, reassembly
+from rtseg.upsample.reassembly import (
     reassemble,
     reassemble_plain,
     window_similarity,
@@ -145,8 +145,8 @@ def _spy_phases(mp: pytest.MonkeyPatch) -> list[str]:
     """Record the calls of the phase-path functions (by name) in the returned list."""
     calls: list[str] = []
     for name in ("_reassemble_phases", "_similarity_phases", "_scatter_phases"):
-        fn = getattr(carafe, name)
-        mp.setattr(carafe, name, lambda *a, _fn=fn, _n=name: calls.append(_n) or _fn(*a))
+        fn = getattr(reassembly, name)
+        mp.setattr(reassembly, name, lambda *a, _fn=fn, _n=name: calls.append(_n) or _fn(*a))
     return calls
 
 
@@ -190,8 +190,8 @@ def test_static_size_graphs_record_the_phase_slices(monkeypatch, coarse, fine):
     # are exact multiples, the gather loop elsewhere; equal to the per-pixel loops either way
     calls: list[str] = []
     for name in ("_reassemble_phase_slices", "_similarity_phase_slices"):
-        fn = getattr(carafe, name)
-        monkeypatch.setattr(carafe, name,
+        fn = getattr(reassembly, name)
+        monkeypatch.setattr(reassembly, name,
                             lambda *a, _fn=fn, _n=name: calls.append(_n) or _fn(*a))
     torch.manual_seed(1)
     value, key = torch.randn(2, 7, *coarse), torch.randn(2, 4, *coarse)

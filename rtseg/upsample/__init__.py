@@ -15,13 +15,14 @@ from torch import nn
 
 from ..errors import UnknownNameError
 from .bilinear import BilinearUpsample
-from .carafe import CARAFE, reassemble, window_similarity
+from .carafe import CARAFE
 from .dysample import DySample
 from .fade import FADE, FADELite
 from .fast_attention import FastAttention, FastAttentionUpsample, fast_attention
 from .gai import GAI, GAINNonLocal, criss_cross_attention, nonlocal_attention
 from .gum import GUM, guided_sample
 from .ifa import IFA
+from .reassembly import reassemble, window_similarity
 from .sapa import SAPA
 
 PAIRWISE = {

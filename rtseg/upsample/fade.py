@@ -11,10 +11,10 @@ jointly from ``x`` and the fine encoder feature ``f`` (B×C×H×W), then gates::
 ``P_f`` (1×1, with bias) and ``P_x`` (1×1, no bias) compress both inputs to d = 64 channels and
 one 3×3 convolution ``E`` (d → k², with bias) encodes both — the same weights on the fine and on
 the coarse grid, which is the "semi-shift" sharing. ``up`` is nearest upsampling and
-``reassemble`` CARAFE's k×k reassembly (:func:`rtseg.upsample.carafe.reassemble`, zero outside
+``reassemble`` CARAFE's k×k reassembly (:func:`rtseg.upsample.reassembly.reassemble`, zero outside
 the map), k = 5: at H = 2h, W = 2w its phase path (plain slices of the padded coarse map, no
 gather) in inference and in training, forward and backward; at odd sizes, under tracing and
-inside :func:`rtseg.layers.reference_paths` the gather loop (:mod:`rtseg.upsample.carafe`).
+inside :func:`rtseg.layers.reference_paths` the gather loop (:mod:`rtseg.upsample.reassembly`).
 FADE-Lite compresses both inputs straight to k² channels and makes ``E`` a depthwise 3×3
 convolution (k² groups).
 
@@ -39,7 +39,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .carafe import nearest_up, reassemble, reassembly_macs
+from .reassembly import nearest_up, reassemble, reassembly_macs
 
 
 class FADE(nn.Module):

@@ -19,11 +19,11 @@ Choices the paper leaves open, taken from the official CUDA kernels: the window 
 (u_i, v_j) is the source cell of output pixel (i, j) (``i // 2`` at H = 2h; rtseg's general rule
 ``floor((i + 0.5)·h/H)`` for odd sizes 2h ± 1); neighbours outside the map have logit 0 and
 value 0 (they still take part in the softmax). The windowed similarity and the reassembly loop
-over the k² taps (:func:`rtseg.upsample.carafe.window_similarity`, ``reassemble``) and never
+over the k² taps (:func:`rtseg.upsample.reassembly.window_similarity`, ``reassemble``) and never
 build a d·k²·H·W or C·k²·H·W tensor. At H = 2h, W = 2w both take CARAFE's phase path, in
 inference and in training (forward and backward): each tap a plain slice of the padded coarse
 map, no gather; at odd sizes (and under tracing or :func:`rtseg.layers.reference_paths`) the
-gather loop, whose backward recomputes the taps (:mod:`rtseg.upsample.carafe`).
+gather loop, whose backward recomputes the taps (:mod:`rtseg.upsample.reassembly`).
 
 In the pairwise slot: ``fine`` is the query source (any ``fine_channels``); the output has the
 coarse feature's channels and no projection: ``channels`` must equal ``coarse_channels``.
@@ -37,7 +37,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .carafe import reassemble, reassembly_macs, window_similarity
+from .reassembly import reassemble, reassembly_macs, window_similarity
 
 
 def _project(norm: nn.LayerNorm, linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
