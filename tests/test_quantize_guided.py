@@ -121,13 +121,14 @@ def test_what_each_guided_upsampler_keeps_float(quantised):
     plain_from = Counter(_maker(plain_graph)(q.input[0]) for q in plain_graph.node
                          if q.op_type == "QuantizeLinear")
     if name == "fpn_r18_gai":
-        # energies go from the int8 products straight into the float softmax (the quantiser
-        # alone rounds them to 8 bits); the exponentials are quantised for p·v, the column's
-        # after the float × 0/1 mask (summed in float, not from a dequantised copy)
+        # energies go from the int8 products straight into the float softmaxes (the quantiser
+        # alone rounds them to 8 bits: it has a QLinearSoftmax); each softmax's weights are
+        # quantised for p·v and read in float for the log-sum-exp (its ReduceMax)
         assert kernels["MatMulIntegerToFloat"] == 24 and kernels["QLinearMatMul"] == 0
         assert plain_kernels["QLinearMatMul"] == 24 and plain_from["MatMul"] == 24
-        assert quantised_from["MatMul"] == 0 and quantised_from["Exp"] == 6
-        assert quantised_from["Mul"] == 12  # 6 masked column exponentials (float Mul), 6 γ·(…)
+        assert quantised_from["MatMul"] == 0 and quantised_from["Exp"] == 0
+        assert quantised_from["Softmax"] == 12 and kernels["Softmax"] == 12
+        assert quantised_from["Mul"] == 6  # γ·(…)
     if name == "fpn_r18_ifa":
         assert kernels["QGemm"] == 4 and quantised_from["Sin"] == quantised_from["Cos"] == 3
         assert plain_from["MatMul"] > quantised_from["MatMul"]  # the phases were quantised

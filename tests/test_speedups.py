@@ -143,6 +143,20 @@ def test_blocked_criss_cross_large_energies_stay_finite():
     torch.testing.assert_close(out, criss_cross_attention(q, k, v), atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("scale, own", [(30.0, 0.0), (1.0, 40.0)])
+def test_exported_criss_cross_large_or_self_dominated_energies(scale, own):
+    # the exported form merges a row and a column softmax (both with the pixel's own key) and
+    # subtracts the own position once: exact when energies are large (±1e3) and when the own
+    # energy dominates its column (the subtraction then removes nearly all of the column)
+    q, k = scale * torch.randn(2, 6, 7, 4).double(), scale * torch.randn(2, 6, 7, 4).double()
+    k = k + own * q / q.norm(dim=-1, keepdim=True)  # q·k grows by own·|q| at the own position
+    v = torch.randn(2, 6, 7, 3).double()
+    out = gai_module.criss_cross_lines(q, q.transpose(1, 2), k, v)
+    ref = criss_cross_attention(*(t.permute(0, 3, 1, 2) for t in (q, k, v))).permute(0, 2, 3, 1)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, ref, rtol=1e-9, atol=1e-9)
+
+
 @pytest.mark.parametrize("name", ["bilinear", "gai", "fast_attention", "gum"])
 def test_pairwise_fast_path_equals_reference_and_runs(name):
     up = _randomise(create_upsampler(name, 8, 8, 8))

@@ -47,6 +47,10 @@ _MOVES = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Gather", "
           "Slice", "Split", "Concat", "Resize", "MaxPool", "Pad", "Expand"}
 # Element-wise nodes the quantiser has int8 forms for.
 _ELEMENTWISE = {"Add", "Mul", "Relu", "Clip", "LeakyRelu", "Sigmoid", "Where"}
+# Kept float although the quantiser has an int8 form (``QLinearSoftmax``): it would round the
+# attention energies to 8 bits before the exponential, and GAI's exported graph reads a
+# softmax's largest weight for its log-sum-exp (rtseg.upsample.gai.criss_cross_lines).
+_ALWAYS_FLOAT = {"Softmax"}
 # Products ONNX Runtime runs from int8 inputs to a float output (``MatMulIntegerToFloat``,
 # ``QGemm`` without an output scale): no QuantizeLinear is needed after them.
 FLOAT_OUT = {"MatMul", "Gemm"}
@@ -80,7 +84,7 @@ def float_islands(model: Any) -> set[str]:
     positions (with ranges calibrated at one size, which saturate at a larger one). Left float
     here:
 
-    * every node of a type the quantiser has no int8 form for;
+    * every node of a type the quantiser has no int8 form for, and every ``Softmax``;
     * arithmetic that does not depend on the image (computed from sizes and constants only:
       position grids and codes, masks); products (``MatMul``, ``Gemm``, ``Conv``) and data
       movement there follow the next rule (IFA's position ``Gemm`` on its codes keeps int8
@@ -108,7 +112,7 @@ def float_islands(model: Any) -> set[str]:
         if node.op_type not in ("Shape", "Size") and any(i in live for i in node.input):
             live.update(node.output)
     depends = {n.name for n in graph.node if any(o in live for o in n.output)}
-    floating = {n.name for n in graph.node if n.op_type not in known
+    floating = {n.name for n in graph.node if n.op_type not in known - _ALWAYS_FLOAT
                 or (n.op_type not in _PRODUCTS | _MOVES and n.name not in depends)}
     fixed = {n.name for n in graph.node if n.op_type in _PRODUCTS and n.name in depends}
 

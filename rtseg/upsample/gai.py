@@ -24,9 +24,9 @@ the joint softmax of :func:`criss_cross_attention` on channels-last tensors
 (:func:`criss_cross_lines`): the query as one d-wide 1×1 ``Conv`` per input (the query-source
 and query layers composed, no concatenation of S↑ and L), made channels-last once for both
 recurrences; k and v as ``Gemm`` on the value rows; per recurrence four batched ``MatMul``
-(row and column energies, row and column outputs), one shared maximum, ``Exp``, the self
-position left out of the column by multiplying its exponentials by an H×H matrix of 0 and 1,
-sums and one division. Besides the change to channels-last of q and of the value (and back before
+(row and column energies, row and column outputs), a ``Softmax`` per part (self included in
+both) merged exactly through the parts' log-sum-exps, the self position's weight subtracted
+once. Besides the change to channels-last of q and of the value (and back before
 ``fuse``), only swaps of H and W (``Transpose`` of contiguous vectors) change the layout: the
 plain graph's NCHW → column-major ``Transpose`` of q, k and v in every recurrence, its
 ``Where`` over the B×W×H×H column energies and its concatenation of S↑ and L are gone. The
@@ -93,29 +93,38 @@ def criss_cross_lines(q: torch.Tensor, q_col: torch.Tensor, k: torch.Tensor,
             every recurrence); v: B×H×W×c.
 
     Returns:
-        B×H×W×c, the reference's joint softmax. Every product is a batched GEMM on operands
-        whose last axis is contiguous (d or c), so the only layout changes are the swaps of
-        H and W (``transpose(1, 2)``: contiguous d- or c-vectors moved as blocks) of k and v
-        for the column part and of its result; the reference's NCHW → column-major
-        permutations of q, k and v (element by element) are gone. A pixel's own key is left
-        out of its column by multiplying the column's exponentials by an H×H matrix of 1 and
-        0 (a broadcast ``Mul``; the reference's masked fill exports as a ``Where`` that ONNX
-        Runtime runs several times slower, and adding −inf before the exponential sends
-        every masked entry down the exponential's slow subnormal path: ONNX Runtime's
-        ``Exp`` took 2.2× as long). The shared maximum may include the pixel's own energy:
-        its row holds it too. No in-place writes, no loop: one graph for any H and W.
+        B×H×W×c, the reference's joint softmax, as two softmaxes merged exactly. The row part
+        (every pixel over its row, itself included) and the column part (over its column,
+        itself *included*) are each one ``Softmax`` over the last axis (one fused kernel per
+        line in ONNX Runtime, where the reference's max, subtraction, exponential and sum are
+        four passes over the B×H×W×(H+W) energies) followed by a batched product with the
+        values: normalised outputs o_r, o_c. With each part's log-sum-exp
+        ``l = max(e) − log(max(p))`` (a softmax's largest weight is ``1/Σ exp(e − max e)``),
+        the pixel's own energy ``e_s = q·k`` and ``M = max(l_r, l_c)``::
+
+            out = (a·o_r + b·o_c − s·v) / (a + b − s),  a, b, s = exp((l_r, l_c, e_s) − M)
+
+        which counts the pixel's own position once (subtracted from the column). No mask:
+        a 0/−inf mask sends every masked exponential down the slow subnormal path of ONNX
+        Runtime's ``Exp`` and ``Softmax``, and a 0/1 mask after the exponential costs a pass.
+        ``s ≤ a`` (the row holds the own energy), so the denominator is at least ``b > 0``.
+        Every product is a batched GEMM on operands whose last axis is contiguous (d or c):
+        the only layout changes are the swaps of H and W (``transpose(1, 2)``: contiguous d-
+        or c-vectors moved as blocks) of k and v for the column part and of its result. No
+        in-place writes, no loop: one graph for any H and W.
     """
-    e_row = torch.matmul(q, k.transpose(-1, -2))  # B×H×W×W': (i, j) with (i, j')
     k_col, v_col = k.transpose(1, 2), v.transpose(1, 2)  # B×W×H×·
+    e_row = torch.matmul(q, k.transpose(-1, -2))  # B×H×W×W': (i, j) with (i, j')
     e_col = torch.matmul(q_col, k_col.transpose(-1, -2))  # B×W×H×H': (i, j) with (i', j)
-    m = torch.maximum(e_row.amax(-1), e_col.amax(-1).transpose(1, 2))  # B×H×W
-    idx = torch.arange(q.shape[1], device=q.device)
-    keep = (idx[:, None] != idx[None]).to(e_col.dtype)  # H×H: each pixel counted once, in its row
-    p_row = torch.exp(e_row - m.unsqueeze(-1))
-    p_col = torch.exp(e_col - m.transpose(1, 2).unsqueeze(-1)) * keep
-    denom = p_row.sum(-1) + p_col.sum(-1).transpose(1, 2)  # B×H×W
-    out = torch.matmul(p_row, v) + torch.matmul(p_col, v_col).transpose(1, 2)
-    return out / denom.unsqueeze(-1)
+    p_row, p_col = torch.softmax(e_row, -1), torch.softmax(e_col, -1)
+    l_row = e_row.amax(-1) - torch.log(p_row.amax(-1))  # B×H×W log-sum-exps
+    l_col = (e_col.amax(-1) - torch.log(p_col.amax(-1))).transpose(1, 2)
+    m = torch.maximum(l_row, l_col)
+    a, b = torch.exp(l_row - m).unsqueeze(-1), torch.exp(l_col - m).unsqueeze(-1)
+    s = torch.exp((q * k).sum(-1) - m).unsqueeze(-1)  # the own position's weight
+    o_row = torch.matmul(p_row, v)
+    o_col = torch.matmul(p_col, v_col).transpose(1, 2)
+    return (a * o_row + b * o_col - s * v) / (a + b - s)
 
 
 # energies per block of lines (2^20 floats, 4 MB): big enough for every thread to get several
