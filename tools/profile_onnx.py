@@ -29,6 +29,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from rtseg.deploy.runtimes import kept_signal_stack
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -54,9 +56,10 @@ def profile_openvino(path: Path, size: tuple[int, int], threads: int, warmup: in
     core = ov.Core()
     model = core.read_model(str(path))
     model.reshape({model.inputs[0].any_name: [1, 3, *size]})
-    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32",
-                                                 "INFERENCE_NUM_THREADS": threads,
-                                                 "PERF_COUNT": "YES"})
+    with kept_signal_stack():  # several files are compiled, freed in any order
+        compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32",
+                                                     "INFERENCE_NUM_THREADS": threads,
+                                                     "PERF_COUNT": "YES"})
     request = compiled.create_infer_request()
     x = np.random.default_rng(0).standard_normal((1, 3, *size), dtype=np.float32)
     calls = []
