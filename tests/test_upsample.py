@@ -20,7 +20,7 @@ from rtseg.upsample import (
     guided_sample,
     nonlocal_attention,
 )
-from rtseg.upsample.ifa import nearest_cells
+from rtseg.upsample.cells import nearest_cells
 
 
 def dense(q, k, v, allowed, scale=1.0, softmax=True):

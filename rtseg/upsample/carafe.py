@@ -37,7 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .reassembly import bilinear_to, reassemble, reassembly_macs
+from .cells import bilinear_to
+from .reassembly import reassemble, reassembly_macs
 
 
 class CARAFE(nn.Module):

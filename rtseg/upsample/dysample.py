@@ -44,8 +44,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from .cells import bilinear_to
 from .gum import guided_sample
-from .reassembly import bilinear_to
 
 STYLES = ("lp", "pl")
 

@@ -39,7 +39,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .reassembly import nearest_up, reassemble, reassembly_macs
+from .cells import nearest_up
+from .reassembly import reassemble, reassembly_macs
 
 
 class FADE(nn.Module):

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers import bn_affine, fast_formula, fast_inference, linear_rows, sizes_are_static
+from .cells import nearest_cells
 
 
 class SpatialEncoding(nn.Module):
@@ -62,20 +63,6 @@ class SpatialEncoding(nn.Module):
     def forward(self, delta: torch.Tensor) -> torch.Tensor:
         y = delta @ self.freqs.t()
         return torch.cat([delta, torch.sin(y), torch.cos(y)], dim=-1)
-
-
-def nearest_cells(
-    out_len: int, in_len: int, like: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """For an output axis of ``out_len`` cells over an input axis of ``in_len`` cells.
-
-    Returns ``(index, delta)``, both of length ``out_len``: the input cell containing each
-    output cell centre, and the centre's offset from that cell's centre (±1 = cell border).
-    """
-    pos = (torch.arange(out_len, device=like.device, dtype=like.dtype) + 0.5) * (in_len / out_len)
-    index = pos.floor().clamp(0, in_len - 1)
-    delta = 2 * (pos - index - 0.5)
-    return index.long(), delta
 
 
 def relative_encoding(
@@ -371,4 +358,4 @@ def _mlp_rows(x: torch.Tensor, layers: Sequence[nn.Module], export_safe: bool = 
     return x
 
 
-__all__ = ["IFA", "SpatialEncoding", "nearest_cells"]
+__all__ = ["IFA", "SpatialEncoding"]

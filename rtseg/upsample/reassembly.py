@@ -58,7 +58,6 @@ rtseg's own code; the operations are CARAFE's (Wang et al., ICCV 2019; see
 :mod:`rtseg.upsample.carafe`).
 """
 
-
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
@@ -73,37 +72,7 @@ from ..layers import (
     sizes_are_static,
     tracing_or_exporting,
 )
-from .ifa import nearest_cells
-
-
-def source_cells(
-    out_size: tuple[int, int], in_size: tuple[int, int], like: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row and column indices (H,), (W,) of the coarse cell containing each output centre."""
-    like = torch.empty(0, device=like.device)  # positions in float32 whatever like's dtype
-    iy = nearest_cells(out_size[0], in_size[0], like)[0]
-    ix = nearest_cells(out_size[1], in_size[1], like)[0]
-    return iy, ix
-
-
-def same_size(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> bool:
-    """Whether ``x`` (…×h×w) already has ``size``, so that a resize may be skipped; never while
-    tracing or exporting (the recorded graph must resize at other sizes)."""
-    return tuple(x.shape[-2:]) == tuple(size) and not tracing_or_exporting()
-
-
-def bilinear_to(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
-    """:func:`rtseg.layers.resize` that stays in a traced graph when the sizes agree."""
-    return x if same_size(x, size) else F.interpolate(x, size=size, mode="bilinear",
-                                                      align_corners=False)
-
-
-def nearest_up(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
-    """B×C×h×w → B×C×H×W, each output pixel the value of its source cell (nearest-exact)."""
-    if same_size(x, size):
-        return x
-    iy, ix = source_cells(tuple(size), tuple(x.shape[-2:]), x)
-    return x.index_select(3, ix).index_select(2, iy)
+from .cells import source_cells
 
 
 def _taps(x: torch.Tensor, size: tuple[int, int], k: int) -> Iterator[tuple[int, torch.Tensor]]:

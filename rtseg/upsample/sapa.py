@@ -20,7 +20,7 @@ Choices the paper leaves open, taken from the official CUDA kernels: the window 
 ``floor((i + 0.5)·h/H)`` for odd sizes 2h ± 1); neighbours outside the map have logit 0 and
 value 0 (they still take part in the softmax). The windowed similarity and the reassembly loop
 over the k² taps (:func:`rtseg.upsample.reassembly.window_similarity`, ``reassemble``) and never
-build a d·k²·H·W or C·k²·H·W tensor. At H = 2h, W = 2w both take CARAFE's phase path, in
+build a d·k²·H·W or C·k²·H·W tensor. At H = 2h, W = 2w both take the reassembly's phase path, in
 inference and in training (forward and backward): each tap a plain slice of the padded coarse
 map, no gather; at odd sizes (and under tracing or :func:`rtseg.layers.reference_paths`) the
 gather loop, whose backward recomputes the taps (:mod:`rtseg.upsample.reassembly`).
