@@ -29,8 +29,6 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from rtseg.deploy.runtimes import kept_signal_stack
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -53,14 +51,16 @@ def profile_openvino(path: Path, size: tuple[int, int], threads: int, warmup: in
     import numpy as np
     import openvino as ov
 
+    from rtseg.deploy.runtimes import kept_signal_stack
+
     core = ov.Core()
     model = core.read_model(str(path))
     model.reshape({model.inputs[0].any_name: [1, 3, *size]})
-    with kept_signal_stack():  # several files are compiled, freed in any order
+    with kept_signal_stack():  # as rtseg.load's OpenVINOModel compiles
         compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32",
                                                      "INFERENCE_NUM_THREADS": threads,
                                                      "PERF_COUNT": "YES"})
-    request = compiled.create_infer_request()
+        request = compiled.create_infer_request()
     x = np.random.default_rng(0).standard_normal((1, 3, *size), dtype=np.float32)
     calls = []
     for i in range(warmup + iters):

@@ -10,8 +10,10 @@ once, no temperature; γ starts at 0. Output ``CBR1x1(cat[V_2, S↑])``.
 ``attention="nonlocal"`` swaps CC for full softmax attention over all H·W positions (scaled by
 1/√d, one pass), an ablation variant of the official code (``NL``).
 
-Speed (inference only, ``torch.compile`` included; training, tracing and export take the plain
-formula of :func:`criss_cross_attention`, which the tests hold as the oracle): the query is
+Speed (eager inference only, ``torch.compile`` included; training and
+:func:`rtseg.layers.reference_paths` take the plain formula of :func:`criss_cross_attention`,
+which the tests hold as the oracle; traced and exported graphs hold :func:`criss_cross_lines`,
+below): the query is
 computed once for both recurrences (the official code recomputes it), the attention runs on
 channels-last tensors so that no per-pixel layout copy of q, k or v is made for the row part,
 and :func:`criss_cross_rows` never materialises the B×H×W×(H+W) energies: it walks rows and
