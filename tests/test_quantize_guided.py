@@ -123,12 +123,13 @@ def test_what_each_guided_upsampler_keeps_float(quantised):
     if name == "fpn_r18_gai":
         # energies go from the int8 products straight into the float softmaxes (the quantiser
         # alone rounds them to 8 bits: it has a QLinearSoftmax); each softmax's weights are
-        # quantised for p·v and read in float for the log-sum-exp (its ReduceMax)
+        # quantised for p·v (the column's after the × 0/1 that leaves the own value out) and
+        # read in float for the log-sum-exp (its ReduceMax)
         assert kernels["MatMulIntegerToFloat"] == 24 and kernels["QLinearMatMul"] == 0
         assert plain_kernels["QLinearMatMul"] == 24 and plain_from["MatMul"] == 24
         assert quantised_from["MatMul"] == 0 and quantised_from["Exp"] == 0
         assert quantised_from["Softmax"] == 12 and kernels["Softmax"] == 12
-        assert quantised_from["Mul"] == 6  # γ·(…)
+        assert quantised_from["Mul"] == 12  # 6 γ·(…), 6 column weights × the 0/1 matrix
     if name == "fpn_r18_ifa":
         assert kernels["QGemm"] == 4 and quantised_from["Sin"] == quantised_from["Cos"] == 3
         assert plain_from["MatMul"] > quantised_from["MatMul"]  # the phases were quantised

@@ -47,10 +47,9 @@ _MOVES = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Gather", "
           "Slice", "Split", "Concat", "Resize", "MaxPool", "Pad", "Expand"}
 # Element-wise nodes the quantiser has int8 forms for.
 _ELEMENTWISE = {"Add", "Mul", "Relu", "Clip", "LeakyRelu", "Sigmoid", "Where"}
-# Kept float although the quantiser has an int8 form (``QLinearSoftmax``): it would round the
-# attention energies to 8 bits before the exponential, and GAI's exported graph reads a
-# softmax's largest weight for its log-sum-exp (rtseg.upsample.gai.criss_cross_lines).
-_ALWAYS_FLOAT = {"Softmax"}
+# Line-wise nodes the quantiser has int8 forms for (``QLinearSoftmax``): left float when a
+# float node reads them (see float_islands).
+_LINEWISE = {"Softmax"}
 # Products ONNX Runtime runs from int8 inputs to a float output (``MatMulIntegerToFloat``,
 # ``QGemm`` without an output scale): no QuantizeLinear is needed after them.
 FLOAT_OUT = {"MatMul", "Gemm"}
@@ -84,7 +83,7 @@ def float_islands(model: Any) -> set[str]:
     positions (with ranges calibrated at one size, which saturate at a larger one). Left float
     here:
 
-    * every node of a type the quantiser has no int8 form for, and every ``Softmax``;
+    * every node of a type the quantiser has no int8 form for;
     * arithmetic that does not depend on the image (computed from sizes and constants only:
       position grids and codes, masks); products (``MatMul``, ``Gemm``, ``Conv``) and data
       movement there follow the next rule (IFA's position ``Gemm`` on its codes keeps int8
@@ -93,11 +92,16 @@ def float_islands(model: Any) -> set[str]:
       whose every reader is float (or a graph output): quantising their output would only be
       undone;
     * element-wise nodes that read only float tensors and have a float reader besides int8
-      ones (GAI's exponentials × the 0/1 mask, summed in float and multiplied in int8): in
+      ones (GAI's first exported graph: its exponentials × a 0/1 mask, summed in float and
+      multiplied in int8): in
       float the float reader needs no dequantised copy, and the int8 readers get the
       quantised output all the same;
+    * a ``Softmax`` with a float reader (GAI's exported attention reads each softmax's largest
+      weight for its log-sum-exp): its weights reach that reader exact, not rounded to 8 bits
+      and dequantised, and its energies are not rounded before the exponential; its int8
+      readers (the weights × values product) get the quantised weights all the same;
 
-    the last two repeated until nothing changes, so a chain feeding a float island joins it.
+    the last three repeated until nothing changes, so a chain feeding a float island joins it.
 
     Products that depend on the image are never left float for their neighbours: their
     inputs are quantised and :func:`tidy_qdq` drops the quantisation of an output that only
@@ -112,7 +116,7 @@ def float_islands(model: Any) -> set[str]:
         if node.op_type not in ("Shape", "Size") and any(i in live for i in node.input):
             live.update(node.output)
     depends = {n.name for n in graph.node if any(o in live for o in n.output)}
-    floating = {n.name for n in graph.node if n.op_type not in known - _ALWAYS_FLOAT
+    floating = {n.name for n in graph.node if n.op_type not in known
                 or (n.op_type not in _PRODUCTS | _MOVES and n.name not in depends)}
     fixed = {n.name for n in graph.node if n.op_type in _PRODUCTS and n.name in depends}
 
@@ -123,6 +127,8 @@ def float_islands(model: Any) -> set[str]:
         used = [r for o in node.output for r in readers[o] if r.op_type != "Shape"]
         to_output = any(o in outputs for o in node.output)
         if (bool(used) or to_output) and all(r.name in floating for r in used):
+            return True
+        if node.op_type in _LINEWISE and any(r.name in floating for r in used):
             return True
         return (node.op_type in _ELEMENTWISE and any(r.name in floating for r in used)
                 and all(i in constant or i not in made or made[i].name in floating
@@ -173,8 +179,8 @@ def tidy_qdq(model: Any, excluded: set[str]) -> dict[str, int]:
     * A ``Shape`` reads the quantised tensor instead of a dequantised copy (same shape; ONNX
       Runtime otherwise dequantises a whole feature map to read its size).
     * A float node reading a dequantised copy of a tensor made by a float node (or the
-      graph input) reads the tensor itself: no DQ pass, no rounding (GAI's ``ReduceSum`` of
-      the exponentials while its ``MatMul`` reads them quantised; GUM's ``1 − fx`` while the
+      graph input) reads the tensor itself: no DQ pass, no rounding (GAI's ``ReduceMax`` of a
+      softmax's weights while its ``MatMul`` reads them quantised; GUM's ``1 − fx`` while the
       blend's ``Mul`` reads ``fx`` quantised).
     * A ``MatMul``/``Gemm`` output read only by float nodes is not quantised at all: ONNX
       Runtime runs the product from int8 inputs to a float output (GAI's energies go

@@ -21,18 +21,18 @@ columns in blocks whose energies stay in cache, and merges the two softmaxes exa
 their log-sum-exps.
 
 **The exported graph** (ONNX export or ``torch.jit.trace``: the blocks above are a Python loop
-with in-place writes, so it records the export-safe :meth:`GAI.forward_lines` instead) holds
-the joint softmax of :func:`criss_cross_attention` on channels-last tensors
+with in-place writes, so it records the export-safe :meth:`GAI.forward_lines` instead) holds the
+joint softmax of :func:`criss_cross_attention` on channels-last tensors
 (:func:`criss_cross_lines`): the query as one d-wide 1×1 ``Conv`` per input (the query-source
 and query layers composed, no concatenation of S↑ and L), made channels-last once for both
-recurrences; k and v as ``Gemm`` on the value rows; per recurrence four batched ``MatMul``
-(row and column energies, row and column outputs), a ``Softmax`` per part (self included in
-both) merged exactly through the parts' log-sum-exps, the self position's weight subtracted
-once. Besides the change to channels-last of q and of the value (and back before
-``fuse``), only swaps of H and W (``Transpose`` of contiguous vectors) change the layout: the
-plain graph's NCHW → column-major ``Transpose`` of q, k and v in every recurrence, its
-``Where`` over the B×W×H×H column energies and its concatenation of S↑ and L are gone. The
-non-local variant exports its plain form.
+recurrences; k and v as ``Gemm`` on the value rows; per recurrence four batched ``MatMul`` (row
+and column energies, row and column outputs), a ``Softmax`` per part (self included in both)
+merged exactly through the parts' log-sum-exps, the column's own value left out by a 0/1 ``Mul``
+and its weight by a subtraction from the denominator. Besides the change to channels-last of q
+and of the value (and back before ``fuse``), only swaps of H and W (``Transpose`` of contiguous
+vectors) change the layout: the plain graph's NCHW → column-major ``Transpose`` of q, k and v in
+every recurrence, its ``Where`` over the B×W×H×H column energies and its concatenation of S↑ and
+L are gone. The non-local variant exports its plain form.
 """
 
 from __future__ import annotations
@@ -97,23 +97,27 @@ def criss_cross_lines(q: torch.Tensor, q_col: torch.Tensor, k: torch.Tensor,
     Returns:
         B×H×W×c, the reference's joint softmax, as two softmaxes merged exactly. The row part
         (every pixel over its row, itself included) and the column part (over its column,
-        itself *included*) are each one ``Softmax`` over the last axis (one fused kernel per
-        line in ONNX Runtime, where the reference's max, subtraction, exponential and sum are
-        four passes over the B×H×W×(H+W) energies) followed by a batched product with the
-        values: normalised outputs o_r, o_c. With each part's log-sum-exp
-        ``l = max(e) − log(max(p))`` (a softmax's largest weight is ``1/Σ exp(e − max e)``),
-        the pixel's own energy ``e_s = q·k`` and ``M = max(l_r, l_c)``::
+        itself included) are each one ``Softmax`` over the last axis (one kernel per line in
+        ONNX Runtime), and each part's log-sum-exp is read back as ``l = max(e) − log(max(p))``
+        (a softmax's largest weight is ``1/Σ exp(e − max e)``). The column's weights are
+        multiplied by an H×H matrix of 0 and 1 before their product with the values, so a
+        pixel's own value enters once, through its row (o_r, o_c: the two products). With the
+        pixel's own energy ``e_s = q·k`` and ``M = max(l_r, l_c)``::
 
-            out = (a·o_r + b·o_c − s·v) / (a + b − s),  a, b, s = exp((l_r, l_c, e_s) − M)
+            out = (a·o_r + b·o_c) / (a + b − s),   a, b, s = exp((l_r, l_c, e_s) − M)
 
-        which counts the pixel's own position once (subtracted from the column). No mask:
-        a 0/−inf mask sends every masked exponential down the slow subnormal path of ONNX
-        Runtime's ``Exp`` and ``Softmax``, and a 0/1 mask after the exponential costs a pass.
-        ``s ≤ a`` (the row holds the own energy), so the denominator is at least ``b > 0``.
-        Every product is a batched GEMM on operands whose last axis is contiguous (d or c):
-        the only layout changes are the swaps of H and W (``transpose(1, 2)``: contiguous d-
-        or c-vectors moved as blocks) of k and v for the column part and of its result. No
-        in-place writes, no loop: one graph for any H and W.
+        (the own position's weight ``s`` leaves the column's sum). ``a + b − s ≥ max(a, b) = 1``
+        up to rounding (``s ≤ a``: the row holds the own energy). No −inf: a 0/−inf mask sends
+        every masked exponential down the slow subnormal path of ONNX Runtime's ``Exp`` and
+        ``Softmax``, and an int8 model quantises −inf to a finite number. Passes over the
+        energies per part: the product, the ``Softmax``, the two maxima (and the column's 0/1
+        ``Mul``), the product with the values; the earlier form (one shared maximum, ``Sub``,
+        ``Exp``, the 0/1 ``Mul``, the sums) timed 1.48× against this form's 1.43×
+        ``fpn_r18_bilinear`` (ONNX Runtime, 512×1024, docs/deploy.md). Every product is a
+        batched GEMM on operands whose last axis is contiguous (d or c): the only layout
+        changes are the swaps of H and W (``transpose(1, 2)``: contiguous d- or c-vectors moved
+        as blocks) of k and v for the column part and of its result. No in-place writes, no
+        loop: one graph for any H and W.
     """
     k_col, v_col = k.transpose(1, 2), v.transpose(1, 2)  # B×W×H×·
     e_row = torch.matmul(q, k.transpose(-1, -2))  # B×H×W×W': (i, j) with (i, j')
@@ -124,9 +128,11 @@ def criss_cross_lines(q: torch.Tensor, q_col: torch.Tensor, k: torch.Tensor,
     m = torch.maximum(l_row, l_col)
     a, b = torch.exp(l_row - m).unsqueeze(-1), torch.exp(l_col - m).unsqueeze(-1)
     s = torch.exp((q * k).sum(-1) - m).unsqueeze(-1)  # the own position's weight
+    idx = torch.arange(q.shape[1], device=q.device)
+    keep = (idx[:, None] != idx[None]).to(e_col.dtype)  # H×H: the own value only in the row
     o_row = torch.matmul(p_row, v)
-    o_col = torch.matmul(p_col, v_col).transpose(1, 2)
-    return (a * o_row + b * o_col - s * v) / (a + b - s)
+    o_col = torch.matmul(p_col * keep, v_col).transpose(1, 2)
+    return (a * o_row + b * o_col) / (a + b - s)
 
 
 # energies per block of lines (2^20 floats, 4 MB): big enough for every thread to get several
