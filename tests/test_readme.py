@@ -1,8 +1,10 @@
-"""The README's model size table is `rtseg info --markdown`'s output: a drift fails here."""
+"""The README's model size table is `rtseg info --markdown`'s output, and its headline is the
+committed CamVid record: a drift fails here."""
 
 from __future__ import annotations
 
 import fnmatch
+import json
 import re
 from pathlib import Path
 
@@ -10,7 +12,8 @@ import rtseg
 from rtseg.cli import main
 from rtseg.cli.info import LICENCES, NO_WEIGHTS, licence
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
 LICENCE = "licence: official code; weights"
 
 
@@ -57,3 +60,14 @@ def test_every_model_has_one_licence_entry():
         assert official and (weights.endswith(("not stated", "Apache-2.0"))
                              or weights == NO_WEIGHTS), licence(model)
     assert licence("no_such_model") == "not stated"
+
+
+def test_readme_headline_equals_the_committed_camvid_record():
+    record = json.loads((ROOT / "docs/results/camvid_imagenet.json").read_text())
+    headline = README.read_text().split("## Headline", 1)[1].split("\n## ", 1)[0]
+    headline = " ".join(headline.split())
+    assert f"**{record['test_miou']:.1f} % test mIoU**" in headline
+    assert f"boundary F {record['bf2']:.1f} % at 2 px" in headline
+    iou = record["per_class_iou"]
+    thin = ", ".join(f"{name} {iou[name]:.1f}" for name in ("Pole", "SignSymbol", "Pedestrian"))
+    assert f"{thin}, Bicyclist {iou['Bicyclist']:.1f} IoU" in headline

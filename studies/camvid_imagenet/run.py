@@ -5,10 +5,14 @@ weights, and the same recipe and budget from random weights beside it. One comma
     python -m studies.camvid_imagenet.run --inits imagenet  # the ImageNet run only
     python -m studies.camvid_imagenet.run --report-only     # JSON and figure from finished runs
 
-Each run trains with ``configs/camvid/<model>.yaml`` (``pretrained_backbone=imagenet`` or
-``none``), resuming from its ``last.pt``; its ``best.pt`` (on val) is then scored on the 233
-test frames at the recipe's ``eval_scale`` (the network sees each 480×360 frame at 960×720, the
-labels are scored at 480×360), with boundary F at 1, 2 and 3 px. The summary goes to
+Each run trains with ``configs/camvid/<model>.yaml`` (the train-only recipe every
+``fpn_lite0_*`` shares) and this study's :data:`RECIPE` on top: trained on train + val (468
+frames, CamVid's usual protocol for test figures), Lovász-softmax added to the loss, one
+validation pass at the end (on frames it trained on: no model selection; ``best.pt`` is the last
+checkpoint). ``pretrained_backbone=imagenet`` or ``none``; each run resumes from its
+``last.pt``; its ``best.pt`` is then scored on the 233 test frames at the recipe's
+``eval_scale`` (the network sees each 480×360 frame at 960×720, the labels are scored at
+480×360), with boundary F at 1, 2 and 3 px. The summary goes to
 ``docs/results/camvid_imagenet.json`` and the test-frame predictions to
 ``docs/camvid_imagenet_predictions.png``.
 """
@@ -40,6 +44,9 @@ from studies.common import (
 )
 
 INITS = {"imagenet": "imagenet", "scratch": None}
+# the study's fields over the shared config; ``--set train_split=train lovasz_weight=0
+# eval_interval=500`` gives back the earlier train-only recipe (best checkpoint on val)
+RECIPE = ["train_split=trainval", "lovasz_weight=1.0", "eval_interval=3000"]
 TOLERANCES = (1, 2, 3)
 
 
@@ -47,7 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="fpn_lite0_gum")
     p.add_argument("--data", default=str(CAMVID))
-    p.add_argument("--out", default="runs/camvid_imagenet")
+    p.add_argument("--out", default="runs/camvid_imagenet_trainval")
     p.add_argument("--inits", nargs="+", default=list(INITS), choices=list(INITS))
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="config overrides for every run (e.g. iters=50 for a smoke run)")
@@ -62,7 +69,7 @@ def config_of(init: str, args: argparse.Namespace):
     """The recipe with this run's fields (data, output folder, backbone initialisation)."""
     overrides = [f"data_root={args.data}", f"out_dir={args.out}",
                  f"run_name={args.model}_{init}", f"device={args.device}",
-                 f"pretrained_backbone={INITS[init] or 'null'}", *args.set]
+                 f"pretrained_backbone={INITS[init] or 'null'}", *RECIPE, *args.set]
     return load_config(ROOT / "configs" / "camvid" / f"{args.model}.yaml", overrides)
 
 
@@ -91,7 +98,11 @@ def summary(init: str, res: dict[str, Any], args: argparse.Namespace) -> dict[st
                           for name, v in zip(CamVid.classes, res["iou"], strict=True)},
         **{f"bf{t}": round(100 * res["mbf_at"][str(t)], 2) for t in TOLERANCES},
         "pixel_accuracy": round(100 * res["pixel_acc"], 2),
-        "best_val_miou": round(100 * max(v["miou"] for v in vals), 2) if vals else None,
+        "train_split": cfg.train_split,
+        "lovasz_weight": cfg.lovasz_weight,
+        # on train + val the val frames were trained on: no held-out val score
+        "best_val_miou": (round(100 * max(v["miou"] for v in vals), 2)
+                          if vals and cfg.train_split == "train" else None),
         "iters": cfg.iters, "batch_size": cfg.batch_size, "crop_size": list(cfg.crop_size),
         "test_scale": cfg.val_scale,
         "train_hours": round(train_seconds(run / "log.jsonl", cfg.batch_size) / 3600, 2),
