@@ -143,14 +143,16 @@ def test_blocked_criss_cross_large_energies_stay_finite():
     torch.testing.assert_close(out, criss_cross_attention(q, k, v), atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("scale, own", [(30.0, 0.0), (1.0, 40.0)])
-def test_exported_criss_cross_large_or_self_dominated_energies(scale, own):
-    # the exported form merges a row and a column softmax (both with the pixel's own key) and
-    # subtracts the own position once: exact when energies are large (±1e3) and when the own
-    # energy dominates its column (the subtraction then removes nearly all of the column)
-    q, k = scale * torch.randn(2, 6, 7, 4).double(), scale * torch.randn(2, 6, 7, 4).double()
+@pytest.mark.parametrize("scale, own, size", [(30.0, 0.0, (6, 7)), (1.0, 40.0, (6, 7)),
+                                              (1.0, 0.0, (1, 7)), (1.0, 0.0, (6, 1))])
+def test_exported_criss_cross_large_or_self_dominated_energies(scale, own, size):
+    # the exported form merges a row and a column softmax (both with the pixel's own key),
+    # leaving the own value out of the column's product and its weight out of the denominator:
+    # exact when energies are large (±1e3), when the own energy dominates its column (nearly
+    # all of the column's weight is then taken off), and for a single row or column
+    q, k = (scale * torch.randn(2, *size, 4).double() for _ in range(2))
     k = k + own * q / q.norm(dim=-1, keepdim=True)  # q·k grows by own·|q| at the own position
-    v = torch.randn(2, 6, 7, 3).double()
+    v = torch.randn(2, *size, 3).double()
     out = gai_module.criss_cross_lines(q, q.transpose(1, 2), k, v)
     ref = criss_cross_attention(*(t.permute(0, 3, 1, 2) for t in (q, k, v))).permute(0, 2, 3, 1)
     assert torch.isfinite(out).all()
