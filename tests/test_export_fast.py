@@ -212,7 +212,7 @@ def test_onnx_fast_graph_holds_the_fast_formula(exported, up):
         assert ops["Gemm"] == 4 and ops["Conv"] == ref["Conv"] - 8
         assert ref["BatchNormalization"] == 1 and ops["BatchNormalization"] == 0
         assert ops["Sin"] == ref["Sin"] - 1 and "Unique" not in ops
-    elif up == "gai":  # no energies masked by Where or −inf: the exponentials × an H×H 0/1
+    elif up == "gai":  # no energies masked by Where or −inf: the column's weights × an H×H 0/1
         assert ops["Where"] == 0 < ref["Where"]
         assert ops["Transpose"] < ref["Transpose"]
     else:

@@ -8,7 +8,8 @@ the graph runnable everywhere (a runtime without int8 kernels dequantises); ONNX
 
 Not every node is quantised: ONNX Runtime's quantiser has int8 forms for a set of operators
 (Conv, MatMul, Gemm, Add, Mul, Resize, pooling, …); every other node (a softmax's exponentials
-and sums, GUM's GridSample, IFA's sines, normalisations, shape arithmetic) stays in float, and
+and sums, GUM's GridSample, IFA's sines, normalisations, shape arithmetic) stays in float, as
+does a ``Softmax`` that a float node reads (rtseg's choice: GAI's log-sum-exps), and
 :mod:`rtseg.deploy.qdq_placement` places the Q/DQ pairs so that only what must be float is.
 :func:`float_nodes` lists what runs in float by type.
 
