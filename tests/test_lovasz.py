@@ -50,6 +50,35 @@ def test_lovasz_matches_the_set_function_definition(classes: str) -> None:
     assert 0 <= exact - pruned <= 1e-2 and exact != pruned
 
 
+def through_the_sort(logits: torch.Tensor, target: torch.Tensor, classes: str) -> torch.Tensor:
+    """The loss as autograd sees it when it back-propagates through each class's sorted errors,
+    in float64: Σ_k e_π(k) (Δ_k − Δ_{k−1}) with the increments from the set function above."""
+    probs = logits.double().softmax(1).movedim(1, -1).reshape(-1, logits.shape[1])
+    labels = target.reshape(-1)
+    values = []
+    for c in range(logits.shape[1]):
+        fg = labels == c
+        if classes == "present" and not fg.any():
+            continue
+        errors, order = torch.where(fg, 1 - probs[:, c], probs[:, c]).sort(descending=True)
+        fg_sorted = fg[order].double()
+        union = fg.sum() + (1 - fg_sorted).cumsum(0)
+        delta = torch.arange(1, len(order) + 1, dtype=torch.float64) / union
+        values.append((errors * torch.diff(delta, prepend=delta.new_zeros(1))).sum())
+    return torch.stack(values).mean()
+
+
+@pytest.mark.parametrize("classes", ["present", "all"])
+def test_lovasz_gradient_is_the_gradient_through_the_sort(classes: str) -> None:
+    g = torch.Generator().manual_seed(3)
+    logits = (torch.randn(2, 5, 6, 7, generator=g) * 3).requires_grad_()
+    target = torch.randint(0, 4, (2, 6, 7), generator=g)  # class 4 absent
+    want = torch.autograd.grad(through_the_sort(logits, target, classes), logits)[0]
+    got = torch.autograd.grad(lovasz_softmax(logits, target, classes=classes, tail=0), logits)[0]
+    torch.testing.assert_close(got, want.float(), rtol=1e-4, atol=1e-6)
+    assert want.abs().max() > 1e-3
+
+
 def test_lovasz_of_hard_predictions_is_one_minus_iou() -> None:
     target = torch.tensor([[[0, 0, 1, 1], [0, 2, 2, 1]]])
     pred = torch.tensor([[[0, 1, 1, 1], [0, 2, 0, 0]]])
