@@ -12,12 +12,14 @@ from rtseg.deploy.export import (
     STATIC_ONLY,
     ExportCheckError,
     check_onnx,
+    export_onnx,
+    second_size,
+)
+from rtseg.deploy.torch_files import (
     check_program,
     check_torchscript,
-    export_onnx,
     export_program,
     export_torchscript,
-    second_size,
 )
 from rtseg.errors import UnknownNameError, UsageError
 from rtseg.training.checkpoint import save_atomic

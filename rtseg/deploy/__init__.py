@@ -3,8 +3,8 @@
 * :mod:`~rtseg.deploy.api`: :func:`rtseg.export`, the one call that exports a checkpoint,
   Segmenter, module or model name with metadata, checks, int8 and fp16, returning an
   :class:`ExportReport` (``rtseg export`` is its command-line face);
-* :mod:`~rtseg.deploy.export`: graph export (ONNX, TorchScript, torch.export) and the checks
-  against PyTorch;
+* :mod:`~rtseg.deploy.export`: ONNX graph export and the checks against PyTorch;
+* :mod:`~rtseg.deploy.torch_files`: TorchScript and torch.export files;
 * :mod:`~rtseg.deploy.metadata`: the ONNX metadata ``rtseg.load`` needs (writing, reading);
 * :mod:`~rtseg.deploy.runtimes`: ONNX Runtime and OpenVINO behind the Segmenter, the one
   ONNX Runtime session set-up (:func:`ort_session`) and the ``auto`` policy;

@@ -8,8 +8,6 @@ graph exported (:mod:`rtseg.deploy.export`) with the metadata ``rtseg.load`` nee
 dynamic, at a second size, and the int8 / fp16 variants written and measured
 (:mod:`rtseg.deploy.quantize`). It returns an :class:`ExportReport`; ``rtseg export`` prints it.
 Every file is written to a temporary name and renamed when complete.
-
-Moved here from ``rtseg/cli/export.py``, which now only maps its arguments to this call.
 """
 
 from __future__ import annotations
@@ -28,6 +26,7 @@ from ..segmenter import Segmenter
 from ..upsample.gum import GRID_SAMPLE
 from ..utils import IMAGENET_MEAN, IMAGENET_STD
 from . import export as graph
+from . import torch_files
 from .export import STATIC_ONLY, Check, ExportCheckError, second_size
 from .metadata import make_metadata, write_metadata
 
@@ -360,11 +359,11 @@ def export(
                 _fp16(report, path, half, metadata)
         if torchscript:
             report.torchscript = _write(
-                lambda tmp: graph.export_torchscript(model, tmp, size, batch), torchscript)
+                lambda tmp: torch_files.export_torchscript(model, tmp, size, batch), torchscript)
             checked("torchscript", torchscript)
         if program:
             report.program = _write(lambda tmp: report.program_ranges.update(
-                graph.export_program(model, tmp, size, dynamic, batch)[1]), program)
+                torch_files.export_program(model, tmp, size, dynamic, batch)[1]), program)
             checked("torch.export", program)
     except ExportCheckError as e:
         e.report = report  # what was written before the failed check

@@ -1,7 +1,8 @@
-"""Graph export and its checks: ONNX (checked in ONNX Runtime), TorchScript, torch.export.
+"""Graph export and its checks: ONNX (checked in ONNX Runtime), and the comparison with PyTorch
+that every exported format uses (TorchScript and torch.export files: :mod:`.torch_files`).
 
 The building blocks of :func:`rtseg.export` (``rtseg/deploy/api.py``), which adds the metadata,
-int8 and fp16; moved here from ``rtseg/export.py``.
+int8 and fp16.
 
 Every file holds the eval-mode network: a B×3×H×W float image in, B×K×H×W logits out (the
 final upsampling included), exactly what ``model(x)`` returns.
@@ -41,10 +42,6 @@ formula that branches on sizes: IFA adds a level whose grid divides the output's
 broadcasting (no gathers) and its position term as a constant periodic table; CARAFE, FADE
 and SAPA read their k² taps at H = s·h as slices of the padded map (no gathers). Elsewhere
 the same formulas as the dynamic graph.
-
-``torch.export`` instead guards its own assumptions and reports the valid range of H and W
-(for FANet H, W ≥ 65 when exported at 512×1024: its stride-64 level must not be a single
-pixel); :func:`export_program` returns it and the command prints it.
 
 Modules that cache tensors (GUM's sampling grid) never use the cache while tracing, exporting
 or compiling (see :func:`rtseg.upsample.gum.grid_cache_enabled`).
@@ -98,7 +95,7 @@ class Check:
 
 
 @contextlib.contextmanager
-def _quiet_export() -> Iterator[None]:
+def quiet_export() -> Iterator[None]:
     """Silence the warnings every export of these models emits, and only those.
 
     * TracerWarning "Converting a tensor to a Python boolean": ``rtseg.layers.resize`` skipping
@@ -114,7 +111,8 @@ def _quiet_export() -> Iterator[None]:
         yield
 
 
-def _example(size: tuple[int, int], batch: int, seed: int, like: nn.Module) -> torch.Tensor:
+def example_input(size: tuple[int, int], batch: int, seed: int, like: nn.Module) -> torch.Tensor:
+    """A seeded ``batch``×3×``size`` standard-normal image on the device of ``like``."""
     p = next(like.parameters(), None)
     x = torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(seed))
     return x.to(p.device if p is not None else "cpu")
@@ -159,10 +157,10 @@ def export_onnx(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model.eval()
-    x = _example(size, batch, 0, model)
+    x = example_input(size, batch, 0, model)
     axes = {0: "batch", 2: "height", 3: "width"}
     static = contextlib.nullcontext() if dynamic else static_sizes()
-    with _quiet_export(), torch.no_grad(), grid_sample_as(grid_sample), static:
+    with quiet_export(), torch.no_grad(), grid_sample_as(grid_sample), static:
         torch.onnx.export(
             model, (x,), str(path), dynamo=False, opset_version=opset,
             input_names=["image"], output_names=["logits"],
@@ -293,7 +291,7 @@ def _onnx_runner(path: str | Path, size: tuple[int, int], batch: int
 def _torch_runner(fmt: str, path: str | Path, device: torch.device
                   ) -> Callable[[torch.Tensor], torch.Tensor]:
     if fmt == "torchscript":
-        with _quiet_export():
+        with quiet_export():
             return torch.jit.load(str(path), map_location=device)
     return torch.export.load(str(path)).module()
 
@@ -307,7 +305,7 @@ def compare(fmt: str, model: nn.Module, path: str | Path, size: tuple[int, int],
     if fmt not in FORMATS:
         raise UsageError(f"unknown export format {fmt!r}; use {', '.join(FORMATS)}")
     model.eval()
-    x = _example(size, batch, seed, model)
+    x = example_input(size, batch, seed, model)
     if fmt == "onnx":
         out = _onnx_runner(path, size, batch)(x)
         what = f"{path}: ONNX"
@@ -342,69 +340,3 @@ def check_onnx(model: nn.Module, path: str | Path, size: tuple[int, int], atol: 
     difference exceeds ``atol × max(1, largest |logit|)``.
     """
     return compare("onnx", model, path, size, atol, batch, seed).max_diff
-
-
-def export_torchscript(
-    model: nn.Module, path: str | Path, size: tuple[int, int] = (512, 1024), batch: int = 1
-) -> Path:
-    """``torch.jit.trace`` of ``model`` (eval) on a ``batch``×3×``size`` input, saved to ``path``.
-
-    The trace is size-generic for the same reason the ONNX graph is (see the module doc).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    model.eval()
-    with _quiet_export(), torch.no_grad():
-        traced = torch.jit.trace(model, (_example(size, batch, 0, model),), check_trace=False)
-        traced.save(str(path))
-    return path
-
-
-def check_torchscript(model: nn.Module, path: str | Path, size: tuple[int, int],
-                      atol: float = 1e-4, batch: int = 1) -> float:
-    """Load the TorchScript file and return its largest difference from ``model`` (≤ atol)."""
-    return compare("torchscript", model, path, size, atol, batch).max_diff
-
-
-def export_program(
-    model: nn.Module,
-    path: str | Path,
-    size: tuple[int, int] = (512, 1024),
-    dynamic: bool = True,
-    batch: int = 1,
-) -> tuple[Path, dict[str, str]]:
-    """``torch.export`` of ``model`` (eval, non-strict), saved with ``torch.export.save``.
-
-    With ``dynamic`` H and W are ``Dim.AUTO``: symbolic wherever the model allows, with the
-    valid range the exporter derived (the batch stays ``batch``: torch.export would make a
-    dynamic batch ≥ 2). Returns the path and, per input axis, "static" or "lo..hi".
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    model.eval()
-    x = _example(size, batch, 0, model)
-    shapes = ({2: torch.export.Dim.AUTO, 3: torch.export.Dim.AUTO},) if dynamic else None
-    with _quiet_export():
-        ep = torch.export.export(model, (x,), dynamic_shapes=shapes, strict=False)
-    torch.export.save(ep, str(path))
-    return path, program_ranges(ep)
-
-
-def program_ranges(ep: Any) -> dict[str, str]:
-    """Axis ranges of the image input of an ExportedProgram: {"H": "17..int_oo", ...}."""
-    user = list(ep.graph_signature.user_inputs)
-    node = next(n for n in ep.graph.nodes if n.op == "placeholder" and n.name in user)
-    ranges = {}
-    for axis, dim in zip("BCHW", node.meta["val"].shape, strict=True):
-        if isinstance(dim, torch.SymInt):
-            vr = ep.range_constraints.get(dim.node.expr)
-            ranges[axis] = f"{vr.lower}..{vr.upper}" if vr is not None else "dynamic"
-        else:
-            ranges[axis] = "static"
-    return ranges
-
-
-def check_program(model: nn.Module, path: str | Path, size: tuple[int, int],
-                  atol: float = 1e-4, batch: int = 1) -> float:
-    """Load the ``.pt2`` file and return its largest difference from ``model`` (≤ atol)."""
-    return compare("torch.export", model, path, size, atol, batch).max_diff
