@@ -333,6 +333,26 @@ def test_train_step_timing_tool_times_both_layouts(capsys):
     assert "| NCHW |" in out and "| NHWC |" in out and "NHWC / NCHW: " in out
 
 
+def test_train_step_timing_tool_times_fp32_against_bf16_autocast(capsys, monkeypatch):
+    import torch
+
+    from tools import time_train_step
+
+    dtypes = []
+    step_fn = time_train_step.step_fn
+
+    def spy(model, *args, **kwargs):
+        model.register_forward_hook(lambda m, i, o: dtypes.append(o[0].dtype))
+        return step_fn(model, *args, **kwargs)
+
+    monkeypatch.setattr(time_train_step, "step_fn", spy)
+    time_train_step.main(["--model", "fpn_r18_bilinear", "--batch", "2", "--size", "32", "48",
+                          "--iters", "1", "--amp"])
+    out = capsys.readouterr().out
+    assert "| fp32 |" in out and "| bf16 |" in out and "bf16 / fp32: " in out
+    assert sorted(set(dtypes), key=str) == [torch.bfloat16, torch.float32]
+
+
 def test_train_step_timing_tool_times_fast_against_reference_paths(capsys, monkeypatch):
     from rtseg.upsample import reassembly
     from tools.time_train_step import main
