@@ -185,3 +185,20 @@ def test_an_int8_file_openvino_cannot_compile_is_not_timed(tmp_path: Path, monke
     assert why in rec["skipped"]
     assert f"Not timed: {why}" in " ".join((tmp_path / "docs" / "benchmarks.md").read_text()
                                            .split())
+
+
+def test_prepare_only_makes_the_files_times_nothing_and_the_timing_reuses_them(
+        tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(script, "time_interleaved", lambda *a, **k: pytest.fail("timed"))
+    assert script.main(argv(tmp_path, "--prepare-only", variants=["torch", "ort_int8"])) == 0
+    files = sorted(p.name for p in (tmp_path / "out").rglob("*.onnx"))
+    assert files == ["fpn_lite0_bilinear.int8_c2.onnx", "fpn_lite0_bilinear.onnx",
+                     "fpn_r18_bilinear.int8_c2.onnx", "fpn_r18_bilinear.onnx"]
+    assert not (tmp_path / "speed.json").exists() and not (tmp_path / "docs").exists()
+    monkeypatch.undo()
+    for name in ("export_onnx", "quantize_int8"):
+        monkeypatch.setattr(script, name, lambda *a, **k: pytest.fail("exported again"))
+    assert script.main(argv(tmp_path, variants=["torch", "ort_int8"])) == 0
+    rows = json.loads((tmp_path / "speed.json").read_text())[0]["rows"]
+    assert {(r["model"], r["variant"]) for r in rows} == {
+        (m, v) for m in MODELS for v in ("torch", "ort_int8")}

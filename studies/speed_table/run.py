@@ -34,6 +34,7 @@ beside) is written between ``<!-- speed_table:begin -->`` and ``<!-- speed_table
     python -m studies.speed_table.run                  # the full table (long), resumable
     python -m studies.speed_table.run --sizes 512x1024 --variants torch ort_fp32 ort_int8
     python -m studies.speed_table.run --report-only    # the docs block from the JSON alone
+    python -m studies.speed_table.run --prepare-only   # the files alone (beside other work)
 """
 
 from __future__ import annotations
@@ -111,6 +112,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", default=str(ROOT / "docs" / "results" / "speed_table.json"))
     p.add_argument("--docs", default=str(ROOT / "docs"), help="the folder of benchmarks.md")
     p.add_argument("--report-only", action="store_true", help="time nothing; report the JSON")
+    p.add_argument("--prepare-only", action="store_true",
+                   help="export, quantise and compile-check every file, time nothing (may run "
+                        "beside another job; the timing then reuses the files)")
     return p.parse_args(argv)
 
 
@@ -209,6 +213,14 @@ def model_calls(name: str, size: tuple[int, int], variants: list[str], x: torch.
     return calls, info
 
 
+def prepare(size: tuple[int, int], variants: list[str], args: argparse.Namespace) -> None:
+    """Every file ``size`` needs (exported, quantised, OpenVINO's compile check run), untimed."""
+    x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(SEED))
+    for name in args.models:
+        calls, _ = model_calls(name, size, [v for v in variants if v != "torch"], x, args)
+        print(f"{size_key(size)} {name}: files ready ({', '.join(calls) or 'none'})", flush=True)
+
+
 def measure(size: tuple[int, int], variants: list[str], skipped: list[str],
             args: argparse.Namespace) -> dict[str, Any]:
     """The record of one size: every model × variant timed in one interleaved run, or with
@@ -296,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError("no requested variant can run here")
         torch.set_num_threads(args.threads)
         for size in sizes:
+            if args.prepare_only:
+                prepare(size, variants, args)
+                continue
             records = load_records(json_path)
             old = next((r for r in records if r["size"] == size_key(size)), None)
             if is_done(old, variants, args):
@@ -303,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             save_records(json_path, merge_size(records, measure(size, variants, skipped, args)))
             print(f"{size_key(size)}: recorded in {json_path}", flush=True)
+    if args.prepare_only:
+        return 0
     text = report(load_records(json_path), [size_key(s) for s in sizes])
     write_marked_block(Path(args.docs) / "benchmarks.md", text, NAME)
     print(text)
