@@ -71,3 +71,7 @@ def test_readme_headline_equals_the_committed_camvid_record():
     iou = record["per_class_iou"]
     thin = ", ".join(f"{name} {iou[name]:.1f}" for name in ("Pole", "SignSymbol", "Pedestrian"))
     assert f"{thin}, Bicyclist {iou['Bicyclist']:.1f} IoU" in headline
+    scratch = record["same_budget_from_random_weights"]
+    assert scratch["backbone_init"] == "scratch" and scratch["iters"] == record["iters"]
+    assert (f"budget from random weights: {scratch['test_miou']:.1f} % test mIoU, boundary F "
+            f"{scratch['bf2']:.1f} %, Pole {scratch['per_class_iou']['Pole']:.1f}") in headline
