@@ -71,17 +71,18 @@ def lovasz_softmax(logits: torch.Tensor, target: torch.Tensor, ignore_index: int
     fg = labels == torch.arange(num_classes, device=labels.device).unsqueeze(1)  # K×N
     errors = torch.where(fg, 1.0 - probs, probs)
     gts = fg.sum(1, keepdim=True)  # K×1
-    chosen = gts.squeeze(1) > 0 if classes == "present" else gts.squeeze(1) >= 0
+    chosen = (gts.squeeze(1) > 0 if classes == "present"
+              else torch.ones(num_classes, dtype=torch.bool, device=gts.device))
     if not bool(chosen.any()):
         return logits.sum() * 0.0
     with torch.no_grad():
         kept = (errors > tail).sum(1, keepdim=True)  # K×1: the errors each class sorts
         m = int(kept.max())
         if 4 * m > errors.shape[1]:  # a full sort beats a top-k of most of the row
-            top, order = (t[:, :m] for t in errors.sort(1, descending=True))
+            order = errors.sort(1, descending=True).indices[:, :m]
         else:
-            top, order = errors.topk(m, dim=1)  # K×m, each row in decreasing order
+            order = errors.topk(m, dim=1).indices  # K×m, each row in decreasing order
         increments = lovasz_grad(fg.gather(1, order), gts)
-        increments[torch.arange(top.shape[1], device=top.device) >= kept] = 0.0
+        increments[torch.arange(m, device=order.device) >= kept] = 0.0
         weights = torch.zeros_like(errors).scatter_(1, order, increments)
     return (errors * weights).sum(1)[chosen].mean()
