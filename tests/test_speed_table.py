@@ -190,6 +190,7 @@ def test_an_int8_file_openvino_cannot_compile_is_not_timed(tmp_path: Path, monke
 def test_prepare_only_makes_the_files_times_nothing_and_the_timing_reuses_them(
         tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(script, "time_interleaved", lambda *a, **k: pytest.fail("timed"))
+    monkeypatch.setattr(script, "RUNTIMES", {})  # no session is opened
     assert script.main(argv(tmp_path, "--prepare-only", variants=["torch", "ort_int8"])) == 0
     files = sorted(p.name for p in (tmp_path / "out").rglob("*.onnx"))
     assert files == ["fpn_lite0_bilinear.int8_c2.onnx", "fpn_lite0_bilinear.onnx",

@@ -185,40 +185,57 @@ def exported(model: torch.nn.Module, name: str, size: tuple[int, int], runtime: 
     return q
 
 
-def model_calls(name: str, size: tuple[int, int], variants: list[str], x: torch.Tensor,
-                args: argparse.Namespace) -> tuple[dict[str, Callable[[], Any]], dict[str, Any]]:
-    """``{variant: call}`` of model ``name`` on ``x``, and its ``{"gmac", "params"}``."""
+def random_model(name: str, args: argparse.Namespace) -> torch.nn.Module:
+    """Model ``name`` in eval mode with the study's seeded random weights."""
     torch.manual_seed(SEED)
     model = randomise_weights(rtseg.create_model(name, args.num_classes, aux=False).eval())
     if getattr(model, "temporal", False):
         raise UsageError(f"{name} is temporal: time its streaming step with `rtseg bench`")
+    return model
+
+
+def runtime_file(model: torch.nn.Module, name: str, size: tuple[int, int], variant: str,
+                 args: argparse.Namespace) -> tuple[Path, str | None]:
+    """The file ``variant`` runs (made once in ``--out``), and why it cannot be timed: an int8
+    file OpenVINO cannot compile (OpenVINO 2026.4 segfaults on some; checked in a child)."""
+    runtime, int8 = RUNTIME_OF[variant]
+    path = exported(model, name, size, runtime, int8, args)
+    if runtime == "openvino" and int8:
+        outcome = openvino_compiles(path)
+        if outcome != "compiles":
+            print(f"{size_key(size)} {name} [{variant}]: not timed, OpenVINO {outcome}",
+                  flush=True)
+            return path, f"{name} {variant}: OpenVINO {outcome}"
+    return path, None
+
+
+def model_calls(name: str, size: tuple[int, int], variants: list[str], x: torch.Tensor,
+                args: argparse.Namespace) -> tuple[dict[str, Callable[[], Any]], dict[str, Any]]:
+    """``{variant: call}`` of model ``name`` on ``x``, and its ``{"gmac", "params"}``."""
+    model = random_model(name, args)
     info = {"gmac": count_macs(model, size) / 1e9, "params": count_params(model)}
     setup = Setup(torch.device("cpu"), size)
     calls: dict[str, Callable[[], Any]] = {}
     for v in variants:
         if v == "torch":
             calls[v] = make_run(setup, setup.prepare(model), (x,), argmax=False)
-        else:
-            runtime, int8 = RUNTIME_OF[v]
-            path = exported(model, name, size, runtime, int8, args)
-            if runtime == "openvino" and int8:  # OpenVINO 2026.4 segfaults on some int8 files
-                outcome = openvino_compiles(path)
-                if outcome != "compiles":
-                    info.setdefault("not_timed", []).append(f"{name} {v}: OpenVINO {outcome}")
-                    print(f"{size_key(size)} {name} [{v}]: not timed, OpenVINO {outcome}",
-                          flush=True)
-                    continue
-            seg = RUNTIMES[runtime](path, threads=args.threads)
-            calls[v] = functools.partial(seg, x)
+            continue
+        path, why = runtime_file(model, name, size, v, args)
+        if why is not None:
+            info.setdefault("not_timed", []).append(why)
+            continue
+        calls[v] = functools.partial(RUNTIMES[RUNTIME_OF[v][0]](path, threads=args.threads), x)
     return calls, info
 
 
 def prepare(size: tuple[int, int], variants: list[str], args: argparse.Namespace) -> None:
-    """Every file ``size`` needs (exported, quantised, OpenVINO's compile check run), untimed."""
-    x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(SEED))
+    """Every file ``size`` needs (exported, quantised, OpenVINO's compile check run), untimed
+    and without opening a runtime."""
     for name in args.models:
-        calls, _ = model_calls(name, size, [v for v in variants if v != "torch"], x, args)
-        print(f"{size_key(size)} {name}: files ready ({', '.join(calls) or 'none'})", flush=True)
+        model = random_model(name, args)
+        ready = [v for v in variants
+                 if v != "torch" and runtime_file(model, name, size, v, args)[1] is None]
+        print(f"{size_key(size)} {name}: files ready ({', '.join(ready) or 'none'})", flush=True)
 
 
 def measure(size: tuple[int, int], variants: list[str], skipped: list[str],
