@@ -75,3 +75,21 @@ def test_readme_headline_equals_the_committed_camvid_record():
     assert scratch["backbone_init"] == "scratch" and scratch["iters"] == record["iters"]
     assert (f"budget from random weights: {scratch['test_miou']:.1f} % test mIoU, boundary F "
             f"{scratch['bf2']:.1f} %, Pole {scratch['per_class_iou']['Pole']:.1f}") in headline
+
+
+def test_readme_speed_headline_equals_the_committed_speed_table():
+    sizes = json.loads((ROOT / "docs/results/speed_table.json").read_text())
+    record = next(s for s in sizes if s["size"] == "512x1024")
+    ms = {r["model"]: r["median_ms"] for r in record["rows"] if r["variant"] == "ort_fp32"}
+    headline = README.read_text().split("## Headline", 1)[1].split("\n## ", 1)[0]
+    headline = " ".join(headline.split())
+
+    def span(models: list[str]) -> str:
+        lo, hi = min(models, key=ms.__getitem__), max(models, key=ms.__getitem__)
+        return f"{ms[lo]:.1f} ms (`{lo}`) to {ms[hi]:.1f} ms (`{hi}`)"
+
+    seeds = ["gain_r18", "gain_df2", "fanet18", "gun", "ifa_r18"]
+    peers = ["pidnet_s", "ddrnet23_slim", "bisenetv2", "stdc1_seg"]
+    assert record["settings"]["threads"] == 2 and record["settings"]["batch"] == 1
+    assert f"the seeds' networks take {span(seeds)}, the peers {span(peers)}" in headline
+    assert f"`fpn_lite0_gum` {ms['fpn_lite0_gum']:.1f} ms" in headline
