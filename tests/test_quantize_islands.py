@@ -1,10 +1,12 @@
 """int8 placement rules (issue 30, item 3) on small hand-built graphs: a softmax attention keeps
 its softmax float and its products int8, a shape is read from the quantised tensor, an
 image-independent phase feeding ``Sin`` is not rounded, a no-op ``Cast`` does not make the
-chain before it float. The guided networks themselves: tests/test_quantize_guided.py."""
+chain before it float, a pre-activation BatchNormalization stays float with the Concat before
+it. The guided networks themselves: tests/test_quantize_guided.py."""
 
 from __future__ import annotations
 
+import importlib.util
 from collections import Counter
 
 import numpy as np
@@ -143,6 +145,51 @@ def test_image_independent_phases_stay_float(tmp_path):
     assert {"n5", "n6", "n7"} <= kept and not {"n9", "n10", "n13"} & kept  # δ·M, Sin, Cos
     _, _, _, plain = _quantised(tmp_path, model, islands=False)
     assert "phase" in {node.input[0] for node in plain.node if node.op_type == "QuantizeLinear"}
+
+
+def test_a_standalone_batchnorm_stays_float_with_the_concat_it_reads(tmp_path):
+    """DDRNet's and PIDNet's pyramid pooling: Concat → BN → ReLU → Conv. ONNX Runtime has no
+    int8 BatchNormalization, so neither it nor the Concat that only it reads is quantised;
+    the ReLU output the last convolution reads is. OpenVINO compiles the result (with a Q/DQ
+    pair after the Concat it crashes: tools/openvino_concat_crash.py)."""
+    rng = np.random.default_rng(0)
+    n = helper.make_node
+
+    def const(name, *shape, low=-1.0, high=1.0):
+        return numpy_helper.from_array(rng.uniform(low, high, shape).astype(np.float32), name)
+
+    consts = [const("wa", 4, 3, 1, 1), const("wb", 4, 3, 1, 1), const("wc", 2, 8, 1, 1),
+              const("g", 8, low=0.5, high=1.5), const("b", 8), const("m", 8),
+              const("v", 8, low=0.5, high=1.5)]
+    nodes = [n("Conv", ["x", "wa"], ["a"]), n("Conv", ["x", "wb"], ["bb"]),
+             n("Concat", ["a", "bb"], ["cat"], axis=1),
+             n("BatchNormalization", ["cat", "g", "b", "m", "v"], ["bn"]),
+             n("Relu", ["bn"], ["r"]), n("Conv", ["r", "wc"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "preact", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 6, 8])], consts)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    src, dst, info, q = _quantised(tmp_path, model)
+    reads = _reads(q)
+    quantised_tensors = {node.input[0] for node in q.node if node.op_type == "QuantizeLinear"}
+    assert "cat" not in quantised_tensors and "bn" not in quantised_tensors
+    assert {"x", "r"} <= quantised_tensors
+    for node in q.node:
+        if node.op_type == "Conv":
+            assert reads(node)[:2] == ["DequantizeLinear", "DequantizeLinear"], node.input
+        if node.op_type == "BatchNormalization":
+            assert reads(node) == ["Concat", "input", "input", "input", "input"]
+    assert info["islands"]["float"] == {"BatchNormalization": 1, "Concat": 1}
+    _, _, _, plain = _quantised(tmp_path, model, islands=False)
+    assert "cat" in {node.input[0] for node in plain.node if node.op_type == "QuantizeLinear"}
+    x = rng.standard_normal((1, 3, 6, 8)).astype(np.float32)
+    ref, got = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
+                .run(None, {"x": x})[0] for p in (src, dst))
+    assert np.abs(got - ref).max() < 0.05 * np.abs(ref).max()
+    if importlib.util.find_spec("openvino") is not None:
+        from rtseg.deploy.runtimes import openvino_compiles
+
+        assert openvino_compiles(dst) == "compiles"
 
 
 def test_a_noop_cast_is_dropped_before_quantising():

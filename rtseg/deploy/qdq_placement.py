@@ -53,6 +53,13 @@ _LINEWISE = {"Softmax"}
 # Products ONNX Runtime runs from int8 inputs to a float output (``MatMulIntegerToFloat``,
 # ``QGemm`` without an output scale): no QuantizeLinear is needed after them.
 FLOAT_OUT = {"MatMul", "Gemm"}
+# Types the quantiser knows but ONNX Runtime has no int8 kernel for: it runs them in float
+# between a DQ and a Q, so quantising around them only rounds. A standalone BatchNormalization
+# (pre-activation BN → ReLU → Conv after a Concat: DDRNet's DAPPM, PIDNet's PAPPM) taken float
+# also takes the Concat before it float, which OpenVINO 2026.4 needs: a Concat whose output is
+# quantised with a zero point ≠ 0 and then quantised again without a product in between
+# crashes its compiler (tools/openvino_concat_crash.py).
+NO_INT8_KERNEL = {"BatchNormalization"}
 
 
 def _quantisable() -> set[str]:
@@ -83,7 +90,8 @@ def float_islands(model: Any) -> set[str]:
     positions (with ranges calibrated at one size, which saturate at a larger one). Left float
     here:
 
-    * every node of a type the quantiser has no int8 form for;
+    * every node of a type the quantiser has no int8 form for, or ONNX Runtime no int8
+      kernel (:data:`NO_INT8_KERNEL`: a ``BatchNormalization`` that no convolution absorbed);
     * arithmetic that does not depend on the image (computed from sizes and constants only:
       position grids and codes, masks); products (``MatMul``, ``Gemm``, ``Conv``) and data
       movement there follow the next rule (IFA's position ``Gemm`` on its codes keeps int8
@@ -116,7 +124,7 @@ def float_islands(model: Any) -> set[str]:
         if node.op_type not in ("Shape", "Size") and any(i in live for i in node.input):
             live.update(node.output)
     depends = {n.name for n in graph.node if any(o in live for o in n.output)}
-    floating = {n.name for n in graph.node if n.op_type not in known
+    floating = {n.name for n in graph.node if n.op_type not in known - NO_INT8_KERNEL
                 or (n.op_type not in _PRODUCTS | _MOVES and n.name not in depends)}
     fixed = {n.name for n in graph.node if n.op_type in _PRODUCTS and n.name in depends}
 

@@ -173,9 +173,10 @@ OPENVINO_FIRST_FP32 = frozenset({"gun"})
 # 11 % and 19 % of the CamVid labels; tools/openvino_int8_repro.py reproduces it without rtseg
 # and --scan lists the exposed convolutions of a file). With static shapes the pattern does not
 # form (the scan finds no exposed convolution in any static int8 file). But OpenVINO 2026.4's
-# low-precision transformations crash the process (SIGSEGV) compiling some static int8 files
-# (pidnet_s, ddrnet23_slim), so the export compiles a static int8 file in OpenVINO in a child
-# process and records the outcome (rtseg.openvino, openvino_compiles). So: an int8 file with
+# low-precision transformations crash the process (SIGSEGV) on some int8 graphs (a requantised
+# Concat: tools/openvino_concat_crash.py; pidnet_s and ddrnet23_slim had one until BNs stayed
+# float), so the export compiles a static int8 file in OpenVINO in a child process and
+# records the outcome (rtseg.openvino, openvino_compiles). So: an int8 file with
 # static shapes that OpenVINO compiled at export goes to OpenVINO; any other int8 file to ONNX
 # Runtime.
 
