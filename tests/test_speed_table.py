@@ -92,6 +92,16 @@ def test_a_second_call_redoes_nothing(measured: Path, monkeypatch) -> None:
     assert (path.stat().st_mtime_ns, path.read_text()) == before
 
 
+def test_redo_times_a_recorded_size_again(measured: Path, monkeypatch) -> None:
+    calls = []
+    real = script.time_interleaved
+    monkeypatch.setattr(script, "time_interleaved",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(script, "export_onnx", lambda *a, **k: pytest.fail("files are reused"))
+    assert script.main(argv(measured, "--redo")) == 0
+    assert calls and json.loads((measured / "speed.json").read_text())[0]["size"] == "32x48"
+
+
 def test_report_only_rewrites_the_block_from_the_json_alone(measured: Path, monkeypatch) -> None:
     docs = measured / "docs"
     page = docs / "benchmarks.md"

@@ -35,6 +35,7 @@ beside) is written between ``<!-- speed_table:begin -->`` and ``<!-- speed_table
     python -m studies.speed_table.run --sizes 512x1024 --variants torch ort_fp32 ort_int8
     python -m studies.speed_table.run --report-only    # the docs block from the JSON alone
     python -m studies.speed_table.run --prepare-only   # the files alone (beside other work)
+    python -m studies.speed_table.run --sizes 360x480 --redo   # time a recorded size again
 """
 
 from __future__ import annotations
@@ -112,6 +113,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", default=str(ROOT / "docs" / "results" / "speed_table.json"))
     p.add_argument("--docs", default=str(ROOT / "docs"), help="the folder of benchmarks.md")
     p.add_argument("--report-only", action="store_true", help="time nothing; report the JSON")
+    p.add_argument("--redo", action="store_true",
+                   help="time every requested size again even when the JSON has it (after the "
+                        "files changed: delete the stale ones from --out first)")
     p.add_argument("--prepare-only", action="store_true",
                    help="export, quantise and compile-check every file, time nothing (may run "
                         "beside another job; the timing then reuses the files)")
@@ -330,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             records = load_records(json_path)
             old = next((r for r in records if r["size"] == size_key(size)), None)
-            if is_done(old, variants, args):
+            if not args.redo and is_done(old, variants, args):
                 print(f"{size_key(size)}: already in {json_path}, not redone", flush=True)
                 continue
             save_records(json_path, merge_size(records, measure(size, variants, skipped, args)))
