@@ -27,6 +27,7 @@ def test_imagenet_and_scratch_runs_are_trained_scored_and_summarised(tmp_path: P
     assert record["iters"] == 2 and record["test_scale"] == 2.0
     # the study's recipe: train + val with Lovász, so no held-out val score is recorded
     assert record["train_split"] == "trainval" and record["lovasz_weight"] == 1.0
+    assert record["amp"] is True  # bf16 autocast, as the recipe trains
     assert record["best_val_miou"] is None
     assert set(record["per_class_iou"]) == {"Sky", "Building", "Pole", "Road", "Sidewalk",
                                             "Tree", "SignSymbol", "Fence", "Car", "Pedestrian",
@@ -59,3 +60,13 @@ def test_imagenet_and_scratch_runs_are_trained_scored_and_summarised(tmp_path: P
     assert script.main(argv + ["--inits", "scratch"]) == 0
     assert json.loads((tmp_path / "docs/results/camvid_imagenet.json").read_text()) == record
     assert (tmp_path / "docs/camvid_imagenet_predictions.png").read_bytes() == figure
+
+    # a random-weights row of another budget than the ImageNet row is not called "same budget"
+    changed = {**record, "iters": 4}
+    changed.pop(script.SAME_BUDGET)
+    (tmp_path / "docs/results/camvid_imagenet.json").write_text(json.dumps(changed))
+    assert script.main(argv + ["--inits", "scratch", "--report-only"]) == 0
+    mixed = json.loads((tmp_path / "docs/results/camvid_imagenet.json").read_text())
+    assert script.SAME_BUDGET not in mixed and mixed[script.OTHER_BUDGET]["iters"] == 2
+    assert script.committed_rows(tmp_path / "docs/results/camvid_imagenet.json")["scratch"][
+        "iters"] == 2
