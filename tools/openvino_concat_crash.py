@@ -1,7 +1,7 @@
 """OpenVINO's compiler crashes (SIGSEGV) on a requantised Concat: a minimal ONNX graph.
 
 Why the int8 files of ``pidnet_s`` and ``ddrnet23_slim`` did not compile in OpenVINO 2026.4
-(docs/deploy.md, "What breaks in OpenVINO"). Bisected over the nodes of their int8 QDQ exports,
+(docs/deploy.md, "OpenVINO's compiler crash"). Bisected over the nodes of their int8 QDQ exports,
 the first prefix that crashes ends after their pyramid pooling's pre-activation compression,
 ``Concat → Q/DQ → BatchNormalization → Relu → Q``. The graph here (``onnx.helper``, no rtseg
 code) keeps only what the crash needs::

@@ -171,7 +171,7 @@ def exported(model: torch.nn.Module, name: str, size: tuple[int, int], runtime: 
 
     Models without GUM get one file for both runtimes; GUM's get a gather file for ONNX
     Runtime. The file name holds the size, class count and calibration count, not the model's
-    code: delete ``--out`` after changing a network.
+    or the quantiser's code: delete ``--out`` (or the stale files) after changing either.
     """
     gathers = any(getattr(m, "can_gather", False) for m in model.modules())
     grid = GRID_SAMPLE_FOR[runtime] if gathers else "op"
