@@ -15,7 +15,7 @@ from rtseg.errors import CheckpointError, ConfigError
 from rtseg.inference.evaluate import evaluate_dataset
 from rtseg.training.checkpoint import load_checkpoint, save_atomic
 from rtseg.training.config import load_config, make_config
-from rtseg.training.trainer import poly_lambda
+from rtseg.training.optim import poly_lambda
 from rtseg.training.trainer import run_training as train
 
 TINY = dict(model="fpn_r18_bilinear", dataset="synthetic", crop_size=[32, 48],

@@ -17,9 +17,9 @@ function itself is exported only as ``rtseg.export`` (a name ``export`` here wou
 the submodule).
 """
 
-from .api import ExportReport
 from .export import Check, ExportCheckError
 from .metadata import is_exported, make_metadata, read_metadata, write_metadata
+from .report import ExportReport
 from .runtimes import (
     BACKENDS,
     RUNTIMES,

@@ -56,28 +56,8 @@ from .checkpoint import (
 from .class_weights import record_class_weights, run_class_weights
 from .config import TrainConfig
 from .loader import SeededSampler, loader_batches, quiet_worker
+from .optim import build_optimiser
 from .runlog import RunLog
-
-
-def poly_lambda(cfg: TrainConfig):
-    """Learning-rate factor of iteration ``it``: linear warm-up, then (1 − it/iters)^power."""
-
-    def factor(it: int) -> float:
-        if it < cfg.warmup_iters:
-            return cfg.warmup_ratio + (1 - cfg.warmup_ratio) * it / cfg.warmup_iters
-        return max(1 - it / cfg.iters, 0.0) ** cfg.poly_power
-
-    return factor
-
-
-def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
-    """Backbone at ``lr·backbone_lr_mult``, the rest at ``lr·head_lr_mult``; frozen ones out."""
-    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    backbone = [p for n, p in params if n.startswith("backbone.")]
-    head = [p for n, p in params if not n.startswith("backbone.")]
-    groups = [{"params": backbone, "lr": cfg.lr * cfg.backbone_lr_mult},
-              {"params": head, "lr": cfg.lr * cfg.head_lr_mult}]
-    return [g for g in groups if g["params"]]
 
 
 def seed_everything(seed: int) -> None:
@@ -180,9 +160,7 @@ class Trainer:
 
     def _build_optimiser(self) -> None:
         cfg = self.cfg
-        self.optimizer = torch.optim.SGD(param_groups(self.model, cfg), lr=cfg.lr,
-                                         momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, poly_lambda(cfg))
+        self.optimizer, self.scheduler = build_optimiser(self.model, cfg)
         self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and self.device.type == "cuda")
 
     def _make_run_dir(self) -> None:
