@@ -122,9 +122,11 @@ def test_ifa_export_formula_equals_reference(monkeypatch, size):
     torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("size", [(16, 24), (15, 21), (8, 40)])
+@pytest.mark.parametrize("size", [(16, 24), (15, 21), (8, 40), (12, 12)])
 def test_ifa_static_size_formula_equals_reference(monkeypatch, size):
-    # levels dividing the grid are broadcast and the position term tiled; others gathered
+    # levels dividing the grid are broadcast (summed coarse to fine where one grid divides the
+    # next: at 12×12 the 3×3 level does not divide by the 2×2 one) and the position term
+    # tiled; others gathered
     ifa = _randomise(IFA([3, 4, 5, 6], 7, hidden=(8, 7, 6))).double()
     feats = [torch.randn(2, c, -(-size[0] // 2**i), -(-size[1] // 2**i)).double()
              for i, c in enumerate([3, 4, 5, 6])]

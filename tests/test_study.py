@@ -379,3 +379,24 @@ def test_time_exports_int8_twins_report_their_speed_up(capsys) -> None:
     fp32_ms, int8_ms = float(rows[0][1]), float(rows[1][1])
     gain = float(rows[1][4].removesuffix("× |"))  # from the unrounded medians
     assert gain == pytest.approx(fp32_ms / int8_ms, rel=0.1) and rows[0][4].strip() == "|"
+
+
+def test_time_exports_prepares_files_then_times_them(tmp_path, capsys) -> None:
+    pytest.importorskip("onnxruntime", reason="the int8 twins need onnxruntime's quantiser")
+    from tools import time_exports
+
+    common = ["fpn_r18_bilinear", "--int8", "--calib-images", "1", "--size", "32", "48",
+              "--threads", "1", "--iters", "1", "--warmup", "0", "--num-classes", "3",
+              "--files", str(tmp_path)]
+    assert time_exports.main([*common, "--prepare-only"]) == 0
+    files = sorted(tmp_path.iterdir())
+    assert [f.name for f in files] == ["fpn_r18_bilinear.fast.32x48.k3.int8_c1.onnx",
+                                       "fpn_r18_bilinear.fast.32x48.k3.onnx"]
+    assert not [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    written = {f: f.stat().st_mtime_ns for f in files}
+    assert time_exports.main(common) == 0  # the files are reused, not written again
+    assert {f: f.stat().st_mtime_ns for f in files} == written
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| fpn")]
+    assert len(rows) == 2
+    with pytest.raises(SystemExit):
+        time_exports.parse_args(["fpn_r18_bilinear", "--prepare-only"])

@@ -59,7 +59,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-classes", type=int, default=19)
     p.add_argument("--int8", action="store_true", help="also time each file's int8 twin")
     p.add_argument("--calib-images", type=int, default=8)
-    return p.parse_args(argv)
+    p.add_argument("--files", default=None, metavar="DIR",
+                   help="keep the exported files in DIR and reuse those already there (delete "
+                        "DIR after changing an export formula); default: a temporary folder")
+    p.add_argument("--prepare-only", action="store_true",
+                   help="export (and quantise) into --files, time nothing: the exports can "
+                        "run beside other work, the timing later on a quiet CPU")
+    args = p.parse_args(argv)
+    if args.prepare_only and args.files is None:
+        p.error("--prepare-only needs --files DIR")
+    return args
 
 
 def export_variant(name: str, variant: str, size: tuple[int, int], num_classes: int,
@@ -68,13 +77,15 @@ def export_variant(name: str, variant: str, size: tuple[int, int], num_classes: 
     model = create_model(name, num_classes, aux=False).eval()
     if variant == "gather" and not any(getattr(m, "can_gather", False) for m in model.modules()):
         return None
+    path = folder / f"{name}.{variant}.{size[0]}x{size[1]}.k{num_classes}.onnx"
+    if path.exists():
+        return path
     torch.manual_seed(0)
     randomise_weights(model)
     paths = reference_paths() if variant == "plain" else contextlib.nullcontext()
     with paths, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return export_onnx(model, folder / f"{name}.{variant}.onnx", size,
-                           dynamic=variant == "dynamic",
+        return export_onnx(model, path, size, dynamic=variant == "dynamic",
                            grid_sample="gather" if variant == "gather" else "op")
 
 
@@ -83,24 +94,35 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     size = (args.size[0], args.size[1])
     x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0))
-    with tempfile.TemporaryDirectory() as tmp:
+    with contextlib.ExitStack() as stack:
+        if args.files is None:
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        else:
+            folder = Path(args.files)
+            folder.mkdir(parents=True, exist_ok=True)
         runs = {}
         for name in args.models:
             for variant in args.variants:
-                path = export_variant(name, variant, size, args.num_classes, Path(tmp))
+                path = export_variant(name, variant, size, args.num_classes, folder)
                 if path is None:
                     continue
                 files = {f"{name} [{variant}]": path}
                 if args.int8:
-                    int8 = path.with_suffix(".int8.onnx")
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")
-                        quantize_int8(path, int8, calibration_batches(
-                            "synthetic", size, args.calib_images))
+                    int8 = path.with_suffix(f".int8_c{args.calib_images}.onnx")
+                    if not int8.exists():
+                        with warnings.catch_warnings():
+                            warnings.simplefilter("ignore")
+                            quantize_int8(path, int8, calibration_batches(
+                                "synthetic", size, args.calib_images))
                     files[f"{name} [{variant} int8]"] = int8
+                print(f"ready: {', '.join(str(f) for f in files.values())}", flush=True)
+                if args.prepare_only:
+                    continue
                 for key, file in files.items():
                     seg = RUNTIMES[args.runtime](file, threads=args.threads)
                     runs[key] = (lambda s=seg: s(x))
+        if args.prepare_only:
+            return 0
         stats = time_interleaved(runs, warmup=args.warmup, iters=args.iters)
     first = f"{args.models[0]} [fast]"
     floor = (stats.get(first) or next(iter(stats.values())))["median_ms"]

@@ -197,11 +197,15 @@ class IFA(nn.Module):
         graph for any size. The one size-dependent choice is the reference's own (a level on
         the output grid is not sampled; see ``rtseg.deploy.export``).
 
-        The eager path's broadcast adds (levels dividing the grid evenly) and its table of
-        distinct offsets are not used: a dynamic graph cannot branch on the size, and the
-        distinct offsets need ONNX ``Unique``, which OpenVINO 2026.4's CPU plugin fails to
-        run once the graph is reshaped to a static size (the whole H×W grid costs 78·C
-        multiply-adds a pixel in the networks: 26 codes for each level off the grid).
+        A graph for one size (inside :func:`rtseg.layers.static_sizes`) adds the levels whose
+        grids divide the output's by broadcasting instead, summed coarse to fine on their own
+        grids first (:func:`_add_levels`: one full-size addition), and the position term as a
+        constant table of one period of offsets, tiled; a graph for any size cannot branch on
+        the size, so it gathers. The eager path's table of distinct offsets is not used: it
+        needs ONNX ``Unique``, which OpenVINO 2026.4's CPU plugin fails to run once the graph
+        is reshaped to a static size (the whole H×W grid costs 78·C multiply-adds a pixel in
+        the networks: 26 codes for each level off the grid). The MLP runs on N×C rows, so the
+        graph holds ``Gemm`` → ``Relu`` → ``Gemm`` (each ``Relu`` fused by ONNX Runtime).
         """
         self._check_levels(features)
         h, w = size
@@ -209,7 +213,7 @@ class IFA(nn.Module):
         like = features[0]
         static = sizes_are_static()
         out: torch.Tensor | None = None
-        offsets, w_codes = [], []
+        offsets, w_codes, broadcast = [], [], []
         for enc, x, (w_pos, w_feat) in zip(self.encodings, features, blocks, strict=True):
             z = linear_rows(x.permute(0, 2, 3, 1), w_feat)  # B×h_l×w_l×hidden, own grid
             if tuple(x.shape[-2:]) == (h, w):  # δ = 0: γ = [0, 0, sin 0 …, cos 0 …]
@@ -219,12 +223,14 @@ class IFA(nn.Module):
             iy, dy = nearest_cells(h, x.shape[-2], like)
             ix, dx = nearest_cells(w, x.shape[-1], like)
             if static and out is not None and h % x.shape[-2] == 0 and w % x.shape[-1] == 0:
-                out = _broadcast_add(out, z)
+                broadcast.append(z)
             else:
                 z = z.index_select(2, ix).index_select(1, iy)
                 out = z if out is None else out + z
             offsets.append((enc, dy, dx))
             w_codes.append(w_pos)
+        if broadcast:
+            out = _add_levels(out, broadcast)
         period = _period((h, w), features) if static and offsets else None
         if period is not None:  # the offsets repeat every P×Q cells
             codes = [enc(torch.stack(torch.meshgrid(dy[:period[0]], dx[:period[1]],
@@ -238,7 +244,9 @@ class IFA(nn.Module):
             out = out + linear_rows(torch.cat(codes, dim=-1), torch.cat(w_codes, dim=1), bias)
         else:
             out = out + bias
-        return _mlp_rows(F.relu(out), list(self.rest)[2:], export_safe=True)
+        rows = _mlp_rows(F.relu(out).reshape(-1, out.shape[-1]), list(self.rest)[2:],
+                         export_safe=True)
+        return rows.view(*out.shape[:-1], rows.shape[-1])
 
     def forward_rows(self, features: Sequence[torch.Tensor], size: tuple[int, int]
                      ) -> torch.Tensor:
@@ -322,6 +330,22 @@ def _period(size: tuple[int, int], features: Sequence[torch.Tensor]) -> tuple[in
     return period if h % period[0] == 0 and w % period[1] == 0 else None
 
 
+def _add_levels(out: torch.Tensor, levels: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``out`` (B×H×W×C) plus every level in ``levels`` (B×h_l×w_l×C, each grid dividing
+    H×W) at its nearest cells, by broadcasting. The levels are summed coarse to fine on their
+    own grids first, wherever a finer grid divides by the next coarser one (the nearest cell
+    of a nearest cell is then the nearest cell), so ``out``'s grid sees one addition, not one
+    per level (the networks' IFA: one instead of three)."""
+    levels = sorted(levels, key=lambda z: z.shape[1] * z.shape[2], reverse=True)
+    acc = levels[-1]
+    for z in reversed(levels[:-1]):
+        if z.shape[1] % acc.shape[1] or z.shape[2] % acc.shape[2]:
+            out, acc = _broadcast_add(out, acc), z
+        else:
+            acc = _broadcast_add(z, acc)
+    return _broadcast_add(out, acc)
+
+
 def _broadcast_add(out: torch.Tensor, z: torch.Tensor, tile: bool = False) -> torch.Tensor:
     """Out-of-place :func:`_add_nearest` for a grid dividing ``out``'s (B×H×W×C): ``z``
     (B'×h×w×C, B' = B or 1) broadcast over its r_y×r_x blocks, or with ``tile`` repeated as an
@@ -339,8 +363,9 @@ def _broadcast_add(out: torch.Tensor, z: torch.Tensor, tile: bool = False) -> to
 def _mlp_rows(x: torch.Tensor, layers: Sequence[nn.Module], export_safe: bool = False
               ) -> torch.Tensor:
     """``nn.Sequential(*layers)`` (1×1 Conv2d, each optionally followed by BatchNorm2d and
-    ReLU; eval mode) on channels-last B×H×W×C rows, every BatchNorm folded into its GEMM
-    (``export_safe``: out of place, each GEMM a 2-D product, ``Gemm`` in a graph)."""
+    ReLU; eval mode) on channels-last rows (…×C), every BatchNorm folded into its GEMM.
+    ``export_safe``: N×C rows, out of place, so that a graph holds ``Gemm`` → ``Relu`` →
+    ``Gemm`` with no ``Reshape`` between (ONNX Runtime fuses each ``Relu`` into its ``Gemm``)."""
     layers = [m for m in layers if not isinstance(m, nn.Identity)]  # BNs already folded
     i = 0
     while i < len(layers):
@@ -351,7 +376,7 @@ def _mlp_rows(x: torch.Tensor, layers: Sequence[nn.Module], export_safe: bool = 
             scale, shift = bn_affine(layers[i])
             w, b = w * scale[:, None], b * scale + shift
             i += 1
-        x = linear_rows(x, w, b) if export_safe else F.linear(x, w, b)
+        x = F.linear(x, w, b)
         if i < len(layers) and isinstance(layers[i], nn.ReLU):
             x = F.relu(x) if export_safe else x.relu_()
             i += 1
