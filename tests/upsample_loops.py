@@ -13,12 +13,10 @@ def src(i: int, out_len: int, in_len: int) -> int:
     return min(math.floor((i + 0.5) * in_len / out_len), in_len - 1)
 
 
-def loop_reassemble(value, weights, k):
-    """out(i, j) = Σ_{a,b} w_{a·k+b}(i, j) · value(u_i + a − r, v_j + b − r), zero outside."""
-    b, c, h, w = value.shape
-    big_h, big_w = weights.shape[-2:]
+def window_taps(big_h, big_w, h, w, k):
+    """(i, j, t, y, x) for every output cell (i, j) of a big_h×big_w grid and every tap
+    t = a·k + b of the k×k window around its source cell that falls inside the h×w map."""
     r = k // 2
-    out = torch.zeros(b, c, big_h, big_w, dtype=value.dtype)
     for i in range(big_h):
         for j in range(big_w):
             u, v = src(i, big_h, h), src(j, big_w, w)
@@ -26,7 +24,16 @@ def loop_reassemble(value, weights, k):
                 for bb in range(k):
                     y, x = u + a - r, v + bb - r
                     if 0 <= y < h and 0 <= x < w:
-                        out[:, :, i, j] += weights[:, a * k + bb, i, j, None] * value[:, :, y, x]
+                        yield i, j, a * k + bb, y, x
+
+
+def loop_reassemble(value, weights, k):
+    """out(i, j) = Σ_{a,b} w_{a·k+b}(i, j) · value(u_i + a − r, v_j + b − r), zero outside."""
+    b, c, h, w = value.shape
+    big_h, big_w = weights.shape[-2:]
+    out = torch.zeros(b, c, big_h, big_w, dtype=value.dtype)
+    for i, j, t, y, x in window_taps(big_h, big_w, h, w, k):
+        out[:, :, i, j] += weights[:, t, i, j, None] * value[:, :, y, x]
     return out
 
 
@@ -34,16 +41,9 @@ def loop_similarity(query, key, k):
     """logit_t(i, j) = query(i, j) · key(window tap t around the source cell), 0 outside."""
     b, _, big_h, big_w = query.shape
     h, w = key.shape[-2:]
-    r = k // 2
     out = torch.zeros(b, k * k, big_h, big_w, dtype=query.dtype)
-    for i in range(big_h):
-        for j in range(big_w):
-            u, v = src(i, big_h, h), src(j, big_w, w)
-            for a in range(k):
-                for bb in range(k):
-                    y, x = u + a - r, v + bb - r
-                    if 0 <= y < h and 0 <= x < w:
-                        out[:, a * k + bb, i, j] = (query[:, :, i, j] * key[:, :, y, x]).sum(1)
+    for i, j, t, y, x in window_taps(big_h, big_w, h, w, k):
+        out[:, t, i, j] = (query[:, :, i, j] * key[:, :, y, x]).sum(1)
     return out
 
 
