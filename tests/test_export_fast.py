@@ -210,6 +210,7 @@ def test_onnx_fast_graph_holds_the_fast_formula(exported, up):
     if up == "fast_attention":  # per block: Q and K in one Conv, no output-projection Conv
         assert ops["Conv"] == ref["Conv"] - 2 * 3
         assert ops["Transpose"] < ref["Transpose"]
+        assert ops["ReduceL2"] == 2 * 3 and "Expand" not in ops  # norms divide by broadcasting
     elif up == "ifa":  # rows: 3 MLP Gemm + 1 position Gemm, BN folded, level 0's codes folded
         assert ops["Gemm"] == 4 and ops["Conv"] == ref["Conv"] - 8
         assert ref["BatchNormalization"] == 1 and ops["BatchNormalization"] == 0

@@ -92,8 +92,7 @@ class FastAttention(nn.Module):
         (wq, bq, _), (wk, bk, _) = folded(self.query), folded(self.key)
         qk = F.conv2d(x, torch.cat([wq, wk])[:, :, None, None], torch.cat([bq, bk]))
         q, k = qk.flatten(2).split(self.query.conv.out_channels, dim=1)
-        return (F.normalize(q, dim=1, eps=1e-12), F.normalize(k, dim=1, eps=1e-12),
-                self.value(x).flatten(2))
+        return _unit_columns(q), _unit_columns(k), self.value(x).flatten(2)
 
     def _out_maps(self, qn: torch.Tensor, vk: torch.Tensor, pixels: int | torch.Tensor,
                   shape: torch.Size) -> torch.Tensor:
@@ -169,6 +168,12 @@ class FastAttention(nn.Module):
         kv = summary / pixels if self.mean else summary
         y = torch.bmm(qn.transpose(1, 2), kv).transpose(1, 2).reshape(b, c, h, w)
         return x + self.project(y)
+
+
+def _unit_columns(x: torch.Tensor) -> torch.Tensor:
+    """``F.normalize(x, dim=1, eps=1e-12)`` (B×d×n) as a graph records it without the
+    ``Expand`` of the norms to x's shape: ``ReduceL2``, ``Clip`` and a broadcasting ``Div``."""
+    return x / torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp(min=1e-12)
 
 
 class FastAttentionUpsample(nn.Module):
