@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -86,7 +87,7 @@ def test_a_second_call_redoes_nothing(measured: Path, monkeypatch) -> None:
     def refuse(*a, **k):
         raise AssertionError("timed or exported again")
 
-    for name in ("time_interleaved", "export_onnx", "quantize_int8", "model_calls"):
+    for name in ("time_interleaved", "export_onnx", "quantise_in_child", "model_calls"):
         monkeypatch.setattr(script, name, refuse)
     assert script.main(argv(measured)) == 0
     assert (path.stat().st_mtime_ns, path.read_text()) == before
@@ -207,9 +208,42 @@ def test_prepare_only_makes_the_files_times_nothing_and_the_timing_reuses_them(
                      "fpn_r18_bilinear.int8_c2.onnx", "fpn_r18_bilinear.onnx"]
     assert not (tmp_path / "speed.json").exists() and not (tmp_path / "docs").exists()
     monkeypatch.undo()
-    for name in ("export_onnx", "quantize_int8"):
+    for name in ("export_onnx", "quantise_in_child"):
         monkeypatch.setattr(script, name, lambda *a, **k: pytest.fail("exported again"))
     assert script.main(argv(tmp_path, variants=["torch", "ort_int8"])) == 0
     rows = json.loads((tmp_path / "speed.json").read_text())[0]["rows"]
     assert {(r["model"], r["variant"]) for r in rows} == {
         (m, v) for m in MODELS for v in ("torch", "ort_int8")}
+
+
+def test_an_int8_file_that_cannot_be_made_is_not_timed_nor_retried(tmp_path: Path,
+                                                                   monkeypatch) -> None:
+    why = "int8 calibration ran out of memory (the process was killed)"
+    real = script.quantise_in_child
+    monkeypatch.setattr(script, "quantise_in_child", lambda fp32, q, *a: (
+        why if "fpn_lite0" in q.name else real(fp32, q, *a)))
+    assert script.main(argv(tmp_path, variants=["ort_fp32", "ort_int8"])) == 0
+    rec = json.loads((tmp_path / "speed.json").read_text())[0]
+    assert {(r["model"], r["variant"]) for r in rec["rows"]} == {
+        ("fpn_lite0_bilinear", "ort_fp32"), ("fpn_r18_bilinear", "ort_fp32"),
+        ("fpn_r18_bilinear", "ort_int8")}
+    assert f"fpn_lite0_bilinear ort_int8: {why}" in rec["skipped"]
+    failed = next((tmp_path / "out").rglob("fpn_lite0_bilinear.int8_c2.failed"))
+    assert failed.read_text().strip() == why  # remembered: delete the file to try again
+    monkeypatch.setattr(script, "quantise_in_child", lambda *a: pytest.fail("tried again"))
+    path, again = script.exported(script.random_model("fpn_lite0_bilinear", script.parse_args(
+        argv(tmp_path))), "fpn_lite0_bilinear", (32, 48), "onnxruntime", True,
+        script.parse_args(argv(tmp_path)))
+    assert again == why and not path.exists()
+
+
+def test_the_quantising_child_reports_why_it_failed(tmp_path: Path, monkeypatch) -> None:
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    why = script.quantise_in_child(bad, tmp_path / "bad.int8.onnx", (32, 48), 1)
+    assert why is not None and why.startswith("int8 quantiser failed: ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.onnx"]  # no partial file
+    monkeypatch.setattr(script.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(
+        a[0], -9, "", ""))
+    assert script.quantise_in_child(bad, tmp_path / "x.onnx", (32, 48), 1) == (
+        "int8 calibration ran out of memory (the process was killed)")

@@ -9,7 +9,8 @@ fair heads ``fpn_lite0_*``, the peers, and the rate row ``fpn_r18_bilinear``):
    as ``rtseg bench`` counts them (:mod:`rtseg.complexity`);
 2. for the ONNX variants it is exported with a static shape (:func:`rtseg.deploy.export.
    export_onnx`) and quantised to its int8 QDQ twin (:func:`rtseg.deploy.quantize.quantize_int8`,
-   calibrated on ``--calib-images`` built-in synthetic scenes at the size), as
+   in a child process: :func:`quantise_in_child`; calibrated on ``--calib-images`` built-in
+   synthetic scenes at the size), as
    ``tools.time_exports --int8`` does; GUM samples the way each runtime runs faster
    (``rtseg.bench.cases.GRID_SAMPLE_FOR``); the files are kept in ``--out`` and reused;
 3. every variant is a call on one random 1×3×H×W input: ``torch`` (eager fp32, the call
@@ -45,6 +46,8 @@ import datetime
 import functools
 import os
 import re
+import signal
+import subprocess
 import sys
 import warnings
 from collections.abc import Callable
@@ -58,7 +61,6 @@ from rtseg.bench import describe_settings, time_interleaved
 from rtseg.bench.cases import GRID_SAMPLE_FOR, Setup, make_run
 from rtseg.complexity import count_macs, count_params
 from rtseg.deploy.export import export_onnx
-from rtseg.deploy.quantize import calibration_batches, quantize_int8
 from rtseg.deploy.runtimes import RUNTIMES, installed, openvino_compiles
 from rtseg.errors import UsageError
 from rtseg.inference.memory import available_bytes, format_bytes
@@ -166,8 +168,9 @@ def _atomic(path: Path, write: Callable[[Path], Any]) -> Path:
 
 
 def exported(model: torch.nn.Module, name: str, size: tuple[int, int], runtime: str, int8: bool,
-             args: argparse.Namespace) -> Path:
-    """The ONNX file (or its int8 twin) of ``model`` for ``runtime``, made once in ``--out``.
+             args: argparse.Namespace) -> tuple[Path, str | None]:
+    """The ONNX file (or its int8 twin) of ``model`` for ``runtime``, made once in ``--out``,
+    and why it could not be made (None when it was).
 
     Models without GUM get one file for both runtimes; GUM's get a gather file for ONNX
     Runtime. The file name holds the size, class count and calibration count, not the model's
@@ -181,12 +184,41 @@ def exported(model: torch.nn.Module, name: str, size: tuple[int, int], runtime: 
     if not fp32.is_file():
         _atomic(fp32, lambda p: export_onnx(model, p, size, dynamic=False, grid_sample=grid))
     if not int8:
-        return fp32
+        return fp32, None
     q = fp32.with_name(f"{fp32.stem}.int8_c{args.calib_images}.onnx")
-    if not q.is_file():
-        _atomic(q, lambda p: quantize_int8(fp32, p, calibration_batches(
-            "synthetic", size, args.calib_images)))
-    return q
+    failed = q.with_suffix(".failed")
+    if failed.is_file():  # delete it to try again
+        return q, failed.read_text().strip()
+    why = None if q.is_file() else quantise_in_child(fp32, q, size, args.calib_images)
+    if why is not None:
+        failed.write_text(why + "\n")
+    return q, why
+
+
+def quantise_in_child(fp32: Path, q: Path, size: tuple[int, int], images: int) -> str | None:
+    """Write ``fp32``'s int8 twin ``q`` (:func:`rtseg.deploy.quantize.quantize_int8`, calibrated
+    on ``images`` synthetic scenes) in a child process; None when written, else why not.
+
+    The calibrator runs a copy of the network that keeps every tensor for its ranges: at
+    1024×2048 ``fpn_lite0_sapa``'s outgrew this machine's 24 GB, and the OOM killer ended the
+    whole study with it. A child's death ends only that file's int8 cells.
+    """
+    code = ("import sys; from rtseg.deploy.quantize import calibration_batches, quantize_int8; "
+            "quantize_int8(sys.argv[1], sys.argv[2], calibration_batches('synthetic', "
+            "(int(sys.argv[3]), int(sys.argv[4])), int(sys.argv[5])))")
+    tmp = q.with_name(f".{q.stem}.tmp{q.suffix}")
+    done = subprocess.run([sys.executable, "-c", code, str(fp32), str(tmp), str(size[0]),
+                           str(size[1]), str(images)], capture_output=True, text=True)
+    if done.returncode == 0:
+        os.replace(tmp, q)
+        return None
+    tmp.unlink(missing_ok=True)
+    if done.returncode == -signal.SIGKILL:
+        return "int8 calibration ran out of memory (the process was killed)"
+    if done.returncode < 0:
+        return f"int8 quantiser died (signal {-done.returncode})"
+    lines = [x.strip() for x in done.stderr.splitlines() if x.strip()]
+    return f"int8 quantiser failed: {lines[-1] if lines else f'exit status {done.returncode}'}"
 
 
 def random_model(name: str, args: argparse.Namespace) -> torch.nn.Module:
@@ -201,9 +233,13 @@ def random_model(name: str, args: argparse.Namespace) -> torch.nn.Module:
 def runtime_file(model: torch.nn.Module, name: str, size: tuple[int, int], variant: str,
                  args: argparse.Namespace) -> tuple[Path, str | None]:
     """The file ``variant`` runs (made once in ``--out``), and why it cannot be timed: an int8
-    file OpenVINO cannot compile (OpenVINO 2026.4 segfaults on some; checked in a child)."""
+    file that could not be made (:func:`quantise_in_child`) or that OpenVINO cannot compile
+    (OpenVINO 2026.4 segfaults on some; checked in a child)."""
     runtime, int8 = RUNTIME_OF[variant]
-    path = exported(model, name, size, runtime, int8, args)
+    path, why = exported(model, name, size, runtime, int8, args)
+    if why is not None:
+        print(f"{size_key(size)} {name} [{variant}]: not timed, {why}", flush=True)
+        return path, f"{name} {variant}: {why}"
     if runtime == "openvino" and int8:
         outcome = openvino_compiles(path)
         if outcome != "compiles":
