@@ -21,7 +21,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	@echo "== tests: pytest in two worker processes (pytest-xdist, whole files per worker), a dot a test"
-	@echo "   and the share done so far ([ NN%]); about 5–7 min on a quiet 2-core CPU (1,064 tests in 261 s, 2026-12-02), longer while other work shares it"
+	@echo "   and the share done so far ([ NN%]); about 5–7 min on a quiet 2-core CPU (1,068 tests in 273 s, 2026-12-02), longer while other work shares it"
 	$(PY) -m pytest -n 2 --dist loadfile
 
 test-fast: $(STAMP)
