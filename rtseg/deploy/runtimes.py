@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -184,8 +185,6 @@ OPENVINO_FIRST_FP32 = frozenset({"gun"})
 def openvino_compiles(path: str | Path, timeout: float = 300.0) -> str:
     """Compile the ONNX file at ``path`` in OpenVINO's CPU plugin in a child process (a crash
     there must not end the caller): ``"compiles"``, or ``"fails: <why>"``."""
-    import subprocess
-
     code = ("import sys, openvino as ov; core = ov.Core(); core.compile_model("
             "core.read_model(sys.argv[1]), 'CPU', {'INFERENCE_PRECISION_HINT': 'f32'})")
     try:
@@ -193,12 +192,19 @@ def openvino_compiles(path: str | Path, timeout: float = 300.0) -> str:
                               text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return f"fails: no result in {timeout:.0f} s"
+    why = child_failure(done)
+    return "compiles" if why is None else f"fails: {why}"
+
+
+def child_failure(done: subprocess.CompletedProcess) -> str | None:
+    """Why a finished child process (text output captured) failed, None when it did not: the
+    signal that ended it, else the last line of its standard error (or its exit status)."""
     if done.returncode == 0:
-        return "compiles"
+        return None
     if done.returncode < 0:
-        return f"fails: the process died (signal {-done.returncode})"
+        return f"the process died (signal {-done.returncode})"
     lines = [x.strip() for x in done.stderr.splitlines() if x.strip()]
-    return f"fails: {lines[-1] if lines else f'exit status {done.returncode}'}"
+    return lines[-1] if lines else f"exit status {done.returncode}"
 
 
 def auto_order(path: str | Path, meta: dict[str, Any] | None = None) -> tuple[str, str]:

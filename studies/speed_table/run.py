@@ -61,7 +61,7 @@ from rtseg.bench import describe_settings, time_interleaved
 from rtseg.bench.cases import GRID_SAMPLE_FOR, Setup, make_run
 from rtseg.complexity import count_macs, count_params
 from rtseg.deploy.export import export_onnx
-from rtseg.deploy.runtimes import RUNTIMES, installed, openvino_compiles
+from rtseg.deploy.runtimes import RUNTIMES, child_failure, installed, openvino_compiles
 from rtseg.errors import UsageError
 from rtseg.inference.memory import available_bytes, format_bytes
 from rtseg.registry import list_models
@@ -209,16 +209,13 @@ def quantise_in_child(fp32: Path, q: Path, size: tuple[int, int], images: int) -
     tmp = q.with_name(f".{q.stem}.tmp{q.suffix}")
     done = subprocess.run([sys.executable, "-c", code, str(fp32), str(tmp), str(size[0]),
                            str(size[1]), str(images)], capture_output=True, text=True)
-    if done.returncode == 0:
+    if child_failure(done) is None:
         os.replace(tmp, q)
         return None
     tmp.unlink(missing_ok=True)
     if done.returncode == -signal.SIGKILL:
         return "int8 calibration ran out of memory (the process was killed)"
-    if done.returncode < 0:
-        return f"int8 quantiser died (signal {-done.returncode})"
-    lines = [x.strip() for x in done.stderr.splitlines() if x.strip()]
-    return f"int8 quantiser failed: {lines[-1] if lines else f'exit status {done.returncode}'}"
+    return f"int8 quantiser failed: {child_failure(done)}"
 
 
 def random_model(name: str, args: argparse.Namespace) -> torch.nn.Module:
